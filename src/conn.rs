@@ -1,0 +1,144 @@
+//! One client connection: its socket, its session, and the bytes in flight.
+//!
+//! Owns the buffers and the socket calls (drained until `WouldBlock`, `Interrupted` retried,
+//! `Ok(0)` taken as the client's end) and reports what happened as a closed set of
+//! outcomes. What to do about it is the server's business; what to reply, the session's.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+
+use mio::Interest;
+use mio::net::TcpStream;
+
+use crate::session::Session;
+use crate::timer::TimerKey;
+
+/// Buffers larger than this are given back to the allocator once they empty, so an idle
+/// connection holds no buffer at all.
+const KEEP_CAPACITY: usize = 1024;
+
+pub struct Conn {
+    pub stream: TcpStream,
+    pub session: Session,
+    /// Index of the listener it came through: its policy.
+    pub listener: usize,
+    /// A serial number, for logs and to tell this connection from a later one in its slot.
+    pub id: u64,
+    /// Input the session has not used yet: an unfinished line, or input that waits for a
+    /// pause to end or for output to drain.
+    pub tail: Vec<u8>,
+    /// Whether the session has seen all of `tail` and needs more bytes to go on.
+    pub tail_fed: bool,
+    /// Replies not yet sent; `out[..written]` has gone.
+    pub out: Vec<u8>,
+    pub written: usize,
+    /// When the client last completed a line, in ticks: the idle timeout counts from here.
+    pub last_line_at: u64,
+    pub idle_timer: Option<TimerKey>,
+    pub delay_timer: Option<TimerKey>,
+    /// The socket may have bytes to read (readiness seen and not drained to `WouldBlock`).
+    pub read_ready: bool,
+    /// The client has finished sending.
+    pub peer_closed: bool,
+    /// Close once `out` has gone.
+    pub closing: bool,
+    /// The interest the socket is registered with.
+    pub interest: Interest,
+}
+
+/// What one read gave.
+pub enum Received {
+    Bytes(usize),
+    WouldBlock,
+    /// The client shut down its side.
+    End,
+    Failed(io::Error),
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, listener: usize, id: u64, now: u64, tls: bool) -> Self {
+        Conn {
+            stream,
+            session: Session::new(tls),
+            listener,
+            id,
+            tail: Vec::new(),
+            tail_fed: false,
+            out: Vec::new(),
+            written: 0,
+            last_line_at: now,
+            idle_timer: None,
+            delay_timer: None,
+            read_ready: false,
+            peer_closed: false,
+            closing: false,
+            interest: Interest::READABLE,
+        }
+    }
+
+    pub fn read(&mut self, buf: &mut [u8]) -> Received {
+        loop {
+            return match self.stream.read(buf) {
+                Ok(0) => Received::End,
+                Ok(n) => Received::Bytes(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Received::WouldBlock,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Received::Failed(e),
+            };
+        }
+    }
+
+    pub fn has_output(&self) -> bool {
+        self.written < self.out.len()
+    }
+
+    /// Writes pending output until it is gone or the socket is full. Returns the bytes
+    /// written by this call (for the debug log), or the error that ends the connection.
+    pub fn flush(&mut self) -> io::Result<std::ops::Range<usize>> {
+        let start = self.written;
+        while self.written < self.out.len() {
+            match self.stream.write(&self.out[self.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(start..self.written)
+    }
+
+    /// Drops sent output, and buffers that grew large while they are empty.
+    pub fn compact(&mut self) {
+        if self.written == self.out.len() {
+            self.written = 0;
+            self.out.clear();
+            if self.out.capacity() > KEEP_CAPACITY {
+                self.out = Vec::new();
+            }
+        }
+        if self.tail.is_empty() && self.tail.capacity() > KEEP_CAPACITY {
+            self.tail = Vec::new();
+        }
+    }
+
+    /// Unsent output, counting only what is still to go.
+    pub fn pending_output(&self) -> usize {
+        self.out.len() - self.written
+    }
+
+    /// READABLE always (it also reports the client's end and errors); WRITABLE only while
+    /// output waits for room in the socket.
+    pub fn wanted_interest(&self) -> Interest {
+        if self.has_output() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        }
+    }
+
+    /// Sends FIN after the replies, so the client reads them all before the end.
+    pub fn shutdown(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}

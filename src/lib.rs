@@ -1,0 +1,16 @@
+//! blackhole: an SMTP server that accepts mail and throws it away.
+//!
+//! The crate is split between a pure protocol core (`command`, `session`,
+//! `switches`, `reply`), which never touches a socket or a clock, and the
+//! event loop (`server`, `conn`, `timer`, `listener`) that does the I/O and
+//! keeps time for it.
+
+pub mod command;
+pub mod config;
+pub mod conn;
+pub mod listener;
+pub mod reply;
+pub mod server;
+pub mod session;
+pub mod switches;
+pub mod timer;

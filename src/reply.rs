@@ -1,0 +1,188 @@
+//! Every reply the server sends, as wire bytes.
+//!
+//! Fixed replies are constants so the hot path copies bytes and formats nothing. Replies that
+//! carry the mail name or a message id are written by the small functions below. This module
+//! knows the words of the protocol, not when to say them.
+
+pub const GOODBYE: &[u8] = b"221 2.0.0 Goodbye\r\n";
+pub const OK: &[u8] = b"250 2.0.0 OK\r\n";
+pub const HELO_OK: &[u8] = b"250 OK\r\n";
+pub const MAIL_OK: &[u8] = b"250 2.1.0 OK\r\n";
+pub const RCPT_OK: &[u8] = b"250 2.1.5 OK\r\n";
+pub const START_DATA: &[u8] = b"354 End data with <CR><LF>.<CR><LF>\r\n";
+pub const TIMEOUT: &[u8] = b"421 Timeout\r\n";
+pub const ETRN_OK: &[u8] = b"250 Queueing started\r\n";
+pub const VRFY_UNKNOWN: &[u8] = b"252 2.0.0 Will attempt delivery\r\n";
+
+pub const LINE_TOO_LONG: &[u8] = b"500 5.5.2 Line too long\r\n";
+pub const NOT_IMPLEMENTED: &[u8] = b"500 Not implemented\r\n";
+pub const UNKNOWN_COMMAND: &[u8] = b"502 5.5.2 Command not recognised\r\n";
+pub const TOO_MANY_UNKNOWN: &[u8] = b"502 5.5.3 Too many unknown commands\r\n";
+
+pub const HELO_SYNTAX: &[u8] = b"501 5.5.4 Syntax: HELO domain.tld\r\n";
+pub const EHLO_SYNTAX: &[u8] = b"501 5.5.4 Syntax: EHLO domain.tld\r\n";
+pub const MAIL_SYNTAX: &[u8] = b"501 5.5.4 Syntax: MAIL FROM: <address>\r\n";
+pub const RCPT_SYNTAX: &[u8] = b"501 5.5.4 Syntax: RCPT TO: <address>\r\n";
+pub const VRFY_SYNTAX: &[u8] = b"501 5.5.4 Syntax: VRFY <address>\r\n";
+pub const EXPN_SYNTAX: &[u8] = b"501 5.5.4 Syntax: EXPN <list1 | list2 | list3 | all>\r\n";
+pub const SIZE_SYNTAX: &[u8] = b"501 5.5.4 Syntax: SIZE=<number of octets>\r\n";
+pub const BODY_SYNTAX: &[u8] = b"501 5.5.4 Syntax: BODY=7BIT|8BITMIME\r\n";
+pub const PARAM_SYNTAX: &[u8] = b"501 5.5.4 Syntax: parameters are KEYWORD or KEYWORD=VALUE\r\n";
+pub const UNKNOWN_PARAM: &[u8] = b"555 5.5.4 Unsupported parameter\r\n";
+pub const READY_TO_START_TLS: &[u8] = b"220 2.0.0 Ready to start TLS\r\n";
+pub const STARTTLS_SYNTAX: &[u8] = b"501 5.5.4 Syntax: STARTTLS\r\n";
+pub const NEED_MAIL: &[u8] = b"503 5.5.1 Error: need MAIL command\r\n";
+pub const NEED_RCPT: &[u8] = b"503 5.5.1 Error: need RCPT command\r\n";
+pub const NESTED_MAIL: &[u8] = b"503 5.5.1 Error: nested MAIL command\r\n";
+pub const ALREADY_TLS: &[u8] = b"503 5.5.1 Error: TLS already active\r\n";
+pub const TOO_BIG: &[u8] = b"552 Message size exceeds fixed maximum message size\r\n";
+
+pub const EXPN_DENIED: &[u8] = b"550 Not authorised\r\n";
+
+pub const AUTH_OK: &[u8] = b"235 2.7.0 Authentication successful\r\n";
+pub const AUTH_FAILED: &[u8] = b"535 5.7.8 Authentication failed\r\n";
+pub const AUTH_SYNTAX: &[u8] = b"501 5.5.4 Syntax: AUTH mechanism\r\n";
+pub const AUTH_EXTRA_WORDS: &[u8] = b"501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n";
+pub const AUTH_CANCELLED: &[u8] = b"501 5.7.0 Authentication cancelled\r\n";
+pub const AUTH_TWICE: &[u8] = b"503 5.5.1 Already authenticated\r\n";
+pub const AUTH_IN_TRANSACTION: &[u8] =
+    b"503 5.5.1 Error: AUTH not permitted during a mail transaction\r\n";
+pub const AUTH_EMPTY_CHALLENGE: &[u8] = b"334 \r\n";
+pub const AUTH_USERNAME: &[u8] = b"334 VXNlcm5hbWU6\r\n";
+pub const AUTH_PASSWORD: &[u8] = b"334 UGFzc3dvcmQ6\r\n";
+
+/// The verbs HELP lists, in the order it lists them.
+pub const HELP_ALL: &[u8] =
+    b"250 Supported commands: AUTH DATA EHLO ETRN EXPN HELO MAIL NOOP QUIT RCPT RSET VRFY\r\n";
+pub const HELP_UNKNOWN: &[u8] =
+    b"501 Supported commands: AUTH DATA EHLO ETRN EXPN HELO MAIL NOOP QUIT RCPT RSET VRFY\r\n";
+
+/// `HELP VERB`: the syntax line of each verb HELP knows.
+pub fn help_for(verb: &[u8]) -> Option<&'static [u8]> {
+    const TABLE: [(&[u8], &[u8]); 12] = [
+        (b"AUTH", b"250 Syntax: AUTH CRAM-MD5 LOGIN PLAIN\r\n"),
+        (b"DATA", b"250 Syntax: DATA\r\n"),
+        (b"EHLO", b"250 Syntax: EHLO domain.tld\r\n"),
+        (b"ETRN", b"250 Syntax: ETRN\r\n"),
+        (
+            b"EXPN",
+            b"250 Syntax: EXPN <list1 | list2 | list3 | all>\r\n",
+        ),
+        (b"HELO", b"250 Syntax: HELO domain.tld\r\n"),
+        (b"MAIL", b"250 Syntax: MAIL FROM: <address>\r\n"),
+        (b"NOOP", b"250 Syntax: NOOP\r\n"),
+        (b"QUIT", b"250 Syntax: QUIT\r\n"),
+        (b"RCPT", b"250 Syntax: RCPT TO: <address>\r\n"),
+        (b"RSET", b"250 Syntax: RSET\r\n"),
+        (b"VRFY", b"250 Syntax: VRFY <address>\r\n"),
+    ];
+    TABLE
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(verb))
+        .map(|&(_, line)| line)
+}
+
+/// The ten bounce replies, one of which is chosen at random for a bounced message.
+pub const BOUNCES: [&[u8]; 10] = [
+    b"450 Requested mail action not taken: mailbox unavailable\r\n",
+    b"451 Requested action aborted: local error in processing\r\n",
+    b"452 Requested action not taken: insufficient system storage\r\n",
+    b"458 Unable to queue message\r\n",
+    b"521 Machine does not accept mail\r\n",
+    b"550 Requested action not taken: mailbox unavailable\r\n",
+    b"551 User not local\r\n",
+    b"552 Requested mail action aborted: exceeded storage allocation\r\n",
+    b"553 Requested action not taken: mailbox name not allowed\r\n",
+    b"571 Blocked\r\n",
+];
+
+/// The greeting: `220 {fqdn} ESMTP`.
+pub fn greeting(out: &mut Vec<u8>, fqdn: &str) {
+    out.extend_from_slice(b"220 ");
+    out.extend_from_slice(fqdn.as_bytes());
+    out.extend_from_slice(b" ESMTP\r\n");
+}
+
+/// The whole EHLO reply, built once per listener: it only depends on the mail name, the
+/// size limit and whether STARTTLS is on offer.
+pub fn ehlo(fqdn: &str, max_message_size: u64, starttls: bool) -> Vec<u8> {
+    let mut out = format!(
+        "250-{fqdn}\r\n250-HELP\r\n250-PIPELINING\r\n250-AUTH CRAM-MD5 LOGIN PLAIN\r\n250-SIZE {max_message_size}\r\n250-VRFY\r\n250-ETRN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-EXPN\r\n"
+    );
+    if starttls {
+        out.push_str("250-STARTTLS\r\n");
+    }
+    out.push_str("250 DSN\r\n");
+    out.into_bytes()
+}
+
+/// A message id, `<DIGITS.DIGITS.DIGITS@{fqdn}>`, from three numbers the caller draws.
+pub fn message_id(out: &mut Vec<u8>, parts: [u64; 3], fqdn: &str) {
+    use std::io::Write;
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "<{}.{}.{}@{}>", parts[0], parts[1], parts[2], fqdn);
+}
+
+/// `250 2.0.0 OK: queued as {msgid}`.
+pub fn queued(out: &mut Vec<u8>, parts: [u64; 3], fqdn: &str) {
+    out.extend_from_slice(b"250 2.0.0 OK: queued as ");
+    message_id(out, parts, fqdn);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// VRFY of an argument containing `pass=` or `fail=`: the argument is echoed in brackets.
+pub fn vrfy(out: &mut Vec<u8>, known: bool, arg: &[u8]) {
+    out.extend_from_slice(if known {
+        b"250 2.0.0 <"
+    } else {
+        b"550 5.7.1 <"
+    });
+    out.extend_from_slice(arg);
+    out.extend_from_slice(if known { b"> OK\r\n" } else { b"> unknown\r\n" });
+}
+
+/// The members of the lists EXPN knows, in the order the original answers them.
+const LIST1: &[&str] = &["Shadow", "Wednesday", "Low-key Liesmith"];
+const LIST2: &[&str] = &["Jim Holden", "Naomi Nagata", "Alex Kamal", "Amos Burton"];
+const LIST3: &[&str] = &[
+    "Takeshi Kovacs",
+    "Laurens Bancroft",
+    "Kristin Ortega",
+    "Quellcrist Falconer",
+    "Virginia Vidaura",
+    "Reileen Kawahara",
+];
+
+/// `EXPN list`: one line per member, or `None` for a list nobody knows.
+pub fn expn(out: &mut Vec<u8>, list: &[u8], fqdn: &str) -> bool {
+    let lists: &[&[&str]] = if list.eq_ignore_ascii_case(b"list1") {
+        &[LIST1]
+    } else if list.eq_ignore_ascii_case(b"list2") {
+        &[LIST2]
+    } else if list.eq_ignore_ascii_case(b"list3") {
+        &[LIST3]
+    } else if list.eq_ignore_ascii_case(b"all") {
+        &[LIST1, LIST2, LIST3]
+    } else {
+        return false;
+    };
+    let count: usize = lists.iter().map(|l| l.len()).sum();
+    for (i, name) in lists.iter().flat_map(|l| l.iter()).enumerate() {
+        out.extend_from_slice(if i + 1 == count { b"250 " } else { b"250-" });
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b" <");
+        for c in name.chars() {
+            let c = if c == ' ' {
+                '.'
+            } else {
+                c.to_ascii_lowercase()
+            };
+            let mut buf = [0; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        }
+        out.push(b'@');
+        out.extend_from_slice(fqdn.as_bytes());
+        out.extend_from_slice(b">\r\n");
+    }
+    true
+}

@@ -1,0 +1,522 @@
+//! The event loop: one thread, one `mio::Poll`, every connection.
+//!
+//! It accepts, reads into one shared buffer, feeds sessions, writes their replies, and keeps
+//! time for them with one timer wheel (idle timeouts, delayed replies, accept back-off). The
+//! poll timeout is the time to the next deadline, so nothing wakes the process while nothing
+//! is due. It decides nothing about SMTP: that is the session's job.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use log::{Level, debug, error, info, log_enabled, warn};
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use oorandom::Rand64;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::conn::{Conn, Received};
+use crate::session::{Action, OUTPUT_HIGH_WATER, Policy};
+use crate::timer::TimerWheel;
+
+/// The shared read buffer: the most read from one socket in one call.
+const READ_CHUNK: usize = 64 * 1024;
+/// Reads or feeds for one connection before others get a turn; it is queued to go on.
+const ROUNDS_PER_TURN: usize = 16;
+/// The first wait before accepting again after an accept error (descriptors exhausted);
+/// doubled on each further error up to the maximum.
+const ACCEPT_BACKOFF: u64 = 100;
+const ACCEPT_BACKOFF_MAX: u64 = 1000;
+/// How long a stopping server waits for its replies to go out.
+const STOP_GRACE: u64 = 2000;
+
+const SIGNAL_TOKEN: Token = Token(1 << 63);
+const LISTENER_BIT: usize = 1 << 62;
+/// Connection tokens carry the slab slot in the low 32 bits and the low bits of the
+/// connection's serial number above them, so a readiness event for a connection that has
+/// gone is not taken for the one that took its slot.
+const GEN_MASK: u64 = (1 << 30) - 1;
+
+fn conn_token(slot: usize, id: u64) -> Token {
+    Token(((id & GEN_MASK) as usize) << 32 | slot)
+}
+
+/// A connection as timers and the ready queue name it: slot and generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ConnRef {
+    slot: u32,
+    generation: u32,
+}
+
+impl ConnRef {
+    fn new(slot: usize, id: u64) -> Self {
+        ConnRef {
+            slot: slot as u32,
+            generation: (id & GEN_MASK) as u32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    Idle(ConnRef),
+    Delay(ConnRef),
+    ResumeAccept(usize),
+}
+
+/// A listening socket and what its connections are told to do.
+pub struct Listener {
+    pub socket: TcpListener,
+    pub policy: Policy,
+    pub tls: bool,
+}
+
+struct ListenerState {
+    socket: Option<TcpListener>,
+    policy: Policy,
+    tls: bool,
+    /// Accept errors in a row: the back-off grows with them.
+    failures: u32,
+    paused: bool,
+}
+
+pub struct Server {
+    poll: Poll,
+    listeners: Vec<ListenerState>,
+    conns: Slab<Conn>,
+    timers: TimerWheel<Timer>,
+    rng: Rand64,
+    scratch: Box<[u8]>,
+    /// Connections that stopped before their socket said `WouldBlock`, to go on next turn.
+    ready: Vec<ConnRef>,
+    ready_next: Vec<ConnRef>,
+    signals: Signals,
+    started: Instant,
+    /// Milliseconds since `started`, read once per turn of the loop.
+    now: u64,
+    timeout_ms: u64,
+    next_id: u64,
+    /// When a stopping server gives up on unsent replies.
+    stop_by: Option<u64>,
+}
+
+impl Server {
+    pub fn new(listeners: Vec<Listener>, timeout_secs: u32, seed: u128) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        poll.registry()
+            .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)?;
+        let mut states = Vec::with_capacity(listeners.len());
+        for (index, mut listener) in listeners.into_iter().enumerate() {
+            poll.registry().register(
+                &mut listener.socket,
+                Token(LISTENER_BIT | index),
+                Interest::READABLE,
+            )?;
+            states.push(ListenerState {
+                socket: Some(listener.socket),
+                policy: listener.policy,
+                tls: listener.tls,
+                failures: 0,
+                paused: false,
+            });
+        }
+        Ok(Server {
+            poll,
+            listeners: states,
+            conns: Slab::new(),
+            timers: TimerWheel::new(),
+            rng: Rand64::new(seed),
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            ready: Vec::new(),
+            ready_next: Vec::new(),
+            signals,
+            started: Instant::now(),
+            now: 0,
+            timeout_ms: u64::from(timeout_secs) * 1000,
+            next_id: 1,
+            stop_by: None,
+        })
+    }
+
+    /// Serves until SIGINT or SIGTERM, then sends what is pending and returns.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut fired = Vec::new();
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            self.now = self.started.elapsed().as_millis() as u64;
+            for event in events.iter() {
+                self.dispatch(event);
+            }
+            std::mem::swap(&mut self.ready, &mut self.ready_next);
+            while let Some(conn) = self.ready_next.pop() {
+                if self.get(conn).is_some() {
+                    self.drive(conn.slot as usize);
+                }
+            }
+            self.timers.advance(self.now, &mut fired);
+            for timer in fired.drain(..) {
+                self.on_timer(timer);
+            }
+            if let Some(stop_by) = self.stop_by {
+                let unsent = self.conns.iter().any(|(_, c)| c.has_output());
+                if !unsent || self.now >= stop_by {
+                    info!("stopped");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let next = match (self.timers.next_deadline(), self.stop_by) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        // The wait is rounded up to whole milliseconds, so it never ends before the deadline.
+        next.map(|deadline| Duration::from_millis(deadline.saturating_sub(self.now)))
+    }
+
+    fn dispatch(&mut self, event: &Event) {
+        let token = event.token();
+        if token == SIGNAL_TOKEN {
+            self.on_signal();
+        } else if token.0 & LISTENER_BIT != 0 {
+            self.accept(token.0 & !LISTENER_BIT);
+        } else {
+            let conn = ConnRef {
+                slot: token.0 as u32,
+                generation: (token.0 >> 32) as u32,
+            };
+            if let Some(c) = self.get(conn) {
+                // Errors and the client's end are found by reading.
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    c.read_ready = true;
+                }
+                self.drive(conn.slot as usize);
+            }
+        }
+    }
+
+    fn get(&mut self, conn: ConnRef) -> Option<&mut Conn> {
+        lookup(&mut self.conns, conn)
+    }
+
+    fn on_signal(&mut self) {
+        let stopping = self.signals.pending().any(|s| s == SIGINT || s == SIGTERM);
+        if !stopping || self.stop_by.is_some() {
+            return;
+        }
+        info!("stopping: no new connections; sending what is pending");
+        for listener in &mut self.listeners {
+            if let Some(mut socket) = listener.socket.take() {
+                let _ = self.poll.registry().deregister(&mut socket);
+            }
+        }
+        self.stop_by = Some(self.now + STOP_GRACE);
+        let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            self.drive(slot);
+        }
+    }
+
+    fn accept(&mut self, index: usize) {
+        loop {
+            let Some(listener) = self.listeners.get_mut(index) else {
+                return;
+            };
+            if listener.paused {
+                return;
+            }
+            let Some(socket) = &listener.socket else {
+                return;
+            };
+            match socket.accept() {
+                Ok((stream, peer)) => {
+                    listener.failures = 0;
+                    debug!("connection from {peer}");
+                    self.open(stream, index);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) => {
+                    // Out of descriptors or memory: the client waits in the backlog while
+                    // this listener rests; the connections already open go on being served.
+                    let wait = (ACCEPT_BACKOFF << listener.failures.min(4)).min(ACCEPT_BACKOFF_MAX);
+                    listener.failures = listener.failures.saturating_add(1);
+                    listener.paused = true;
+                    warn!("accept failed: {e}; trying again in {wait} ms");
+                    self.timers
+                        .insert(self.now + wait, Timer::ResumeAccept(index));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, mut stream: TcpStream, listener: usize) {
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key();
+        let id = self.next_id;
+        self.next_id += 1;
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut stream, conn_token(slot, id), Interest::READABLE)
+        {
+            warn!("cannot watch a new connection: {e}");
+            return;
+        }
+        // Replies leave as soon as they are written: a client waits for each one.
+        let _ = stream.set_nodelay(true);
+        let state = &self.listeners[listener];
+        let mut conn = Conn::new(stream, listener, id, self.now, state.tls);
+        conn.out.extend_from_slice(state.policy.greeting());
+        conn.idle_timer = Some(self.timers.insert(
+            self.now + self.timeout_ms,
+            Timer::Idle(ConnRef::new(slot, id)),
+        ));
+        entry.insert(conn);
+        self.drive(slot);
+    }
+
+    /// Moves one connection on as far as it can go: sends output, feeds the session what is
+    /// waiting and what the socket has, and closes when it is done.
+    fn drive(&mut self, slot: usize) {
+        for _ in 0..ROUNDS_PER_TURN {
+            let Some(conn) = self.conns.get_mut(slot) else {
+                return;
+            };
+            match conn.flush() {
+                Ok(sent) => {
+                    if log_enabled!(Level::Debug) && !sent.is_empty() {
+                        log_lines(conn.id, "S:", &conn.out[sent]);
+                    }
+                    conn.compact();
+                }
+                Err(e) => {
+                    debug!("[{}] write failed: {e}", conn.id);
+                    return self.close(slot);
+                }
+            }
+            if conn.closing {
+                if !conn.has_output() {
+                    return self.close(slot);
+                }
+                break;
+            }
+            if conn.session.is_waiting()
+                || self.stop_by.is_some()
+                || conn.pending_output() >= OUTPUT_HIGH_WATER
+            {
+                break;
+            }
+            let policy = &self.listeners[conn.listener].policy;
+            if !conn.tail.is_empty() && !conn.tail_fed {
+                let action = feed(conn, policy, &mut self.rng, &[]);
+                self.act(slot, action);
+                continue;
+            }
+            if conn.peer_closed {
+                // Nothing more will come: what is left of the input is an unfinished line.
+                conn.closing = true;
+                continue;
+            }
+            if !conn.read_ready {
+                break;
+            }
+            match conn.read(&mut self.scratch) {
+                Received::Bytes(n) => {
+                    let input = &self.scratch[..n];
+                    if log_enabled!(Level::Debug) {
+                        log_lines(conn.id, "C:", input);
+                    }
+                    if input.contains(&b'\n') {
+                        conn.last_line_at = self.now;
+                    }
+                    let action = feed(conn, policy, &mut self.rng, input);
+                    self.act(slot, action);
+                }
+                Received::WouldBlock => {
+                    conn.read_ready = false;
+                    break;
+                }
+                Received::End => {
+                    conn.read_ready = false;
+                    conn.peer_closed = true;
+                }
+                Received::Failed(e) => {
+                    debug!("[{}] read failed: {e}", conn.id);
+                    return self.close(slot);
+                }
+            }
+        }
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let more_to_do = conn.read_ready || (!conn.tail.is_empty() && !conn.tail_fed);
+        if more_to_do
+            && !conn.session.is_waiting()
+            && conn.pending_output() < OUTPUT_HIGH_WATER
+            && self.stop_by.is_none()
+        {
+            self.ready.push(ConnRef::new(slot, conn.id));
+        }
+        let wanted = conn.wanted_interest();
+        if wanted != conn.interest {
+            let token = conn_token(slot, conn.id);
+            match self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, token, wanted)
+            {
+                Ok(()) => conn.interest = wanted,
+                Err(e) => {
+                    warn!("[{}] cannot watch the connection: {e}", conn.id);
+                    self.close(slot);
+                }
+            }
+        }
+    }
+
+    /// Carries out what the session asked for.
+    fn act(&mut self, slot: usize, action: Action) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        match action {
+            Action::Continue => {}
+            Action::Close => conn.closing = true,
+            Action::Pause { millis } => {
+                conn.delay_timer = Some(
+                    self.timers
+                        .insert(self.now + millis, Timer::Delay(ConnRef::new(slot, conn.id))),
+                );
+            }
+            Action::StartTls => {
+                // Only offered where TLS is configured, which this build cannot do.
+                error!("[{}] STARTTLS without TLS support", conn.id);
+                conn.closing = true;
+            }
+        }
+    }
+
+    fn on_timer(&mut self, timer: Timer) {
+        match timer {
+            Timer::ResumeAccept(index) => {
+                if let Some(listener) = self.listeners.get_mut(index) {
+                    listener.paused = false;
+                    self.accept(index);
+                }
+            }
+            Timer::Delay(conn) => {
+                let Some(c) = lookup(&mut self.conns, conn) else {
+                    return;
+                };
+                c.delay_timer = None;
+                c.session.resume(
+                    &self.listeners[c.listener].policy,
+                    &mut self.rng,
+                    &mut c.out,
+                );
+                // The client has been waiting for us: its idle time starts now.
+                c.last_line_at = self.now;
+                c.tail_fed = false;
+                self.drive(conn.slot as usize);
+            }
+            Timer::Idle(conn) => {
+                let (now, timeout) = (self.now, self.timeout_ms);
+                let Some(c) = lookup(&mut self.conns, conn) else {
+                    return;
+                };
+                c.idle_timer = None;
+                let slot = conn.slot as usize;
+                if c.closing {
+                    // Its last replies never went: the client stopped reading.
+                    return self.close(slot);
+                }
+                let due = if c.session.is_waiting() {
+                    now + timeout
+                } else {
+                    c.last_line_at + timeout
+                };
+                if now >= due {
+                    debug!("[{}] idle timeout", c.id);
+                    c.session.time_out(&mut c.out);
+                    c.closing = true;
+                    // Give the 421 one more timeout to leave.
+                    c.idle_timer = Some(self.timers.insert(now + timeout, Timer::Idle(conn)));
+                    self.drive(slot);
+                } else {
+                    c.idle_timer = Some(self.timers.insert(due, Timer::Idle(conn)));
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, slot: usize) {
+        if !self.conns.contains(slot) {
+            return;
+        }
+        let mut conn = self.conns.remove(slot);
+        for key in [conn.idle_timer.take(), conn.delay_timer.take()]
+            .into_iter()
+            .flatten()
+        {
+            self.timers.cancel(key);
+        }
+        conn.shutdown();
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        debug!("[{}] closed", conn.id);
+    }
+}
+
+/// The connection `conn` names, if it is still there and not a later one in its slot.
+fn lookup(conns: &mut Slab<Conn>, conn: ConnRef) -> Option<&mut Conn> {
+    conns
+        .get_mut(conn.slot as usize)
+        .filter(|c| (c.id & GEN_MASK) as u32 == conn.generation)
+}
+
+/// Gives the session the connection's waiting input followed by `fresh` bytes, and keeps
+/// what it does not use.
+fn feed(conn: &mut Conn, policy: &Policy, rng: &mut Rand64, fresh: &[u8]) -> Action {
+    let step = if conn.tail.is_empty() {
+        let step = conn.session.feed(policy, rng, fresh, &mut conn.out);
+        conn.tail.extend_from_slice(&fresh[step.consumed..]);
+        step
+    } else {
+        conn.tail.extend_from_slice(fresh);
+        let step = conn.session.feed(policy, rng, &conn.tail, &mut conn.out);
+        conn.tail.drain(..step.consumed);
+        step
+    };
+    // Unless it stopped for a pause or for its output, the session needs more bytes before
+    // it can use what is left.
+    conn.tail_fed = step.action == Action::Continue && conn.out.len() < OUTPUT_HIGH_WATER;
+    step.action
+}
+
+fn log_lines(id: u64, who: &str, bytes: &[u8]) {
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        debug!("[{id}] {who} {}", String::from_utf8_lossy(line));
+    }
+}

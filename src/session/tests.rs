@@ -1,0 +1,929 @@
+//! Transcript tests of the session core. Every transcript is also fed split at every byte
+//! boundary and must give the same replies.
+
+use super::*;
+
+const FQDN: &str = "mx.example";
+
+fn policy() -> Policy {
+    Policy::new(FQDN.into(), Mode::Accept, None, true, 1000, false)
+}
+
+/// What a run of the session produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Run {
+    /// Everything sent, message ids replaced by `{msgid}`.
+    sent: String,
+    /// The delays asked for, in order.
+    pauses: Vec<u64>,
+    /// How the run ended: `None` while the session still wants input.
+    end: Option<Action>,
+    /// Input left over when the run ended.
+    left: usize,
+}
+
+/// Feeds `input` in pieces of `step` bytes as the event loop does: unused bytes are kept and
+/// fed again with the next piece; a pause is resumed at once.
+fn run_split(policy: &Policy, input: &[u8], step: usize) -> Run {
+    let mut session = Session::new(false);
+    let mut rng = Rand64::new(7);
+    let mut out = Vec::new();
+    let mut tail = Vec::new();
+    let mut pauses = Vec::new();
+    for piece in input.chunks(step.max(1)) {
+        tail.extend_from_slice(piece);
+        loop {
+            let before = tail.len();
+            let result = session.feed(policy, &mut rng, &tail, &mut out);
+            tail.drain(..result.consumed);
+            match result.action {
+                Action::Continue if tail.len() == before || tail.is_empty() => break,
+                Action::Continue => {}
+                Action::Pause { millis } => {
+                    pauses.push(millis);
+                    session.resume(policy, &mut rng, &mut out);
+                }
+                end => {
+                    return Run {
+                        sent: normalise(&out),
+                        pauses,
+                        end: Some(end),
+                        left: tail.len(),
+                    };
+                }
+            }
+        }
+    }
+    Run {
+        sent: normalise(&out),
+        pauses,
+        end: None,
+        left: tail.len(),
+    }
+}
+
+/// Runs `input` whole and split at every byte boundary; all runs must agree.
+fn run_with(policy: &Policy, input: &[u8]) -> Run {
+    let whole = run_split(policy, input, input.len());
+    for step in 1..input.len() {
+        assert_eq!(
+            run_split(policy, input, step),
+            whole,
+            "split every {step} bytes"
+        );
+    }
+    whole
+}
+
+fn run(input: &str) -> Run {
+    run_with(&policy(), input.as_bytes())
+}
+
+/// Replaces `<DIGITS.DIGITS.DIGITS@mx.example>` with `{msgid}`.
+fn normalise(out: &[u8]) -> String {
+    let text = String::from_utf8_lossy(out).into_owned();
+    let suffix = format!("@{FQDN}>");
+    let mut result = String::new();
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find('<') {
+        let candidate = &rest[start + 1..];
+        let id_len = candidate.find(&suffix).filter(|&end| {
+            let id = &candidate[..end];
+            id.split('.').count() == 3
+                && id
+                    .split('.')
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        });
+        match id_len {
+            Some(end) => {
+                result.push_str(&rest[..start]);
+                result.push_str("{msgid}");
+                rest = &candidate[end + suffix.len()..];
+            }
+            None => {
+                result.push_str(&rest[..=start]);
+                rest = candidate;
+            }
+        }
+    }
+    result.push_str(rest);
+    result
+}
+
+fn sent(input: &str) -> String {
+    run(input).sent
+}
+
+const EHLO_REPLY: &str = "250-mx.example\r\n250-HELP\r\n250-PIPELINING\r\n250-AUTH CRAM-MD5 LOGIN PLAIN\r\n250-SIZE 1000\r\n250-VRFY\r\n250-ETRN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-EXPN\r\n250 DSN\r\n";
+
+const BOUNCE_LINES: [&str; 10] = [
+    "450 Requested mail action not taken: mailbox unavailable\r\n",
+    "451 Requested action aborted: local error in processing\r\n",
+    "452 Requested action not taken: insufficient system storage\r\n",
+    "458 Unable to queue message\r\n",
+    "521 Machine does not accept mail\r\n",
+    "550 Requested action not taken: mailbox unavailable\r\n",
+    "551 User not local\r\n",
+    "552 Requested mail action aborted: exceeded storage allocation\r\n",
+    "553 Requested action not taken: mailbox name not allowed\r\n",
+    "571 Blocked\r\n",
+];
+
+const ENVELOPE: &str = "MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n";
+const ENVELOPE_REPLIES: &str =
+    "250 2.1.0 OK\r\n250 2.1.5 OK\r\n354 End data with <CR><LF>.<CR><LF>\r\n";
+const QUEUED: &str = "250 2.0.0 OK: queued as {msgid}\r\n";
+
+#[test]
+fn greeting_names_the_server() {
+    assert_eq!(policy().greeting(), b"220 mx.example ESMTP\r\n");
+}
+
+#[test]
+fn helo_and_ehlo_need_a_domain() {
+    assert_eq!(sent("HELO client\r\n"), "250 OK\r\n");
+    assert_eq!(sent("EHLO client\r\n"), EHLO_REPLY);
+    assert_eq!(sent("HELO\r\n"), "501 5.5.4 Syntax: HELO domain.tld\r\n");
+    assert_eq!(sent("ehlo  \r\n"), "501 5.5.4 Syntax: EHLO domain.tld\r\n");
+}
+
+#[test]
+fn ehlo_offers_starttls_only_where_configured() {
+    let with_tls = Policy::new(FQDN.into(), Mode::Accept, None, true, 1000, true);
+    let reply = run_with(&with_tls, b"EHLO c\r\n").sent;
+    assert!(reply.contains("250-STARTTLS\r\n250 DSN\r\n"), "{reply}");
+    assert!(!sent("EHLO c\r\n").contains("STARTTLS"));
+}
+
+#[test]
+fn a_whole_pipelined_session() {
+    let input = format!("EHLO c\r\n{ENVELOPE}Subject: hi\r\n\r\nbody\r\n.\r\nQUIT\r\nNOOP\r\n");
+    let run = run(&input);
+    assert_eq!(
+        run.sent,
+        format!("{EHLO_REPLY}{ENVELOPE_REPLIES}{QUEUED}221 2.0.0 Goodbye\r\n")
+    );
+    assert_eq!(run.end, Some(Action::Close));
+    assert_eq!(run.left, 0, "input after QUIT is dropped");
+}
+
+#[test]
+fn two_messages_on_one_connection_get_two_ids() {
+    let input = format!("HELO c\r\n{ENVELOPE}a\r\n.\r\n{ENVELOPE}b\r\n.\r\n");
+    assert_eq!(
+        sent(&input),
+        format!("250 OK\r\n{ENVELOPE_REPLIES}{QUEUED}{ENVELOPE_REPLIES}{QUEUED}")
+    );
+    let raw = {
+        let mut session = Session::new(false);
+        let mut out = Vec::new();
+        session.feed(&policy(), &mut Rand64::new(1), input.as_bytes(), &mut out);
+        String::from_utf8(out).unwrap()
+    };
+    let ids: Vec<&str> = raw.lines().filter(|l| l.contains("queued as")).collect();
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1]);
+}
+
+#[test]
+fn dot_stuffed_lines_do_not_end_the_message() {
+    let input = format!("{ENVELOPE}..leading\r\n...\r\n..\r\nlast\r\n.\r\nNOOP\r\n");
+    assert_eq!(
+        sent(&input),
+        format!("{ENVELOPE_REPLIES}{QUEUED}250 2.0.0 OK\r\n")
+    );
+}
+
+#[test]
+fn smuggled_terminators_never_end_data() {
+    for smuggled in ["\n.\n", "\r\n.\n", "\n.\r\n", "\r.\r"] {
+        let input = format!("{ENVELOPE}Subject: x\r\n\r\nbody{smuggled}NOOP\r\n.\r\nNOOP\r\n");
+        assert_eq!(
+            sent(&input),
+            format!("{ENVELOPE_REPLIES}{QUEUED}250 2.0.0 OK\r\n"),
+            "{smuggled:?}"
+        );
+    }
+}
+
+#[test]
+fn message_size_counts_up_to_the_final_dot_line() {
+    // 1000 bytes in all: 9 lines of 100 + CRLF, a line of 77 + CRLF, then ".\r\n".
+    let mut body = String::new();
+    for _ in 0..9 {
+        body.push_str(&"x".repeat(100));
+        body.push_str("\r\n");
+    }
+    body.push_str(&"y".repeat(77));
+    body.push_str("\r\n");
+    assert_eq!(body.len() + 3, 1000);
+    let exact = format!("{ENVELOPE}{body}.\r\n");
+    assert_eq!(sent(&exact), format!("{ENVELOPE_REPLIES}{QUEUED}"));
+    let over = format!("{ENVELOPE}z{body}.\r\nNOOP\r\n");
+    assert_eq!(
+        sent(&over),
+        format!(
+            "{ENVELOPE_REPLIES}552 Message size exceeds fixed maximum message size\r\n250 2.0.0 OK\r\n"
+        )
+    );
+}
+
+#[test]
+fn a_huge_message_is_counted_not_kept() {
+    let mut session = Session::new(false);
+    let (policy, mut rng, mut out) = (policy(), Rand64::new(1), Vec::new());
+    session.feed(&policy, &mut rng, ENVELOPE.as_bytes(), &mut out);
+    let chunk = vec![b'x'; 65536];
+    for _ in 0..100 {
+        let step = session.feed(&policy, &mut rng, &chunk, &mut out);
+        assert_eq!(step.consumed, chunk.len());
+    }
+    out.clear();
+    session.feed(&policy, &mut rng, b"\r\n.\r\n", &mut out);
+    assert_eq!(out, reply::TOO_BIG);
+}
+
+#[test]
+fn mail_parameters() {
+    let ok = "250 2.1.0 OK\r\n";
+    for mail in [
+        "MAIL FROM:<a@b>",
+        "MAIL FROM: <a@b>",
+        "mail from:<>",
+        "MAIL FROM:<a@b> BODY=7BIT",
+        "MAIL FROM:<a@b> body=8bitmime SMTPUTF8 SIZE=1000",
+        "MAIL FROM:<j\u{f6}rg@ex\u{e4}mple.de> SMTPUTF8",
+        "MAIL FROM:<a@b> RET=HDRS ENVID=x AUTH=<>",
+    ] {
+        assert_eq!(sent(&format!("{mail}\r\n")), ok, "{mail}");
+    }
+    let cases = [
+        ("MAIL", "501 5.5.4 Syntax: MAIL FROM: <address>\r\n"),
+        (
+            "MAIL TO:<a@b>",
+            "501 5.5.4 Syntax: MAIL FROM: <address>\r\n",
+        ),
+        ("MAIL FROM:", "501 5.5.4 Syntax: MAIL FROM: <address>\r\n"),
+        (
+            "MAIL FROM:<a@b",
+            "501 5.5.4 Syntax: MAIL FROM: <address>\r\n",
+        ),
+        (
+            "MAIL FROM:<a@b> SIZE=1001",
+            "552 Message size exceeds fixed maximum message size\r\n",
+        ),
+        (
+            "MAIL FROM:<a@b> SIZE=99999999999999999999",
+            "552 Message size exceeds fixed maximum message size\r\n",
+        ),
+        (
+            "MAIL FROM:<a@b> SIZE=abc",
+            "501 5.5.4 Syntax: SIZE=<number of octets>\r\n",
+        ),
+        (
+            "MAIL FROM:<a@b> SIZE=",
+            "501 5.5.4 Syntax: SIZE=<number of octets>\r\n",
+        ),
+        (
+            "MAIL FROM:<a@b> SIZE",
+            "501 5.5.4 Syntax: SIZE=<number of octets>\r\n",
+        ),
+        (
+            "MAIL FROM:<a@b> BODY=BINARYMIME",
+            "501 5.5.4 Syntax: BODY=7BIT|8BITMIME\r\n",
+        ),
+        (
+            "MAIL FROM:<a@b> FROBNICATE=1",
+            "555 5.5.4 Unsupported parameter\r\n",
+        ),
+    ];
+    for (mail, reply) in cases {
+        assert_eq!(sent(&format!("{mail}\r\n")), reply, "{mail}");
+    }
+    // A rejected MAIL opens no transaction.
+    assert_eq!(
+        sent("MAIL FROM:<a@b> SIZE=5000\r\nRCPT TO:<c@d>\r\n"),
+        "552 Message size exceeds fixed maximum message size\r\n503 5.5.1 Error: need MAIL command\r\n"
+    );
+    // Non-UTF-8 bytes in a path are just bytes.
+    let run = run_with(&policy(), b"MAIL FROM:<j\xf6rg@example.com>\r\n");
+    assert_eq!(run.sent, ok);
+}
+
+#[test]
+fn commands_in_rfc_order() {
+    let need_mail = "503 5.5.1 Error: need MAIL command\r\n";
+    assert_eq!(sent("RCPT TO:<a@b>\r\n"), need_mail);
+    assert_eq!(sent("DATA\r\n"), need_mail);
+    assert_eq!(
+        sent("MAIL FROM:<a@b>\r\nDATA\r\n"),
+        "250 2.1.0 OK\r\n503 5.5.1 Error: need RCPT command\r\n"
+    );
+    assert_eq!(
+        sent("MAIL FROM:<a@b>\r\nMAIL FROM:<c@d>\r\n"),
+        "250 2.1.0 OK\r\n503 5.5.1 Error: nested MAIL command\r\n"
+    );
+    assert_eq!(
+        sent(
+            "MAIL FROM:<a@b>\r\nRCPT\r\nRCPT TO:\r\nRCPT TO:<c@d> NOTIFY=NEVER ORCPT=rfc822;c@d\r\nRCPT TO:<e@f> X=1\r\n"
+        ),
+        "250 2.1.0 OK\r\n501 5.5.4 Syntax: RCPT TO: <address>\r\n501 5.5.4 Syntax: RCPT TO: <address>\r\n250 2.1.5 OK\r\n555 5.5.4 Unsupported parameter\r\n"
+    );
+}
+
+#[test]
+fn rset_helo_and_ehlo_end_a_transaction() {
+    for reset in ["RSET", "HELO c", "EHLO c"] {
+        let out = sent(&format!(
+            "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n{reset}\r\nDATA\r\nMAIL FROM:<a@b>\r\n"
+        ));
+        assert!(
+            out.ends_with("503 5.5.1 Error: need MAIL command\r\n250 2.1.0 OK\r\n"),
+            "{reset}: {out}"
+        );
+    }
+}
+
+#[test]
+fn noop_etrn_and_help() {
+    assert_eq!(
+        sent("NOOP\r\nnoop with words\r\n"),
+        "250 2.0.0 OK\r\n250 2.0.0 OK\r\n"
+    );
+    assert_eq!(
+        sent("ETRN\r\nETRN example.com\r\n"),
+        "250 Queueing started\r\n250 Queueing started\r\n"
+    );
+    let all = "Supported commands: AUTH DATA EHLO ETRN EXPN HELO MAIL NOOP QUIT RCPT RSET VRFY\r\n";
+    assert_eq!(sent("HELP\r\n"), format!("250 {all}"));
+    assert_eq!(sent("HELP FOO\r\n"), format!("501 {all}"));
+    assert_eq!(sent("HELP STARTTLS\r\n"), format!("501 {all}"));
+    assert_eq!(
+        sent("help mail\r\n"),
+        "250 Syntax: MAIL FROM: <address>\r\n"
+    );
+    assert_eq!(
+        sent("HELP Expn\r\n"),
+        "250 Syntax: EXPN <list1 | list2 | list3 | all>\r\n"
+    );
+    for verb in [
+        "AUTH", "DATA", "EHLO", "ETRN", "EXPN", "HELO", "MAIL", "NOOP", "QUIT", "RCPT", "RSET",
+        "VRFY",
+    ] {
+        assert!(
+            sent(&format!("HELP {verb}\r\n")).starts_with("250 Syntax: "),
+            "{verb}"
+        );
+    }
+}
+
+#[test]
+fn vrfy() {
+    assert_eq!(
+        sent("VRFY pass=user@domain.tld\r\n"),
+        "250 2.0.0 <pass=user@domain.tld> OK\r\n"
+    );
+    assert_eq!(
+        sent("VRFY fail=user@domain.tld\r\n"),
+        "550 5.7.1 <fail=user@domain.tld> unknown\r\n"
+    );
+    assert_eq!(
+        sent("VRFY user@domain.tld\r\n"),
+        "252 2.0.0 Will attempt delivery\r\n"
+    );
+    assert_eq!(
+        sent("VRFY John Smith\r\n"),
+        "252 2.0.0 Will attempt delivery\r\n"
+    );
+    assert_eq!(sent("VRFY\r\n"), "501 5.5.4 Syntax: VRFY <address>\r\n");
+}
+
+#[test]
+fn expn() {
+    assert_eq!(
+        sent("EXPN list1\r\n"),
+        "250-Shadow <shadow@mx.example>\r\n250-Wednesday <wednesday@mx.example>\r\n250 Low-key Liesmith <low-key.liesmith@mx.example>\r\n"
+    );
+    assert_eq!(sent("EXPN <LIST1>\r\n"), sent("EXPN list1\r\n"));
+    let all = sent("EXPN all\r\n");
+    assert_eq!(all.lines().count(), 13);
+    assert!(all.starts_with("250-Shadow <shadow@mx.example>\r\n"));
+    assert!(all.contains("250-Jim Holden <jim.holden@mx.example>\r\n"));
+    assert!(all.ends_with("250 Reileen Kawahara <reileen.kawahara@mx.example>\r\n"));
+    assert_eq!(all.matches("250 ").count(), 1);
+    assert_eq!(sent("EXPN list2\r\n").lines().count(), 4);
+    assert_eq!(sent("EXPN fail=test-list\r\n"), "550 Not authorised\r\n");
+    assert_eq!(sent("EXPN some-list\r\n"), "550 Not authorised\r\n");
+    let syntax = "501 5.5.4 Syntax: EXPN <list1 | list2 | list3 | all>\r\n";
+    assert_eq!(sent("EXPN\r\n"), syntax);
+    assert_eq!(sent("EXPN list1 extra\r\n"), syntax);
+}
+
+#[test]
+fn unknown_commands_are_counted_and_the_tenth_closes() {
+    let nine = "BAD\r\n".repeat(9);
+    let run_nine = run(&format!("{nine}NOOP\r\n"));
+    assert_eq!(
+        run_nine.sent,
+        format!(
+            "{}250 2.0.0 OK\r\n",
+            "502 5.5.2 Command not recognised\r\n".repeat(9)
+        )
+    );
+    assert_eq!(run_nine.end, None);
+    let run_ten = run(&format!("{nine}\r\nNOOP\r\n"));
+    assert_eq!(
+        run_ten.sent,
+        format!(
+            "{}502 5.5.3 Too many unknown commands\r\n",
+            "502 5.5.2 Command not recognised\r\n".repeat(9)
+        )
+    );
+    assert_eq!(run_ten.end, Some(Action::Close));
+    assert_eq!(
+        sent("NOT_IMPLEMENTED\r\n"),
+        "502 5.5.2 Command not recognised\r\n"
+    );
+    assert_eq!(
+        run_with(&policy(), b"\xc3\x28\r\nNOOP\r\n").sent,
+        "502 5.5.2 Command not recognised\r\n250 2.0.0 OK\r\n"
+    );
+}
+
+#[test]
+fn over_long_lines_get_one_error_and_the_session_goes_on() {
+    let long = format!("NOOP {}\r\nNOOP\r\n", "a".repeat(70_000));
+    let run = run_split(&policy(), long.as_bytes(), 1000);
+    assert_eq!(run.sent, "500 5.5.2 Line too long\r\n250 2.0.0 OK\r\n");
+    let fits = format!("NOOP {}\r\n", "a".repeat(MAX_LINE - 7));
+    assert_eq!(fits.len(), MAX_LINE);
+    assert_eq!(
+        run_split(&policy(), fits.as_bytes(), 100).sent,
+        "250 2.0.0 OK\r\n"
+    );
+    let over = format!("NOOP {}\r\n", "a".repeat(MAX_LINE - 6));
+    assert_eq!(
+        run_split(&policy(), over.as_bytes(), 100).sent,
+        "500 5.5.2 Line too long\r\n"
+    );
+}
+
+#[test]
+fn a_bare_lf_ends_a_command_line() {
+    assert_eq!(sent("NOOP\nHELO c\n"), "250 2.0.0 OK\r\n250 OK\r\n");
+}
+
+#[test]
+fn quit_closes_and_drops_the_rest() {
+    let run = run("QUIT\r\nNOOP\r\n");
+    assert_eq!(run.sent, "221 2.0.0 Goodbye\r\n");
+    assert_eq!((run.end, run.left), (Some(Action::Close), 0));
+}
+
+fn b64(bytes: &[u8]) -> String {
+    general_purpose::STANDARD.encode(bytes)
+}
+
+const AUTH_OK: &str = "235 2.7.0 Authentication successful\r\n";
+const AUTH_FAILED: &str = "535 5.7.8 Authentication failed\r\n";
+
+#[test]
+fn auth_plain() {
+    assert_eq!(sent("AUTH PLAIN pass=letmein\r\n"), AUTH_OK);
+    assert_eq!(sent("AUTH PLAIN fail=letmein\r\n"), AUTH_FAILED);
+    assert_eq!(
+        sent(&format!("AUTH PLAIN {}\r\n", b64(b"\0fail=alice\0secret"))),
+        AUTH_FAILED
+    );
+    assert_eq!(
+        sent(&format!("AUTH PLAIN {}\r\n", b64(b"\0alice\0secret"))),
+        AUTH_OK
+    );
+    assert_eq!(
+        sent("AUTH PLAIN\r\npass=letmein\r\n"),
+        format!("334 \r\n{AUTH_OK}")
+    );
+    assert_eq!(
+        sent(&format!(
+            "auth plain\r\n{}\r\n",
+            b64(b"\0fail=bob\0pw").trim_end_matches('=')
+        )),
+        format!("334 \r\n{AUTH_FAILED}")
+    );
+}
+
+#[test]
+fn auth_login() {
+    assert_eq!(
+        sent("AUTH LOGIN\r\npass=letmein\r\n"),
+        format!("334 VXNlcm5hbWU6\r\n{AUTH_OK}")
+    );
+    assert_eq!(
+        sent("AUTH LOGIN\r\nfail=letmein\r\n"),
+        format!("334 VXNlcm5hbWU6\r\n{AUTH_FAILED}")
+    );
+    let steps = "334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n";
+    let login = |user: &[u8], password: &[u8]| {
+        sent(&format!(
+            "AUTH LOGIN\r\n{}\r\n{}\r\n",
+            b64(user),
+            b64(password)
+        ))
+    };
+    assert_eq!(login(b"alice", b"secret"), format!("{steps}{AUTH_OK}"));
+    assert_eq!(
+        login(b"fail=alice", b"secret"),
+        format!("{steps}{AUTH_FAILED}")
+    );
+    assert_eq!(
+        login(b"alice", b"fail=secret"),
+        format!("{steps}{AUTH_FAILED}")
+    );
+    assert_eq!(
+        sent(&format!(
+            "AUTH LOGIN {}\r\n{}\r\n",
+            b64(b"fail=alice"),
+            b64(b"pw")
+        )),
+        format!("334 UGFzc3dvcmQ6\r\n{AUTH_FAILED}")
+    );
+    assert_eq!(
+        sent(&format!(
+            "AUTH LOGIN {}\r\n{}\r\n",
+            b64(b"alice"),
+            b64(b"pw")
+        )),
+        format!("334 UGFzc3dvcmQ6\r\n{AUTH_OK}")
+    );
+}
+
+#[test]
+fn auth_cram_md5_challenges_with_a_message_id() {
+    let mut session = Session::new(false);
+    let (policy, mut rng, mut out) = (policy(), Rand64::new(3), Vec::new());
+    session.feed(&policy, &mut rng, b"AUTH CRAM-MD5\r\n", &mut out);
+    let line = String::from_utf8(out.clone()).unwrap();
+    let challenge = line.strip_prefix("334 ").unwrap().trim_end();
+    let decoded = general_purpose::STANDARD.decode(challenge).unwrap();
+    assert_eq!(normalise(&decoded), "{msgid}");
+    out.clear();
+    session.feed(
+        &policy,
+        &mut rng,
+        format!("{}\r\n", b64(b"fail=bob 0123abcd")).as_bytes(),
+        &mut out,
+    );
+    assert_eq!(out, AUTH_FAILED.as_bytes());
+    assert_eq!(
+        sent("AUTH CRAM-MD5\r\npass=letmein\r\n").lines().nth(1),
+        Some("235 2.7.0 Authentication successful")
+    );
+    assert_eq!(
+        sent("AUTH CRAM-MD5 abc\r\n"),
+        "501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n"
+    );
+}
+
+#[test]
+fn auth_errors() {
+    let syntax = "501 5.5.4 Syntax: AUTH mechanism\r\n";
+    assert_eq!(sent("AUTH\r\n"), syntax);
+    assert_eq!(sent("AUTH FOO\r\n"), syntax);
+    assert_eq!(
+        sent("AUTH PLAIN pass=x extra\r\n"),
+        "501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n"
+    );
+    assert_eq!(
+        sent("AUTH PLAIN\r\n*\r\nNOOP\r\n"),
+        "334 \r\n501 5.7.0 Authentication cancelled\r\n250 2.0.0 OK\r\n"
+    );
+    assert_eq!(
+        sent("AUTH LOGIN\r\n*\r\n"),
+        "334 VXNlcm5hbWU6\r\n501 5.7.0 Authentication cancelled\r\n"
+    );
+    assert_eq!(
+        sent("AUTH PLAIN pass=one\r\nAUTH PLAIN pass=two\r\nNOOP\r\n"),
+        format!("{AUTH_OK}503 5.5.1 Already authenticated\r\n250 2.0.0 OK\r\n")
+    );
+    // A failed AUTH may be tried again.
+    assert_eq!(
+        sent("AUTH PLAIN fail=x\r\nAUTH PLAIN pass=x\r\n"),
+        format!("{AUTH_FAILED}{AUTH_OK}")
+    );
+    assert!(
+        sent("MAIL FROM:<a@b>\r\nAUTH PLAIN pass=x\r\n")
+            .ends_with("503 5.5.1 Error: AUTH not permitted during a mail transaction\r\n")
+    );
+    // An AUTH reply is not a command, whatever it says.
+    assert_eq!(
+        sent("AUTH PLAIN\r\nQUIT\r\nNOOP\r\n"),
+        format!("334 \r\n{AUTH_OK}250 2.0.0 OK\r\n")
+    );
+    let long = format!("AUTH PLAIN\r\n{}\r\nNOOP\r\n", "A".repeat(5000));
+    assert_eq!(
+        sent(&long),
+        "334 \r\n500 5.5.2 Line too long\r\n250 2.0.0 OK\r\n"
+    );
+}
+
+#[test]
+fn starttls_without_a_certificate_is_not_implemented() {
+    assert_eq!(sent("STARTTLS\r\n"), "500 Not implemented\r\n");
+}
+
+#[test]
+fn starttls_drops_what_was_pipelined_after_it() {
+    let with_tls = Policy::new(FQDN.into(), Mode::Accept, None, true, 1000, true);
+    let run = run_with(&with_tls, b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<evil@x>\r\n");
+    assert!(
+        run.sent
+            .ends_with("250 DSN\r\n220 2.0.0 Ready to start TLS\r\n"),
+        "{}",
+        run.sent
+    );
+    assert_eq!((run.end, run.left), (Some(Action::StartTls), 0));
+    assert_eq!(
+        run_with(&with_tls, b"STARTTLS now\r\n").sent,
+        "501 5.5.4 Syntax: STARTTLS\r\n"
+    );
+    let mut inside = Session::new(true);
+    let mut out = Vec::new();
+    inside.feed(&with_tls, &mut Rand64::new(1), b"STARTTLS\r\n", &mut out);
+    assert_eq!(out, b"503 5.5.1 Error: TLS already active\r\n");
+}
+
+fn message(headers: &str) -> String {
+    format!("{ENVELOPE}{headers}Subject: x\r\n\r\nbody\r\n.\r\n")
+}
+
+#[test]
+fn bounce_and_random_modes() {
+    let bounce = Policy::new(FQDN.into(), Mode::Bounce, None, true, 1000, false);
+    let random = Policy::new(FQDN.into(), Mode::Random, None, true, 1000, false);
+    let mut seen_bounces = std::collections::HashSet::new();
+    let mut random_accepted = 0;
+    for seed in 0..300 {
+        let input = message("");
+        let mut out = Vec::new();
+        Session::new(false).feed(&bounce, &mut Rand64::new(seed), input.as_bytes(), &mut out);
+        let last = normalise(&out)
+            .rsplit_terminator("\r\n")
+            .next()
+            .unwrap()
+            .to_string()
+            + "\r\n";
+        assert!(BOUNCE_LINES.contains(&last.as_str()), "{last}");
+        seen_bounces.insert(last);
+        let mut out = Vec::new();
+        Session::new(false).feed(&random, &mut Rand64::new(seed), input.as_bytes(), &mut out);
+        let last = normalise(&out)
+            .rsplit_terminator("\r\n")
+            .next()
+            .unwrap()
+            .to_string()
+            + "\r\n";
+        if last == QUEUED {
+            random_accepted += 1;
+        } else {
+            assert!(BOUNCE_LINES.contains(&last.as_str()), "{last}");
+        }
+    }
+    assert_eq!(seen_bounces.len(), 10, "every bounce reply turns up");
+    assert!(
+        (10..60).contains(&random_accepted),
+        "random accepts about 1 in 11: {random_accepted}"
+    );
+}
+
+#[test]
+fn switch_headers_choose_this_messages_fate_only() {
+    let bounce_then_plain = format!("{}{}", message("X-Blackhole-Mode: bounce\r\n"), message(""));
+    let out = sent(&bounce_then_plain);
+    let finals: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.starts_with("250 2.1") && !l.starts_with("354"))
+        .collect();
+    assert_eq!(finals.len(), 2);
+    assert!(
+        BOUNCE_LINES.contains(&format!("{}\r\n", finals[0]).as_str()),
+        "{}",
+        finals[0]
+    );
+    assert_eq!(format!("{}\r\n", finals[1]), QUEUED);
+    // Accept on a bouncing server.
+    let bounce = Policy::new(FQDN.into(), Mode::Bounce, None, true, 1000, false);
+    assert!(
+        run_with(&bounce, message("X-Blackhole-Mode: accept\r\n").as_bytes())
+            .sent
+            .ends_with(QUEUED)
+    );
+    // A switch line in the body is text.
+    assert!(
+        sent(&format!(
+            "{ENVELOPE}Subject: x\r\n\r\nX-Blackhole-Mode: bounce\r\n.\r\n"
+        ))
+        .ends_with(QUEUED)
+    );
+    // Malformed switches are ignored.
+    for header in [
+        "X-Blackhole-Mode bounce\r\n",
+        "X-Blackhole-Delay: 1:2\r\n",
+        "X-Blackhole-Mode: sideways\r\n",
+    ] {
+        let run = run(&message(header));
+        assert!(run.sent.ends_with(QUEUED), "{header}");
+        assert!(run.pauses.is_empty(), "{header}");
+    }
+    assert!(
+        run_with(
+            &policy(),
+            &[
+                ENVELOPE.as_bytes(),
+                b"X-Blackhole-Mode: b\xffunce\r\n\r\n.\r\n"
+            ]
+            .concat()
+        )
+        .sent
+        .ends_with(QUEUED)
+    );
+}
+
+#[test]
+fn delays_pause_before_the_final_reply() {
+    let run = run(&message("X-Blackhole-Delay: 2\r\n"));
+    assert_eq!(run.pauses, vec![2000]);
+    assert!(run.sent.ends_with(QUEUED));
+    let run = run_split(
+        &policy(),
+        message("X-Blackhole-Delay: 1, 3\r\n").as_bytes(),
+        5,
+    );
+    assert!((1000..=3000).contains(&run.pauses[0]), "{:?}", run.pauses);
+    assert!(
+        self::run(&message("X-Blackhole-Delay: 0\r\n"))
+            .pauses
+            .is_empty()
+    );
+    assert!(
+        self::run(&message("X-Blackhole-Delay: -3\r\n"))
+            .pauses
+            .is_empty()
+    );
+    assert_eq!(
+        self::run(&message("X-Blackhole-Delay: 600\r\n")).pauses,
+        vec![60_000]
+    );
+    // The next message has no delay of its own.
+    let two = format!("{}{}", message("X-Blackhole-Delay: 2\r\n"), message(""));
+    assert_eq!(self::run(&two).pauses, vec![2000]);
+}
+
+#[test]
+fn configured_delay_and_its_override() {
+    let delayed = Policy::new(
+        FQDN.into(),
+        Mode::Accept,
+        Some(DelayRange {
+            min_secs: 2,
+            max_secs: 2,
+        }),
+        true,
+        1000,
+        false,
+    );
+    assert_eq!(
+        run_with(&delayed, message("").as_bytes()).pauses,
+        vec![2000]
+    );
+    assert_eq!(
+        run_with(&delayed, message("X-Blackhole-Delay: 1\r\n").as_bytes()).pauses,
+        vec![1000]
+    );
+}
+
+#[test]
+fn without_dynamic_switches_headers_change_nothing() {
+    let fixed = Policy::new(FQDN.into(), Mode::Accept, None, false, 1000, false);
+    let run = run_with(
+        &fixed,
+        message("X-Blackhole-Mode: bounce\r\nX-Blackhole-Delay: 2\r\n").as_bytes(),
+    );
+    assert!(run.sent.ends_with(QUEUED));
+    assert!(run.pauses.is_empty());
+}
+
+#[test]
+fn commands_after_a_delayed_message_wait_for_its_reply() {
+    let mut session = Session::new(false);
+    let (policy, mut rng, mut out) = (policy(), Rand64::new(1), Vec::new());
+    let input = format!("{}NOOP\r\n", message("X-Blackhole-Delay: 5\r\n"));
+    let step = session.feed(&policy, &mut rng, input.as_bytes(), &mut out);
+    assert_eq!(step.action, Action::Pause { millis: 5000 });
+    assert_eq!(step.consumed, input.len() - 6);
+    assert!(session.is_waiting());
+    assert!(normalise(&out).ends_with("354 End data with <CR><LF>.<CR><LF>\r\n"));
+    // Fed while waiting, it takes nothing.
+    let again = session.feed(&policy, &mut rng, b"NOOP\r\n", &mut out);
+    assert_eq!(again.consumed, 0);
+    session.resume(&policy, &mut rng, &mut out);
+    session.feed(&policy, &mut rng, b"NOOP\r\n", &mut out);
+    assert!(normalise(&out).ends_with(&format!("{QUEUED}250 2.0.0 OK\r\n")));
+}
+
+#[test]
+fn timeout_says_so_and_closes() {
+    let mut session = Session::new(false);
+    let mut out = Vec::new();
+    session.time_out(&mut out);
+    assert_eq!(out, b"421 Timeout\r\n");
+    assert!(session.is_closed());
+    let step = session.feed(&policy(), &mut Rand64::new(1), b"NOOP\r\n", &mut out);
+    assert_eq!(step.action, Action::Close);
+}
+
+#[test]
+fn output_is_bounded_while_the_client_does_not_read() {
+    let mut session = Session::new(false);
+    let (policy, mut rng, mut out) = (policy(), Rand64::new(1), Vec::new());
+    let flood = "EHLO c\r\n".repeat(5000);
+    let step = session.feed(&policy, &mut rng, flood.as_bytes(), &mut out);
+    assert!(step.consumed < flood.len());
+    assert!(out.len() < OUTPUT_HIGH_WATER + 1024);
+    out.clear();
+    let rest = session.feed(
+        &policy,
+        &mut rng,
+        &flood.as_bytes()[step.consumed..],
+        &mut out,
+    );
+    assert!(rest.consumed > 0);
+}
+
+/// Random bytes in random pieces: no panic, and what the caller must keep stays bounded.
+#[test]
+fn random_input_never_panics_and_leaves_a_bounded_tail() {
+    let words: [&[u8]; 16] = [
+        b"HELO x\r\n",
+        b"EHLO x\r\n",
+        b"MAIL FROM:<a@b>\r\n",
+        b"RCPT TO:<c@d>\r\n",
+        b"DATA\r\n",
+        b"\r\n.\r\n",
+        b"AUTH LOGIN\r\n",
+        b"AUTH PLAIN\r\n",
+        b"AUTH CRAM-MD5\r\n",
+        b"X-Blackhole-Delay: 1\r\n",
+        b"X-Blackhole-Mode: random\r\n",
+        b"\n",
+        b"\r",
+        b".",
+        b"RSET\r\n",
+        b"VRFY a\r\n",
+    ];
+    let mut rng = Rand64::new(99);
+    let policies = [
+        policy(),
+        Policy::new(
+            FQDN.into(),
+            Mode::Random,
+            Some(DelayRange {
+                min_secs: 0,
+                max_secs: 1,
+            }),
+            true,
+            300,
+            true,
+        ),
+    ];
+    for round in 0..400 {
+        let policy = &policies[round % 2];
+        let mut input = Vec::new();
+        while input.len() < 3000 {
+            match rng.rand_range(0..4) {
+                0 => input.extend((0..rng.rand_range(1..40)).map(|_| rng.rand_u64() as u8)),
+                1 => input.extend(std::iter::repeat_n(b'a', rng.rand_range(1..3000) as usize)),
+                _ => input.extend_from_slice(words[rng.rand_range(0..16) as usize]),
+            }
+        }
+        let mut session = Session::new(false);
+        let mut out = Vec::new();
+        let mut tail: Vec<u8> = Vec::new();
+        let mut offset = 0;
+        'feed: while offset < input.len() {
+            let end = (offset + rng.rand_range(1..700) as usize).min(input.len());
+            tail.extend_from_slice(&input[offset..end]);
+            offset = end;
+            loop {
+                let step = session.feed(policy, &mut rng, &tail, &mut out);
+                tail.drain(..step.consumed);
+                match step.action {
+                    Action::Pause { .. } => session.resume(policy, &mut rng, &mut out),
+                    Action::Continue if out.len() >= OUTPUT_HIGH_WATER => out.clear(),
+                    Action::Continue => break,
+                    Action::Close | Action::StartTls => break 'feed,
+                }
+            }
+            assert!(tail.len() < MAX_LINE, "tail of {} bytes", tail.len());
+        }
+    }
+}
