@@ -1,14 +1,16 @@
-//! One client connection: its socket, its session, and the bytes in flight.
+//! One client connection: its socket, its TLS state, its session, and the bytes in flight.
 //!
 //! Owns the buffers and the socket calls (drained until `WouldBlock`, `Interrupted` retried,
-//! `Ok(0)` taken as the client's end) and reports what happened as a closed set of
-//! outcomes. What to do about it is the server's business; what to reply, the session's.
+//! `Ok(0)` taken as the client's end), plain or through rustls, and reports what happened as
+//! a closed set of outcomes. What to do about it is the server's business; what to reply,
+//! the session's.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 
 use mio::Interest;
 use mio::net::TcpStream;
+use rustls::ServerConnection;
 
 use crate::session::Session;
 use crate::timer::TimerKey;
@@ -19,6 +21,10 @@ const KEEP_CAPACITY: usize = 1024;
 
 pub struct Conn {
     pub stream: TcpStream,
+    /// The TLS layer, from the first byte (SMTPS) or after STARTTLS.
+    pub tls: Option<Box<ServerConnection>>,
+    /// STARTTLS was accepted: TLS starts once the `220` has gone.
+    pub starting_tls: bool,
     pub session: Session,
     /// Index of the listener it came through: its policy.
     pub listener: usize,
@@ -59,6 +65,8 @@ impl Conn {
     pub fn new(stream: TcpStream, listener: usize, id: u64, now: u64, tls: bool) -> Self {
         Conn {
             stream,
+            tls: None,
+            starting_tls: false,
             session: Session::new(tls),
             listener,
             id,
@@ -76,30 +84,72 @@ impl Conn {
         }
     }
 
+    /// Reads what the client sent: plaintext, through TLS where it is on.
     pub fn read(&mut self, buf: &mut [u8]) -> Received {
+        let Some(tls) = &mut self.tls else {
+            return read_plain(&mut self.stream, buf);
+        };
         loop {
-            return match self.stream.read(buf) {
-                Ok(0) => Received::End,
-                Ok(n) => Received::Bytes(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Received::WouldBlock,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => Received::Failed(e),
-            };
+            match tls.reader().read(buf) {
+                // A close_notify, or the end of the socket without one.
+                Ok(0) => return Received::End,
+                Ok(n) => return Received::Bytes(n),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Received::End,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Received::Failed(e),
+            }
+            match tls.read_tls(&mut self.stream) {
+                Ok(0) => return Received::End,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Received::WouldBlock,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Received::Failed(e),
+            }
+            if let Err(e) = tls.process_new_packets() {
+                // Tell the client why: rustls has queued an alert.
+                let _ = tls.write_tls(&mut self.stream);
+                return Received::Failed(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
         }
     }
 
+    /// Whether anything waits to be sent: replies, or TLS records (handshake included).
     pub fn has_output(&self) -> bool {
-        self.written < self.out.len()
+        self.written < self.out.len() || self.tls.as_ref().is_some_and(|tls| tls.wants_write())
     }
 
-    /// Writes pending output until it is gone or the socket is full. Returns the bytes
-    /// written by this call (for the debug log), or the error that ends the connection.
+    /// Whether a TLS handshake is still going on.
+    pub fn handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|tls| tls.is_handshaking())
+    }
+
+    /// Writes pending output until it is gone or the socket is full. Returns the range of
+    /// `out` taken by this call (for the debug log), or the error that ends the connection.
     pub fn flush(&mut self) -> io::Result<std::ops::Range<usize>> {
         let start = self.written;
-        while self.written < self.out.len() {
-            match self.stream.write(&self.out[self.written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.written += n,
+        let Some(tls) = &mut self.tls else {
+            while self.written < self.out.len() {
+                match self.stream.write(&self.out[self.written..]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => self.written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(start..self.written);
+        };
+        loop {
+            // rustls takes plaintext up to its buffer limit (before the handshake ends too:
+            // it is sent once it can be).
+            if self.written < self.out.len() {
+                self.written += tls.writer().write(&self.out[self.written..])?;
+            }
+            if !tls.wants_write() {
+                break;
+            }
+            match tls.write_tls(&mut self.stream) {
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -122,7 +172,8 @@ impl Conn {
         }
     }
 
-    /// Unsent output, counting only what is still to go.
+    /// Unsent replies, counting only what is still to go (rustls's own buffer is bounded
+    /// by [`crate::tls::SEND_BUFFER_LIMIT`]).
     pub fn pending_output(&self) -> usize {
         self.out.len() - self.written
     }
@@ -137,8 +188,25 @@ impl Conn {
         }
     }
 
-    /// Sends FIN after the replies, so the client reads them all before the end.
-    pub fn shutdown(&self) {
+    /// Ends the connection politely: a TLS close_notify, then FIN after the replies, so the
+    /// client reads them all before the end. Best effort: the socket is closed next anyway.
+    pub fn shutdown(&mut self) {
+        if let Some(tls) = &mut self.tls {
+            tls.send_close_notify();
+            let _ = tls.write_tls(&mut self.stream);
+        }
         let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+fn read_plain(stream: &mut TcpStream, buf: &mut [u8]) -> Received {
+    loop {
+        return match stream.read(buf) {
+            Ok(0) => Received::End,
+            Ok(n) => Received::Bytes(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Received::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Received::Failed(e),
+        };
     }
 }

@@ -14,3 +14,4 @@ pub mod server;
 pub mod session;
 pub mod switches;
 pub mod timer;
+pub mod tls;

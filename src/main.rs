@@ -14,6 +14,7 @@ use blackhole::config::{self, Config};
 use blackhole::listener;
 use blackhole::server::{Listener, Server};
 use blackhole::session::Policy;
+use blackhole::tls;
 
 const EXIT_USAGE: u8 = 64;
 const EXIT_SOFTWARE: u8 = 70;
@@ -162,11 +163,7 @@ fn run(args: &Args) -> Result<(), Failure> {
             "{file}: option `tls_dhparams` is unused: TLS key exchange is ECDHE, which needs no DH parameters"
         );
     }
-    if config.tls_cert.is_some() && !config.listeners.iter().any(|l| l.tls) {
-        warn!(
-            "{file}: options `tls_cert`/`tls_key`: STARTTLS is not available in this version; plain listeners answer it with 500"
-        );
-    }
+    let tls = tls::server_config(&config, &file).map_err(|e| (EXIT_USAGE, e))?;
     if args.test {
         println!("{file}: configuration OK");
         return Ok(());
@@ -182,10 +179,11 @@ fn run(args: &Args) -> Result<(), Failure> {
             spec.delay.or(config.delay),
             config.dynamic_switch && !spec.has_flags(),
             config.max_message_size,
-            false,
+            tls.is_some() && !spec.tls,
         );
         if let Ok(addr) = socket.local_addr() {
-            info!("listening on {addr} as {fqdn}");
+            let kind = if spec.tls { "SMTPS" } else { "SMTP" };
+            info!("listening for {kind} on {addr} as {fqdn}");
         }
         listeners.push(Listener {
             socket,
@@ -204,7 +202,7 @@ fn run(args: &Args) -> Result<(), Failure> {
             )
         })?;
     }
-    let result = Server::new(listeners, config.timeout_secs, seed())
+    let result = Server::new(listeners, tls, config.timeout_secs, seed())
         .and_then(|mut server| server.run())
         .map_err(|e| (EXIT_SOFTWARE, format!("event loop failed: {e}")));
     if let Some(pidfile) = &config.pidfile {
@@ -232,12 +230,6 @@ fn refuse_unavailable(config: &Config, file: &str) -> Result<(), Failure> {
                 "group"
             },
             "switching user is not available in this version: remove the option and start blackhole as the user it should run as",
-        );
-    }
-    if config.listeners.iter().any(|l| l.tls) {
-        return refuse(
-            "tls_listen",
-            "TLS listeners are not available in this version: remove the entries or use listen",
         );
     }
     Ok(())

@@ -6,20 +6,23 @@
 //! is due. It decides nothing about SMTP: that is the session's job.
 
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{Level, debug, error, info, log_enabled, warn};
+use log::{Level, debug, info, log_enabled, warn};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use oorandom::Rand64;
+use rustls::{ServerConfig, ServerConnection};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::conn::{Conn, Received};
-use crate::session::{Action, OUTPUT_HIGH_WATER, Policy};
+use crate::session::{Action, OUTPUT_HIGH_WATER, Policy, Session};
 use crate::timer::TimerWheel;
+use crate::tls::SEND_BUFFER_LIMIT;
 
 /// The shared read buffer: the most read from one socket in one call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -86,6 +89,8 @@ pub struct Server {
     poll: Poll,
     listeners: Vec<ListenerState>,
     conns: Slab<Conn>,
+    /// Where a certificate is configured: for SMTPS listeners and STARTTLS.
+    tls: Option<Arc<ServerConfig>>,
     timers: TimerWheel<Timer>,
     rng: Rand64,
     scratch: Box<[u8]>,
@@ -103,7 +108,12 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(listeners: Vec<Listener>, timeout_secs: u32, seed: u128) -> io::Result<Self> {
+    pub fn new(
+        listeners: Vec<Listener>,
+        tls: Option<Arc<ServerConfig>>,
+        timeout_secs: u32,
+        seed: u128,
+    ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
         poll.registry()
@@ -127,6 +137,7 @@ impl Server {
             poll,
             listeners: states,
             conns: Slab::new(),
+            tls,
             timers: TimerWheel::new(),
             rng: Rand64::new(seed),
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
@@ -287,6 +298,17 @@ impl Server {
         let _ = stream.set_nodelay(true);
         let state = &self.listeners[listener];
         let mut conn = Conn::new(stream, listener, id, self.now, state.tls);
+        if state.tls {
+            match new_tls(self.tls.as_ref()) {
+                Ok(tls) => conn.tls = Some(tls),
+                Err(e) => {
+                    warn!("cannot start TLS: {e}");
+                    let _ = self.poll.registry().deregister(&mut conn.stream);
+                    return;
+                }
+            }
+        }
+        // On SMTPS the greeting waits inside rustls for the handshake to end.
         conn.out.extend_from_slice(state.policy.greeting());
         conn.idle_timer = Some(self.timers.insert(
             self.now + self.timeout_ms,
@@ -320,6 +342,28 @@ impl Server {
                     return self.close(slot);
                 }
                 break;
+            }
+            if conn.starting_tls {
+                if conn.has_output() {
+                    // The 220 goes out in plaintext first; nothing is read meanwhile.
+                    break;
+                }
+                match new_tls(self.tls.as_ref()) {
+                    Ok(tls) => {
+                        debug!("[{}] TLS handshake after STARTTLS", conn.id);
+                        conn.tls = Some(tls);
+                        conn.starting_tls = false;
+                        // A fresh session; plaintext pipelined after STARTTLS is dropped.
+                        conn.session = Session::new(true);
+                        conn.tail.clear();
+                        conn.tail_fed = false;
+                        continue;
+                    }
+                    Err(e) => {
+                        warn!("[{}] cannot start TLS: {e}", conn.id);
+                        return self.close(slot);
+                    }
+                }
             }
             if conn.session.is_waiting()
                 || self.stop_by.is_some()
@@ -409,11 +453,7 @@ impl Server {
                         .insert(self.now + millis, Timer::Delay(ConnRef::new(slot, conn.id))),
                 );
             }
-            Action::StartTls => {
-                // Only offered where TLS is configured, which this build cannot do.
-                error!("[{}] STARTTLS without TLS support", conn.id);
-                conn.closing = true;
-            }
+            Action::StartTls => conn.starting_tls = true,
         }
     }
 
@@ -447,8 +487,10 @@ impl Server {
                 };
                 c.idle_timer = None;
                 let slot = conn.slot as usize;
-                if c.closing {
-                    // Its last replies never went: the client stopped reading.
+                if c.closing || c.handshaking() {
+                    // Its last replies never went (the client stopped reading), or it never
+                    // finished its TLS handshake: there is no way to tell it anything.
+                    debug!("[{}] idle timeout", c.id);
                     return self.close(slot);
                 }
                 let due = if c.session.is_waiting() {
@@ -485,6 +527,14 @@ impl Server {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         debug!("[{}] closed", conn.id);
     }
+}
+
+/// A TLS layer for a new SMTPS connection or after STARTTLS.
+fn new_tls(config: Option<&Arc<ServerConfig>>) -> Result<Box<ServerConnection>, String> {
+    let config = config.ok_or("no certificate is configured")?;
+    let mut tls = ServerConnection::new(Arc::clone(config)).map_err(|e| e.to_string())?;
+    tls.set_buffer_limit(Some(SEND_BUFFER_LIMIT));
+    Ok(Box::new(tls))
 }
 
 /// The connection `conn` names, if it is still there and not a later one in its slot.
