@@ -212,8 +212,14 @@ impl Server {
                 generation: (token.0 >> 32) as u32,
             };
             if let Some(c) = self.get(conn) {
-                // Errors and the client's end are found by reading.
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                if event.is_error() || event.is_write_closed() {
+                    // Reset or hung up: nothing sent can arrive, and a connection waiting out
+                    // a delay would not notice by itself.
+                    debug!("[{}] connection lost", c.id);
+                    return self.close(conn.slot as usize);
+                }
+                // The client's end is found by reading.
+                if event.is_readable() || event.is_read_closed() {
                     c.read_ready = true;
                 }
                 self.drive(conn.slot as usize);

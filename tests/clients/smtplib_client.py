@@ -1,0 +1,62 @@
+"""Talk to blackhole with Python's smtplib, the way a real program sends mail.
+
+Usage:
+    smtplib_client.py PORT send
+    smtplib_client.py PORT login USER PASSWORD
+    smtplib_client.py PORT auth MECHANISM USER PASSWORD initial|noinitial
+
+send:  sendmail() one message; prints "SENT".
+login: login(), letting smtplib pick the mechanism from the EHLO reply.
+auth:  auth() with one mechanism forced (PLAIN, LOGIN or CRAM-MD5), with or without the
+       initial response on the AUTH line.
+After a successful login or auth it prints "AUTH CODE TEXT" and sends one message ("SENT"),
+to show the session goes on; a refused one prints "AUTHFAIL CODE TEXT" and exits 3.
+Any other error is a traceback and exit 1.
+"""
+
+import smtplib
+import sys
+
+MESSAGE = (
+    "From: a@example.com\r\nTo: b@example.net\r\nSubject: smtplib\r\n\r\n"
+    "Sent by Python's smtplib.\r\n"
+)
+
+
+def send(smtp):
+    refused = smtp.sendmail("a@example.com", ["b@example.net"], MESSAGE)
+    assert refused == {}, refused
+    print("SENT")
+
+
+def authenticate(smtp, args):
+    smtp.ehlo()
+    if args[0] == "login":
+        _, user, password = args
+        return smtp.login(user, password)
+    _, mechanism, user, password, initial = args
+    smtp.user, smtp.password = user, password
+    method = {
+        "PLAIN": smtp.auth_plain,
+        "LOGIN": smtp.auth_login,
+        "CRAM-MD5": smtp.auth_cram_md5,
+    }[mechanism]
+    return smtp.auth(mechanism, method, initial_response_ok=(initial == "initial"))
+
+
+def main(argv):
+    port, args = int(argv[1]), argv[2:]
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+        if args[0] != "send":
+            try:
+                code, text = authenticate(smtp, args)
+            except smtplib.SMTPAuthenticationError as e:
+                print("AUTHFAIL", e.smtp_code, e.smtp_error.decode())
+                return 3
+            print("AUTH", code, text.decode())
+        send(smtp)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,460 @@
+//! Helpers shared by the socket tests: a scratch folder, the real `blackhole` binary started on a
+//! free loopback port, an SMTP line client over a plain `TcpStream`, and a way to find the real
+//! mail clients on PATH. Std only, so that the tests need nothing the server does not.
+
+// Each test crate includes this module and uses a different part of it.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const MAILNAME: &str = "blackhole.test";
+
+/// How long a reply may take before the test calls the server stuck.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The ten bounce replies of SPEC.md, without CRLF.
+pub const BOUNCES: [&str; 10] = [
+    "450 Requested mail action not taken: mailbox unavailable",
+    "451 Requested action aborted: local error in processing",
+    "452 Requested action not taken: insufficient system storage",
+    "458 Unable to queue message",
+    "521 Machine does not accept mail",
+    "550 Requested action not taken: mailbox unavailable",
+    "551 User not local",
+    "552 Requested mail action aborted: exceeded storage allocation",
+    "553 Requested action not taken: mailbox name not allowed",
+    "571 Blocked",
+];
+
+pub fn blackhole_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_blackhole")
+}
+
+/// A folder of its own under the system temp dir, removed on drop.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        // Tests of one binary run in parallel threads, and test binaries run side by side:
+        // the process id plus a counter keeps the names apart.
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let unique = format!(
+            "blackhole-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = std::env::temp_dir().join(unique);
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create a temp dir");
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let file = self.path.join(name);
+        fs::write(&file, contents).expect("write a temp file");
+        file
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A loopback port that was free a moment ago (the OS picked it, and we let it go).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// A running `blackhole` with its own config; killed and reaped on drop.
+pub struct Server {
+    child: Child,
+    addr: SocketAddr,
+    dir: TempDir,
+}
+
+impl Server {
+    /// A server on one free loopback port, with `mailname = "blackhole.test"` and `extra_toml`.
+    pub fn start(extra_toml: &str) -> Server {
+        Server::start_with(&[], "", extra_toml)
+    }
+
+    /// Like `start`, with `listener_flags` (e.g. `mode=bounce`) after the listen address.
+    pub fn start_with_listener_flags(listener_flags: &str, extra_toml: &str) -> Server {
+        Server::start_with(&[], listener_flags, extra_toml)
+    }
+
+    /// Like `start`, with extra command-line arguments before `-c FILE`.
+    pub fn start_with_args(args: &[&str], extra_toml: &str) -> Server {
+        Server::start_with(args, "", extra_toml)
+    }
+
+    fn start_with(args: &[&str], listener_flags: &str, extra_toml: &str) -> Server {
+        let dir = TempDir::new();
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let listen = format!("{addr} {listener_flags}");
+        let config = dir.write(
+            "blackhole.toml",
+            &config_toml(listen.trim_end(), extra_toml),
+        );
+        // stderr goes to a file, not a pipe: nobody reads a pipe while the test runs, and a
+        // full pipe would block the server's logging and so the server.
+        let log = fs::File::create(dir.path().join("stderr.log")).expect("create stderr.log");
+        let child = Command::new(blackhole_bin())
+            .args(args)
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn blackhole");
+        let mut server = Server { child, addr, dir };
+        server.wait_until_listening();
+        server
+    }
+
+    fn wait_until_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "blackhole exited ({status}) before listening on {}; stderr:\n{}",
+                    self.addr,
+                    self.stderr_log()
+                );
+            }
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "blackhole did not listen on {} within 10 s; stderr:\n{}",
+                    self.addr,
+                    self.stderr_log()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the server has logged so far.
+    pub fn stderr_log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// The server process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the process to exit.
+    pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        send_signal("TERM", self.child.id());
+        self.wait_for_exit(limit)
+    }
+
+    /// Waits up to `limit` for the process to exit (after a signal the test sent).
+    pub fn wait_for_exit(&mut self, limit: Duration) -> ExitStatus {
+        wait_with_limit(&mut self.child, limit).unwrap_or_else(|| {
+            panic!(
+                "blackhole still running after {limit:?}; stderr:\n{}",
+                self.stderr_log()
+            )
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The config every test server gets: our mail name, one listener, then the test's own lines.
+pub fn config_toml(listen: &str, extra_toml: &str) -> String {
+    format!("mailname = \"{MAILNAME}\"\nlisten = [\"{listen}\"]\n{extra_toml}\n")
+}
+
+/// `kill -SIGNAL PID`, since std cannot send a signal; through `sh`, whose builtin `kill` is
+/// there even where the procps package is not.
+pub fn send_signal(signal: &str, pid: u32) {
+    let status = Command::new("sh")
+        .args([
+            "-c",
+            "kill -s \"$1\" \"$2\"",
+            "sh",
+            signal,
+            &pid.to_string(),
+        ])
+        .status()
+        .expect("run sh -c kill");
+    assert!(status.success(), "kill -s {signal} {pid} failed");
+}
+
+fn wait_with_limit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `blackhole ARGS` to its end, killing it (and failing) if it outlives `limit`.
+pub fn run_blackhole(args: &[&str], limit: Duration) -> Output {
+    run_with_limit(Command::new(blackhole_bin()).args(args), limit)
+}
+
+/// Runs a command to its end with captured output, failing if it outlives `limit`.
+pub fn run_with_limit(command: &mut Command, limit: Duration) -> Output {
+    let dir = TempDir::new();
+    // Files rather than pipes, so that a chatty program cannot block on a full pipe while we wait.
+    let stdout = fs::File::create(dir.path().join("stdout")).expect("create stdout file");
+    let stderr = fs::File::create(dir.path().join("stderr")).expect("create stderr file");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+    let status = wait_with_limit(&mut child, limit);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let stdout = fs::read(dir.path().join("stdout")).unwrap_or_default();
+    let stderr = fs::read(dir.path().join("stderr")).unwrap_or_default();
+    match status {
+        Some(status) => Output {
+            status,
+            stdout,
+            stderr,
+        },
+        None => panic!(
+            "{command:?} still running after {limit:?}; stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        ),
+    }
+}
+
+/// The full path of `program` on PATH. The real-client tests do not skip when a client is
+/// missing: they fail here, and say how to get it.
+pub fn require_program(program: &str, debian_package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`{program}` is not on PATH: run .ci/run (it installs the test clients) \
+                 or `apt-get install {debian_package}`"
+            )
+        })
+}
+
+/// An SMTP client that sends raw bytes and reads whole replies, one at a time.
+pub struct Client {
+    stream: TcpStream,
+    /// Bytes received but not yet handed out as reply lines.
+    pending: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, REPLY_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        stream
+            .set_read_timeout(Some(REPLY_TIMEOUT))
+            .expect("set_read_timeout");
+        stream
+            .set_write_timeout(Some(REPLY_TIMEOUT))
+            .expect("set_write_timeout");
+        Client {
+            stream,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send to the server");
+    }
+
+    /// Sends `line` plus CRLF.
+    pub fn send_line(&mut self, line: &str) {
+        self.send(format!("{line}\r\n").as_bytes());
+    }
+
+    /// Sends a command and returns its reply.
+    pub fn command(&mut self, line: &str) -> String {
+        self.send_line(line);
+        self.reply()
+    }
+
+    /// One whole reply: its lines without CRLF, joined by "\n". Panics on timeout or close.
+    pub fn reply(&mut self) -> String {
+        self.reply_within(REPLY_TIMEOUT)
+            .unwrap_or_else(|e| panic!("no reply from the server: {e}"))
+    }
+
+    /// One whole reply, or the error that came instead (`UnexpectedEof` for a close).
+    pub fn reply_within(&mut self, limit: Duration) -> io::Result<String> {
+        self.stream.set_read_timeout(Some(limit))?;
+        let mut lines = Vec::new();
+        loop {
+            let line = self.read_line()?;
+            // "250-..." continues a reply, "250 ..." (or a bare code) ends it.
+            let last = line.as_bytes().get(3) != Some(&b'-');
+            lines.push(line);
+            if last {
+                return Ok(lines.join("\n"));
+            }
+        }
+    }
+
+    fn read_line(&mut self) -> io::Result<String> {
+        loop {
+            if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                let text = String::from_utf8_lossy(&line);
+                return Ok(text.trim_end_matches(['\r', '\n']).to_string());
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "connection closed (unfinished line: {:?})",
+                            String::from_utf8_lossy(&self.pending)
+                        ),
+                    ));
+                }
+                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Asserts that nothing arrives for `quiet` (no reply, no close).
+    pub fn expect_silence(&mut self, quiet: Duration) {
+        match self.reply_within(quiet) {
+            Err(e) if is_timeout(&e) => {
+                assert!(
+                    self.pending.is_empty(),
+                    "unexpected partial reply: {:?}",
+                    String::from_utf8_lossy(&self.pending)
+                );
+            }
+            Err(e) => panic!("expected silence, got {e}"),
+            Ok(reply) => panic!("expected silence, got reply {reply:?}"),
+        }
+    }
+
+    /// Asserts that the server closes the connection within `REPLY_TIMEOUT`, sending nothing more.
+    pub fn expect_closed(&mut self) {
+        match self.reply_within(REPLY_TIMEOUT) {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && self.pending.is_empty() => {}
+            // A reset is a close too (the server may close with our bytes still unread).
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("expected the server to close the connection, got {e}"),
+            Ok(reply) => panic!("expected the server to close the connection, got {reply:?}"),
+        }
+    }
+
+    /// Greeting, EHLO, MAIL, RCPT and DATA, each checked, ready for the message.
+    pub fn start_message(&mut self) {
+        assert_eq!(self.reply(), format!("220 {MAILNAME} ESMTP"));
+        self.ehlo();
+        self.open_data();
+    }
+
+    pub fn ehlo(&mut self) {
+        let reply = self.command("EHLO client.example.com");
+        assert!(
+            reply.starts_with(&format!("250-{MAILNAME}\n")) && reply.ends_with("\n250 DSN"),
+            "EHLO reply: {reply:?}"
+        );
+    }
+
+    /// MAIL, RCPT and DATA, each checked.
+    pub fn open_data(&mut self) {
+        assert_eq!(self.command("MAIL FROM:<a@example.com>"), "250 2.1.0 OK");
+        assert_eq!(self.command("RCPT TO:<b@example.net>"), "250 2.1.5 OK");
+        assert_eq!(self.command("DATA"), "354 End data with <CR><LF>.<CR><LF>");
+    }
+}
+
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Asserts that `reply` is the accept reply, `250 2.0.0 OK: queued as <D.D.D@blackhole.test>`,
+/// and returns the message id.
+pub fn assert_queued(reply: &str) -> String {
+    let id = reply
+        .strip_prefix("250 2.0.0 OK: queued as <")
+        .and_then(|rest| rest.strip_suffix(&format!("@{MAILNAME}>")))
+        .unwrap_or_else(|| panic!("not an accept reply: {reply:?}"));
+    let parts: Vec<&str> = id.split('.').collect();
+    assert!(
+        parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())),
+        "message id is not DIGITS.DIGITS.DIGITS: {reply:?}"
+    );
+    id.to_string()
+}
+
+pub fn assert_bounce(reply: &str) {
+    assert!(
+        BOUNCES.contains(&reply),
+        "not one of the ten bounce replies: {reply:?}"
+    );
+}

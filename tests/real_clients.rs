@@ -1,0 +1,262 @@
+//! Real mail clients against the real binary: Python's smtplib, curl and swaks each deliver a
+//! message, and AUTH with every mechanism each of them can use fails for a user named
+//! `fail=alice` (which they send base64-encoded) and succeeds for `alice`.
+//!
+//! A missing client is a failure, not a skip: `.ci/run` installs them.
+
+mod common;
+
+use common::{Server, TempDir, require_program, run_with_limit};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const MECHANISMS: [&str; 3] = ["PLAIN", "LOGIN", "CRAM-MD5"];
+const CLIENT_LIMIT: Duration = Duration::from_secs(30);
+
+/// stdout and stderr together, for assertions and failure messages.
+fn transcript(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs tests/clients/smtplib_client.py against `server` with `args`.
+fn smtplib(server: &Server, args: &[&str]) -> Output {
+    let python = require_program("python3", "python3");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/smtplib_client.py");
+    run_with_limit(
+        Command::new(python)
+            .arg(script)
+            .arg(server.port().to_string())
+            .args(args),
+        CLIENT_LIMIT,
+    )
+}
+
+/// Asserts that an smtplib run authenticated (235) and then delivered its message.
+fn assert_smtplib_authenticated(out: &Output, what: &str) {
+    let text = transcript(out);
+    assert_eq!(out.status.code(), Some(0), "{what}:\n{text}");
+    assert!(
+        text.contains("AUTH 235 2.7.0 Authentication successful"),
+        "{what}:\n{text}"
+    );
+    assert!(text.contains("SENT"), "{what}:\n{text}");
+}
+
+/// Asserts that smtplib raised SMTPAuthenticationError with 535.
+fn assert_smtplib_refused(out: &Output, what: &str) {
+    let text = transcript(out);
+    assert_eq!(out.status.code(), Some(3), "{what}:\n{text}");
+    assert!(
+        text.contains("AUTHFAIL 535 5.7.8 Authentication failed"),
+        "{what}:\n{text}"
+    );
+}
+
+#[test]
+fn smtplib_sendmail_delivers_a_message() {
+    let server = Server::start("");
+    let out = smtplib(&server, &["send"]);
+    let text = transcript(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("SENT"), "{text}");
+}
+
+#[test]
+fn smtplib_login_succeeds_unless_the_user_says_fail() {
+    // login() picks the mechanism itself from the EHLO reply (CRAM-MD5 first).
+    let server = Server::start("");
+    assert_smtplib_refused(
+        &smtplib(&server, &["login", "fail=alice", "pw"]),
+        "login fail=alice",
+    );
+    assert_smtplib_authenticated(&smtplib(&server, &["login", "alice", "pw"]), "login alice");
+}
+
+#[test]
+fn smtplib_auth_with_each_mechanism_succeeds_unless_the_user_says_fail() {
+    let server = Server::start("");
+    for mechanism in MECHANISMS {
+        // CRAM-MD5 has no initial response; smtplib sends none whatever the flag says.
+        for initial in ["initial", "noinitial"] {
+            let what = format!("smtplib AUTH {mechanism} ({initial})");
+            let refused = smtplib(&server, &["auth", mechanism, "fail=alice", "pw", initial]);
+            assert_smtplib_refused(&refused, &format!("{what} as fail=alice"));
+            let accepted = smtplib(&server, &["auth", mechanism, "alice", "pw", initial]);
+            assert_smtplib_authenticated(&accepted, &format!("{what} as alice"));
+        }
+    }
+}
+
+/// A message file for curl and the folder that holds it.
+fn curl_message() -> (TempDir, String) {
+    let dir = TempDir::new();
+    let file = dir.write(
+        "message.eml",
+        "From: a@example.com\r\nTo: b@example.net\r\nSubject: curl\r\n\r\nSent by curl.\r\n",
+    );
+    let file = file.to_str().expect("a UTF-8 temp path").to_string();
+    (dir, file)
+}
+
+/// Runs curl (verbose, so the dialogue is in the transcript) to send one message.
+fn curl(server: &Server, message: &str, extra_args: &[&str]) -> Output {
+    let curl = require_program("curl", "curl");
+    run_with_limit(
+        Command::new(curl)
+            .args(["-v", "--max-time", "20"])
+            .arg(format!("smtp://{}", server.addr()))
+            .args([
+                "--mail-from",
+                "a@example.com",
+                "--mail-rcpt",
+                "b@example.net",
+                "-T",
+                message,
+            ])
+            .args(extra_args),
+        CLIENT_LIMIT,
+    )
+}
+
+#[test]
+fn curl_delivers_a_message() {
+    let server = Server::start("");
+    let (_dir, message) = curl_message();
+    let out = curl(&server, &message, &[]);
+    let text = transcript(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("< 250 2.0.0 OK: queued as <"), "{text}");
+}
+
+#[test]
+fn curl_auth_with_each_mechanism_succeeds_unless_the_user_says_fail() {
+    const CURLE_LOGIN_DENIED: i32 = 67;
+    let server = Server::start("");
+    let (_dir, message) = curl_message();
+    for mechanism in MECHANISMS {
+        // With --sasl-ir curl puts the first response on the AUTH line (PLAIN and LOGIN).
+        for sasl_ir in [&[][..], &["--sasl-ir"][..]] {
+            let login_options = format!("AUTH={mechanism}");
+            let what = format!("curl AUTH {mechanism} {sasl_ir:?}");
+            let with_user = |user: &str| {
+                let mut args = vec!["--user", user, "--login-options", &login_options];
+                args.extend_from_slice(sasl_ir);
+                curl(&server, &message, &args)
+            };
+
+            let refused = with_user("fail=alice:pw");
+            let text = transcript(&refused);
+            assert_eq!(
+                refused.status.code(),
+                Some(CURLE_LOGIN_DENIED),
+                "{what} fail=alice:\n{text}"
+            );
+            assert!(
+                text.contains(&format!("> AUTH {mechanism}")),
+                "{what} fail=alice:\n{text}"
+            );
+            assert!(
+                text.contains("< 535 5.7.8 Authentication failed"),
+                "{what} fail=alice:\n{text}"
+            );
+
+            let accepted = with_user("alice:pw");
+            let text = transcript(&accepted);
+            assert_eq!(accepted.status.code(), Some(0), "{what} alice:\n{text}");
+            assert!(
+                text.contains("< 235 2.7.0 Authentication successful"),
+                "{what} alice:\n{text}"
+            );
+            assert!(
+                text.contains("< 250 2.0.0 OK: queued as <"),
+                "{what} alice:\n{text}"
+            );
+        }
+    }
+}
+
+/// Runs swaks to send one message to `server`, plus `extra_args`.
+fn swaks(server: &Server, extra_args: &[&str]) -> Output {
+    let swaks = require_program("swaks", "swaks libdigest-hmac-perl");
+    run_with_limit(
+        Command::new(swaks)
+            .arg("--server")
+            .arg(server.addr().to_string())
+            .args([
+                "--to",
+                "b@example.net",
+                "--from",
+                "a@example.com",
+                "--timeout",
+                "20",
+            ])
+            .args(extra_args),
+        CLIENT_LIMIT,
+    )
+}
+
+#[test]
+fn swaks_delivers_a_message() {
+    let server = Server::start("");
+    let out = swaks(&server, &[]);
+    let text = transcript(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("<-  250 2.0.0 OK: queued as <"), "{text}");
+}
+
+#[test]
+fn swaks_auth_with_each_mechanism_succeeds_unless_the_user_says_fail() {
+    let server = Server::start("");
+    for mechanism in MECHANISMS {
+        let with_user = |user: &str| {
+            swaks(
+                &server,
+                &[
+                    "--auth",
+                    mechanism,
+                    "--auth-user",
+                    user,
+                    "--auth-password",
+                    "pw",
+                ],
+            )
+        };
+
+        let refused = with_user("fail=alice");
+        let text = transcript(&refused);
+        assert_ne!(
+            refused.status.code(),
+            Some(0),
+            "swaks {mechanism} fail=alice:\n{text}"
+        );
+        assert!(
+            text.contains(&format!(" -> AUTH {mechanism}")),
+            "swaks {mechanism} fail=alice:\n{text}"
+        );
+        assert!(
+            text.contains("<** 535 5.7.8 Authentication failed"),
+            "swaks {mechanism} fail=alice:\n{text}"
+        );
+
+        let accepted = with_user("alice");
+        let text = transcript(&accepted);
+        assert_eq!(
+            accepted.status.code(),
+            Some(0),
+            "swaks {mechanism} alice:\n{text}"
+        );
+        assert!(
+            text.contains("<-  235 2.7.0 Authentication successful"),
+            "swaks {mechanism} alice:\n{text}"
+        );
+        assert!(
+            text.contains("<-  250 2.0.0 OK: queued as <"),
+            "swaks {mechanism} alice:\n{text}"
+        );
+    }
+}
