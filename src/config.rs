@@ -27,13 +27,15 @@ pub const MAX_DELAY_SECS: u32 = 60;
 const MAX_TIMEOUT_SECS: u32 = 180;
 const DEFAULT_TIMEOUT_SECS: u32 = 60;
 const MAX_WORKERS: u32 = 256;
+/// Far beyond what one process can hold open; a typo guard, not a tuning knob.
+const MAX_MAX_CONNECTIONS: u32 = 1_000_000;
 const DEFAULT_MAX_MESSAGE_SIZE: u64 = 512_000;
 /// 1 GiB: message bytes are counted, never stored, but the number is
 /// advertised in EHLO and a larger one is a typo more often than a wish.
 const MAX_MAX_MESSAGE_SIZE: u64 = 1_073_741_824;
 
 /// Every option, in the order messages list them.
-const OPTIONS: [&str; 15] = [
+const OPTIONS: [&str; 16] = [
     "listen",
     "tls_listen",
     "tls_cert",
@@ -49,6 +51,7 @@ const OPTIONS: [&str; 15] = [
     "dynamic_switch",
     "workers",
     "mailname",
+    "max_connections",
 ];
 
 /// What the final reply to a message is.
@@ -151,6 +154,8 @@ pub struct Config {
     pub max_message_size: u64,
     pub dynamic_switch: bool,
     pub workers: u32,
+    /// Connections served at once; `None`: as many as the descriptor limit allows.
+    pub max_connections: Option<u32>,
     pub mailname: Option<String>,
 }
 
@@ -171,6 +176,7 @@ impl Default for Config {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             dynamic_switch: true,
             workers: 1,
+            max_connections: None,
             mailname: None,
         }
     }
@@ -415,6 +421,7 @@ struct RawOptions {
     dynamic_switch: Option<Value>,
     workers: Option<Value>,
     mailname: Option<Value>,
+    max_connections: Option<Value>,
 }
 
 impl RawOptions {
@@ -436,6 +443,7 @@ impl RawOptions {
             "dynamic_switch" => &mut self.dynamic_switch,
             "workers" => &mut self.workers,
             "mailname" => &mut self.mailname,
+            "max_connections" => &mut self.max_connections,
             _ => return None,
         })
     }
@@ -532,6 +540,15 @@ fn build(raw: RawOptions) -> Result<Config, Problem> {
         "processes",
     )?
     .map_or(Ok(defaults.workers), |n| to_u32(n, "workers"))?;
+    let max_connections = number(
+        raw.max_connections,
+        "max_connections",
+        1,
+        u64::from(MAX_MAX_CONNECTIONS),
+        "connections",
+    )?
+    .map(|n| to_u32(n, "max_connections"))
+    .transpose()?;
     let max_message_size = number(
         raw.max_message_size,
         "max_message_size",
@@ -557,6 +574,7 @@ fn build(raw: RawOptions) -> Result<Config, Problem> {
         dynamic_switch: boolean(raw.dynamic_switch, "dynamic_switch")?
             .unwrap_or(defaults.dynamic_switch),
         workers,
+        max_connections,
         mailname: mailname(raw.mailname)?,
     })
 }

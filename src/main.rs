@@ -202,7 +202,9 @@ fn run(args: &Args) -> Result<(), Failure> {
             )
         })?;
     }
-    let result = Server::new(listeners, tls, config.timeout_secs, seed())
+    let max_connections = connection_limit(&config, listeners.len());
+    info!("serving at most {max_connections} connections at once");
+    let result = Server::new(listeners, tls, max_connections, config.timeout_secs, seed())
         .and_then(|mut server| server.run())
         .map_err(|e| (EXIT_SOFTWARE, format!("event loop failed: {e}")));
     if let Some(pidfile) = &config.pidfile {
@@ -233,6 +235,39 @@ fn refuse_unavailable(config: &Config, file: &str) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// Descriptors a process needs besides its connections: standard streams, the poll
+/// instance, the signal pipe, a few for files, plus one per listener.
+const RESERVED_DESCRIPTORS: u64 = 16;
+
+/// `max_connections`, or as many connections as the descriptor limit leaves room for.
+fn connection_limit(config: &Config, listeners: usize) -> usize {
+    let fds = descriptor_limit();
+    let room = fds.map(|n| {
+        n.saturating_sub(RESERVED_DESCRIPTORS + listeners as u64)
+            .max(1)
+    });
+    match (config.max_connections, room) {
+        (Some(max), Some(room)) if u64::from(max) > room => {
+            warn!(
+                "max_connections = {max} is more than the descriptor limit ({}) allows: \
+                 past {room} connections, new clients wait until one closes; raise it with ulimit -n",
+                fds.unwrap_or(0)
+            );
+            max as usize
+        }
+        (Some(max), _) => max as usize,
+        (None, Some(room)) => room as usize,
+        (None, None) => 1024,
+    }
+}
+
+/// The soft limit on open files, from /proc (Linux).
+fn descriptor_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// A seed for replies chosen at random and message ids: different on every start.

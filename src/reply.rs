@@ -11,6 +11,7 @@ pub const MAIL_OK: &[u8] = b"250 2.1.0 OK\r\n";
 pub const RCPT_OK: &[u8] = b"250 2.1.5 OK\r\n";
 pub const START_DATA: &[u8] = b"354 End data with <CR><LF>.<CR><LF>\r\n";
 pub const TIMEOUT: &[u8] = b"421 Timeout\r\n";
+pub const TOO_MANY_CONNECTIONS: &[u8] = b"421 4.3.2 Too many connections\r\n";
 pub const ETRN_OK: &[u8] = b"250 Queueing started\r\n";
 pub const VRFY_UNKNOWN: &[u8] = b"252 2.0.0 Will attempt delivery\r\n";
 

@@ -5,7 +5,7 @@
 //! poll timeout is the time to the next deadline, so nothing wakes the process while nothing
 //! is due. It decides nothing about SMTP: that is the session's job.
 
-use std::io;
+use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::conn::{Conn, Received};
+use crate::reply;
 use crate::session::{Action, OUTPUT_HIGH_WATER, Policy, Session};
 use crate::timer::TimerWheel;
 use crate::tls::SEND_BUFFER_LIMIT;
@@ -89,6 +90,10 @@ pub struct Server {
     poll: Poll,
     listeners: Vec<ListenerState>,
     conns: Slab<Conn>,
+    /// Connections served at once; more get `421` and are closed.
+    max_connections: usize,
+    /// Whether the limit has been reported since the count was last well below it.
+    limit_reported: bool,
     /// Where a certificate is configured: for SMTPS listeners and STARTTLS.
     tls: Option<Arc<ServerConfig>>,
     timers: TimerWheel<Timer>,
@@ -111,6 +116,7 @@ impl Server {
     pub fn new(
         listeners: Vec<Listener>,
         tls: Option<Arc<ServerConfig>>,
+        max_connections: usize,
         timeout_secs: u32,
         seed: u128,
     ) -> io::Result<Self> {
@@ -137,6 +143,8 @@ impl Server {
             poll,
             listeners: states,
             conns: Slab::new(),
+            max_connections,
+            limit_reported: false,
             tls,
             timers: TimerWheel::new(),
             rng: Rand64::new(seed),
@@ -263,6 +271,13 @@ impl Server {
             match socket.accept() {
                 Ok((stream, peer)) => {
                     listener.failures = 0;
+                    if self.conns.len() >= self.max_connections {
+                        self.refuse(stream);
+                        continue;
+                    }
+                    if self.conns.len() < self.max_connections / 10 * 9 {
+                        self.limit_reported = false;
+                    }
                     debug!("connection from {peer}");
                     self.open(stream, index);
                 }
@@ -285,6 +300,21 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Over the connection limit: say so at once rather than leave the client hanging in
+    /// the backlog, where a load test could not tell a full server from a slow one.
+    fn refuse(&mut self, mut stream: TcpStream) {
+        if !self.limit_reported {
+            warn!(
+                "{} connections: new ones get 421 until some close (max_connections)",
+                self.conns.len()
+            );
+            self.limit_reported = true;
+        }
+        // Best effort: a fresh socket's send buffer takes one short line.
+        let _ = stream.write(reply::TOO_MANY_CONNECTIONS);
+        let _ = stream.shutdown(std::net::Shutdown::Both);
     }
 
     fn open(&mut self, mut stream: TcpStream, listener: usize) {

@@ -654,3 +654,6 @@ fn mentions_fail(response: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fuzz;
