@@ -5,6 +5,9 @@
 //! [delay=N|MIN-MAX]"`) and the original program's `key = value` file format,
 //! which is still read unchanged. Both formats go through one intermediate
 //! form ([`RawOptions`]) and one validation pass, so they cannot drift apart.
+//! Which option names exist comes from the documented table,
+//! [`crate::options::OPTIONS`]; the tests check that the table, the fields of
+//! [`RawOptions`] and the shipped `blackhole.toml` agree.
 //!
 //! It must not touch anything but the config file (and, for
 //! [`Config::mail_name`], the files naming the host): whether certificate,
@@ -20,6 +23,8 @@ use std::str::FromStr;
 use serde::Deserialize;
 use toml::Value;
 
+use crate::options::OPTIONS;
+
 /// Longest delay, in seconds, before the final reply to a message: a delay
 /// holds a connection open, so it is capped against denial of service.
 pub const MAX_DELAY_SECS: u32 = 60;
@@ -33,26 +38,6 @@ const DEFAULT_MAX_MESSAGE_SIZE: u64 = 512_000;
 /// 1 GiB: message bytes are counted, never stored, but the number is
 /// advertised in EHLO and a larger one is a typo more often than a wish.
 const MAX_MAX_MESSAGE_SIZE: u64 = 1_073_741_824;
-
-/// Every option, in the order messages list them.
-const OPTIONS: [&str; 16] = [
-    "listen",
-    "tls_listen",
-    "tls_cert",
-    "tls_key",
-    "tls_dhparams",
-    "user",
-    "group",
-    "pidfile",
-    "timeout",
-    "delay",
-    "mode",
-    "max_message_size",
-    "dynamic_switch",
-    "workers",
-    "mailname",
-    "max_connections",
-];
 
 /// What the final reply to a message is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -403,7 +388,9 @@ fn describe_toml_error(err: &toml::de::Error, text: &str) -> String {
 /// The options as found in either format, before validation. Legacy files
 /// give every value as a string; TOML files may give strings too (an
 /// original file that happens to be valid TOML means the same thing).
-#[derive(Debug, Default, Deserialize)]
+///
+/// One field per entry of [`OPTIONS`], in its order (a test checks it).
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawOptions {
     listen: Option<Value>,
@@ -411,50 +398,31 @@ struct RawOptions {
     tls_cert: Option<Value>,
     tls_key: Option<Value>,
     tls_dhparams: Option<Value>,
-    user: Option<Value>,
-    group: Option<Value>,
-    pidfile: Option<Value>,
     timeout: Option<Value>,
     delay: Option<Value>,
     mode: Option<Value>,
     max_message_size: Option<Value>,
     dynamic_switch: Option<Value>,
-    workers: Option<Value>,
     mailname: Option<Value>,
     max_connections: Option<Value>,
+    workers: Option<Value>,
+    user: Option<Value>,
+    group: Option<Value>,
+    pidfile: Option<Value>,
 }
 
-impl RawOptions {
-    /// The slot for option `key`, or `None` when there is no such option.
-    fn slot(&mut self, key: &str) -> Option<&mut Option<Value>> {
-        Some(match key {
-            "listen" => &mut self.listen,
-            "tls_listen" => &mut self.tls_listen,
-            "tls_cert" => &mut self.tls_cert,
-            "tls_key" => &mut self.tls_key,
-            "tls_dhparams" => &mut self.tls_dhparams,
-            "user" => &mut self.user,
-            "group" => &mut self.group,
-            "pidfile" => &mut self.pidfile,
-            "timeout" => &mut self.timeout,
-            "delay" => &mut self.delay,
-            "mode" => &mut self.mode,
-            "max_message_size" => &mut self.max_message_size,
-            "dynamic_switch" => &mut self.dynamic_switch,
-            "workers" => &mut self.workers,
-            "mailname" => &mut self.mailname,
-            "max_connections" => &mut self.max_connections,
-            _ => return None,
-        })
-    }
+fn is_option(key: &str) -> bool {
+    OPTIONS.iter().any(|option| option.name == key)
 }
 
 fn unknown_option(key: &str) -> Problem {
+    let names: Vec<&str> = OPTIONS.iter().map(|option| option.name).collect();
     Problem::option(
         key,
         format!(
-            "unknown option; the options are {} (check the spelling)",
-            OPTIONS.join(", ")
+            "unknown option; the options are {} (check the spelling; \
+             blackhole --help-config describes them)",
+            names.join(", ")
         ),
     )
 }
@@ -463,7 +431,7 @@ fn from_toml(table: toml::Table) -> Result<RawOptions, Problem> {
     // Checked here rather than left to serde so the message can name the
     // option in `ConfigError::option`; `deny_unknown_fields` stays as the
     // guarantee that nothing is silently dropped.
-    if let Some(key) = table.keys().find(|key| !OPTIONS.contains(&key.as_str())) {
+    if let Some(key) = table.keys().find(|key| !is_option(key)) {
         return Err(unknown_option(key));
     }
     table
@@ -473,9 +441,10 @@ fn from_toml(table: toml::Table) -> Result<RawOptions, Problem> {
 
 /// The original's format: `key = value` lines, `#` comments (also after a
 /// value), blank lines, quotes removed, an empty value meaning "unset", the
-/// last setting of a key winning.
+/// last setting of a key winning. Every value is a string; the result goes
+/// through the same path as a TOML file.
 fn parse_legacy(text: &str) -> Result<RawOptions, Problem> {
-    let mut raw = RawOptions::default();
+    let mut table = toml::Table::new();
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
         let line = line.split('#').next().unwrap_or("").trim();
@@ -489,16 +458,20 @@ fn parse_legacy(text: &str) -> Result<RawOptions, Problem> {
             )));
         };
         let key = key.trim();
-        let value: String = value.chars().filter(|c| *c != '"' && *c != '\'').collect();
-        let value = value.trim();
-        let Some(slot) = raw.slot(key) else {
+        if !is_option(key) {
             let mut problem = unknown_option(key);
             problem.message = format!("line {number}: {}", problem.message);
             return Err(problem);
-        };
-        *slot = (!value.is_empty()).then(|| Value::String(value.to_owned()));
+        }
+        let value: String = value.chars().filter(|c| *c != '"' && *c != '\'').collect();
+        let value = value.trim();
+        if value.is_empty() {
+            table.remove(key);
+        } else {
+            table.insert(key.to_owned(), Value::String(value.to_owned()));
+        }
     }
-    Ok(raw)
+    from_toml(table)
 }
 
 /// Validates the raw options and fills in defaults. `source` is left unset.
@@ -1517,6 +1490,205 @@ mailname = "mx.example.com"
         // Without the option it is whatever the host says, never empty.
         let name = Config::default().mail_name();
         assert!(is_host_name_like(&name), "{name:?}");
+    }
+
+    /// The field names serde knows `T` by: the list its derived
+    /// `Deserialize` hands to `deserialize_struct`.
+    fn serde_fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+        use serde::de::{self, Visitor};
+        use std::cell::Cell;
+
+        struct FieldsOf<'a>(&'a Cell<&'static [&'static str]>);
+
+        impl<'de> serde::Deserializer<'de> for FieldsOf<'_> {
+            type Error = de::value::Error;
+
+            fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+                Err(de::Error::custom("not a struct"))
+            }
+
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                _name: &'static str,
+                fields: &'static [&'static str],
+                _visitor: V,
+            ) -> Result<V::Value, Self::Error> {
+                self.0.set(fields);
+                Err(de::Error::custom("fields recorded"))
+            }
+
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+                bytes byte_buf option unit unit_struct newtype_struct seq tuple
+                tuple_struct map enum identifier ignored_any
+            }
+        }
+
+        let fields = Cell::new(&[][..]);
+        let _ = T::deserialize(FieldsOf(&fields));
+        fields.get()
+    }
+
+    #[test]
+    fn raw_options_are_the_table() {
+        let names: Vec<&str> = OPTIONS.iter().map(|option| option.name).collect();
+        assert_eq!(serde_fields::<RawOptions>(), names.as_slice());
+    }
+
+    /// `tls_cert` and `tls_key`, which `tls_listen` needs, except `option`.
+    fn tls_companions(option: &str) -> String {
+        [("tls_cert", "\"c.pem\""), ("tls_key", "\"k.pem\"")]
+            .iter()
+            .filter(|(name, _)| *name != option)
+            .map(|(name, value)| format!("{name} = {value}\n"))
+            .collect()
+    }
+
+    #[test]
+    fn every_option_is_accepted() {
+        for option in OPTIONS {
+            let base = tls_companions(option.name);
+            let without = toml(&tls_companions("")).unwrap();
+            for example in option.examples {
+                let text = format!("{base}{} = {example}\n", option.name);
+                let with = toml(&text).unwrap_or_else(|err| panic!("{text:?}: {err}"));
+                assert_ne!(with, without, "{text:?} changed nothing");
+            }
+            // The original's format knows every option too; empty is unset.
+            let text = format!("{} =\n", option.name);
+            assert!(legacy(&text).is_ok(), "{text:?}");
+        }
+        // Nothing outside the table.
+        for key in ["listen_on", "Listen", "server", "tls", "max_connection"] {
+            option_error(&format!("{key} = 1"), key);
+            let err = legacy(&format!("{key} = 1")).unwrap_err();
+            assert_eq!(err.option.as_deref(), Some(key));
+        }
+    }
+
+    #[test]
+    fn documented_defaults_are_the_defaults() {
+        let mut spelled = 0;
+        for option in OPTIONS {
+            // A default the file could spell must mean what leaving the
+            // option out means; the others are words, not TOML.
+            let text = format!("{} = {}", option.name, option.default);
+            if text.parse::<toml::Table>().is_ok() {
+                let mut config = toml(&text).unwrap_or_else(|err| panic!("{text:?}: {err}"));
+                config.source = None;
+                assert_eq!(config, Config::default(), "{text:?}");
+                spelled += 1;
+            }
+        }
+        assert_eq!(
+            spelled, 7,
+            "listen, tls_listen, timeout, mode, size, switch, workers"
+        );
+    }
+
+    #[test]
+    fn documented_limits_are_the_limits() {
+        let doc = |name: &str| {
+            OPTIONS
+                .iter()
+                .find(|option| option.name == name)
+                .map(|option| option.doc)
+                .unwrap()
+        };
+        let limits = [
+            ("timeout", 1, u64::from(MAX_TIMEOUT_SECS)),
+            ("delay", 0, u64::from(MAX_DELAY_SECS)),
+            ("max_message_size", 1, MAX_MAX_MESSAGE_SIZE),
+            ("max_connections", 1, u64::from(MAX_MAX_CONNECTIONS)),
+            ("workers", 1, u64::from(MAX_WORKERS)),
+        ];
+        for (name, min, max) in limits {
+            let range = format!("{min} to {max}");
+            assert!(doc(name).contains(&range), "{name}: doc should say {range}");
+            toml(&format!("{name} = {min}")).unwrap();
+            toml(&format!("{name} = {max}")).unwrap();
+            option_error(&format!("{name} = {}", max + 1), name);
+            if min > 0 {
+                option_error(&format!("{name} = {}", min - 1), name);
+            }
+        }
+        assert!(doc("listen").contains(&format!("0 to {MAX_DELAY_SECS}")));
+        assert!(doc("mode").contains("bounce") && doc("mode").contains("random"));
+    }
+
+    const SHIPPED: &str = include_str!("../blackhole.toml");
+
+    /// The option a line of the shipped file sets, or would set once
+    /// uncommented (`name = ...` or `# name = ...`).
+    fn shipped_setting(line: &str) -> Option<(&str, bool)> {
+        let (line, commented) = match line.strip_prefix("# ") {
+            Some(rest) => (rest, true),
+            None => (line, false),
+        };
+        let (name, _) = line.split_once(" = ")?;
+        let plain = !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+        plain.then_some((name, commented))
+    }
+
+    #[test]
+    fn shipped_file_shows_every_option_in_order() {
+        let named: Vec<&str> = SHIPPED
+            .lines()
+            .filter_map(shipped_setting)
+            .map(|(name, _)| name)
+            .collect();
+        for name in &named {
+            assert!(is_option(name), "blackhole.toml sets unknown option {name}");
+        }
+        let mut first: Vec<&str> = Vec::new();
+        for name in named {
+            if !first.contains(&name) {
+                first.push(name);
+            }
+        }
+        let table: Vec<&str> = OPTIONS.iter().map(|option| option.name).collect();
+        assert_eq!(
+            first, table,
+            "blackhole.toml should show every option, as `name = ` or `# name = `, in the table's order"
+        );
+    }
+
+    #[test]
+    fn shipped_suggestions_parse() {
+        // Uncommenting the suggestions (one per option at a time, the first
+        // for the others) still gives a valid file.
+        let lines: Vec<&str> = SHIPPED.lines().collect();
+        let suggestions: Vec<(usize, &str)> = lines
+            .iter()
+            .enumerate()
+            .filter_map(|(i, line)| match shipped_setting(line) {
+                Some((name, true)) => Some((i, name)),
+                _ => None,
+            })
+            .collect();
+        assert!(suggestions.len() >= 8, "{suggestions:?}");
+        for &(chosen, chosen_name) in &suggestions {
+            let mut taken: Vec<&str> = Vec::new();
+            let text: String = lines
+                .iter()
+                .enumerate()
+                .map(|(i, line)| {
+                    let name = suggestions.iter().find(|(at, _)| *at == i).map(|(_, n)| *n);
+                    let uncomment = match name {
+                        Some(name) if name == chosen_name => i == chosen,
+                        Some(name) if !taken.contains(&name) => {
+                            taken.push(name);
+                            true
+                        }
+                        _ => false,
+                    };
+                    let line = if uncomment { &line[2..] } else { line };
+                    format!("{line}\n")
+                })
+                .collect();
+            let config = toml(&text).unwrap_or_else(|err| panic!("line {}: {err}", chosen + 1));
+            assert!(config.tls_cert.is_some() && config.pidfile.is_some());
+        }
     }
 
     #[test]

@@ -21,17 +21,21 @@ pub struct BindError {
     pub exit_code: i32,
 }
 
-/// Binds `spec`'s address, non-blocking, ready for the poll loop.
-pub fn bind(spec: &ListenerSpec) -> Result<mio::net::TcpListener, BindError> {
-    open(spec.addr).map_err(|error| explain(spec, &error))
+/// Binds `spec`'s address, non-blocking, ready for the poll loop. `shared`: the address is
+/// bound by every worker process (SO_REUSEPORT), and the kernel spreads connections over them.
+pub fn bind(spec: &ListenerSpec, shared: bool) -> Result<mio::net::TcpListener, BindError> {
+    open(spec.addr, shared).map_err(|error| explain(spec, &error))
 }
 
-fn open(addr: SocketAddr) -> io::Result<mio::net::TcpListener> {
+fn open(addr: SocketAddr, shared: bool) -> io::Result<mio::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_address(true)?;
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;

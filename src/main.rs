@@ -1,20 +1,25 @@
-//! The `blackhole` command: arguments, logging, configuration, then the event loop.
+//! The `blackhole` command: arguments, logging, configuration, then the event loop (or the
+//! supervisor of several).
 //!
 //! Everything a person can get wrong before the first connection (arguments, config, a
-//! port in use) is told here in one line naming the file, the option and the fix, with a
-//! distinct exit code: 64 usage or config, 77 permission or an address in use.
+//! port in use, a user that does not exist) is told here in one line naming the file, the
+//! option and the fix, with a distinct exit code: 64 usage or config, 77 permission or an
+//! address in use.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use log::{LevelFilter, info, warn};
+use log::{LevelFilter, error, info, warn};
 
-use blackhole::config::{self, Config};
-use blackhole::listener;
-use blackhole::server::{Listener, Server};
+use blackhole::config::{self, Config, ListenerSpec};
+use blackhole::privileges::{self, Identity};
+use blackhole::server::{Listener, Reload, Server, Settings};
 use blackhole::session::Policy;
-use blackhole::tls;
+use blackhole::supervisor::{self, WorkerCommand};
+use blackhole::{daemon, listener, pidfile, tls};
 
 const EXIT_USAGE: u8 = 64;
 const EXIT_SOFTWARE: u8 = 70;
@@ -25,18 +30,23 @@ blackhole: an SMTP server that accepts mail and throws it away
 
 Usage: blackhole [-c FILE] [-t] [-d] [-b] [-q] [-ls] [-v] [-h]
 
-  -c, --conf FILE      read FILE (TOML, or the original's key = value format);
-                       without it: ./blackhole.toml, else /etc/blackhole.toml,
-                       else built-in defaults
-  -t, --test           check the configuration and exit (0 good, 64 bad)
-  -d, --debug          log every line received and sent
-  -b, --background     detach into the background (not available in this version)
-  -q, --quiet          log errors only
-  -ls, --less-secure   accepted for compatibility; no effect (see README)
-  -v, --version        print the version and exit
-  -h, --help           print this help and exit
+  -c, --conf FILE        read FILE (TOML, or the original's key = value format);
+                         without it: ./blackhole.toml, else /etc/blackhole.toml,
+                         else built-in defaults
+  -t, --test             check the configuration, certificate, key, user and group,
+                         and exit (0 good, 64 bad)
+  -d, --debug            log every line received and sent
+  -b, --background       detach into the background once listening
+  -q, --quiet            log errors only
+  -ls, --less-secure     accepted for compatibility; no effect (see README)
+  -v, --version          print the version and exit
+  -h, --help             print this help and exit
+  --help-config          print the documentation of every configuration option
+  --print-systemd-unit   print a systemd unit for running blackhole as a service
 
-Exit codes: 0 clean, 64 usage or configuration, 77 permission or address in use.
+Signals: SIGTERM/SIGINT stop (pending replies are sent first); SIGHUP re-reads the
+configuration. Exit codes: 0 clean, 64 usage or configuration, 77 permission or
+address in use.
 ";
 
 /// What the command line asked for.
@@ -45,7 +55,10 @@ struct Args {
     test: bool,
     debug: bool,
     quiet: bool,
+    background: bool,
     less_secure: bool,
+    /// Started by a supervisor as one of its workers.
+    worker: bool,
 }
 
 enum Command {
@@ -57,30 +70,20 @@ fn parse_args() -> Result<Command, String> {
     // `-ls` is one flag, not `-l -s`: spell it the long way before parsing.
     let raw = std::env::args_os()
         .skip(1)
-        .map(|a| {
-            if a == "-ls" {
-                "--less-secure".into()
-            } else {
-                a
-            }
-        })
+        .map(|a| if a == "-ls" { "--less-secure".into() } else { a })
         .collect();
     let mut args = pico_args::Arguments::from_vec(raw);
     if args.contains(["-h", "--help"]) {
         return Ok(Command::Print(HELP.into()));
     }
     if args.contains(["-v", "--version"]) {
-        return Ok(Command::Print(format!(
-            "blackhole {}\n",
-            env!("CARGO_PKG_VERSION")
-        )));
+        return Ok(Command::Print(format!("blackhole {}\n", env!("CARGO_PKG_VERSION"))));
     }
-    if args.contains(["-b", "--background"]) {
-        return Err(
-            "-b/--background is not available in this version: run blackhole in the \
-                    foreground under a service manager instead"
-                .into(),
-        );
+    if args.contains("--help-config") {
+        return Ok(Command::Print(blackhole::options::options_documentation()));
+    }
+    if args.contains("--print-systemd-unit") {
+        return Ok(Command::Print(blackhole::options::SYSTEMD_UNIT.into()));
     }
     let parsed = Args {
         conf: args
@@ -89,7 +92,9 @@ fn parse_args() -> Result<Command, String> {
         test: args.contains(["-t", "--test"]),
         debug: args.contains(["-d", "--debug"]),
         quiet: args.contains(["-q", "--quiet"]),
+        background: args.contains(["-b", "--background"]),
         less_secure: args.contains("--less-secure"),
+        worker: args.contains("--worker"),
     };
     let rest = args.finish();
     if let Some(unknown) = rest.first() {
@@ -113,6 +118,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if args.background && daemon::is_detached() {
+        daemon::leave_session();
+    }
     init_logging(&args);
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -146,95 +154,256 @@ fn init_logging(args: &Args) {
 
 type Failure = (u8, String);
 
-fn run(args: &Args) -> Result<(), Failure> {
+/// Everything checked before serving: what `-t` checks, too.
+struct Checked {
+    config: Config,
+    /// The config file's name, for messages.
+    file: String,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    identity: Option<Identity>,
+}
+
+fn check(args: &Args) -> Result<Checked, Failure> {
     let config = config::load(args.conf.as_deref()).map_err(|e| (EXIT_USAGE, e.to_string()))?;
-    let file = config.source.as_ref().map_or_else(
-        || "built-in defaults".to_owned(),
-        |p| p.display().to_string(),
-    );
-    refuse_unavailable(&config, &file)?;
-    if args.less_secure {
-        info!(
-            "-ls has no effect: the TLS library offers only secure protocol versions and ciphers"
-        );
-    }
-    if config.tls_dhparams.is_some() {
-        warn!(
-            "{file}: option `tls_dhparams` is unused: TLS key exchange is ECDHE, which needs no DH parameters"
-        );
-    }
+    let file = config
+        .source
+        .as_ref()
+        .map_or_else(|| "built-in defaults".to_owned(), |p| p.display().to_string());
     let tls = tls::server_config(&config, &file).map_err(|e| (EXIT_USAGE, e))?;
+    let identity = privileges::resolve(config.user.as_deref(), config.group.as_deref(), &file)
+        .map_err(|e| (e.exit_code, e.message))?;
+    Ok(Checked {
+        config,
+        file,
+        tls,
+        identity,
+    })
+}
+
+fn run(args: &Args) -> Result<(), Failure> {
+    let checked = check(args)?;
+    let (config, file) = (&checked.config, &checked.file);
+    if !args.worker {
+        if args.less_secure {
+            info!(
+                "-ls has no effect: the TLS library offers only secure protocol versions and ciphers"
+            );
+        }
+        if config.tls_dhparams.is_some() {
+            warn!(
+                "{file}: option `tls_dhparams` is unused: TLS key exchange is ECDHE, which needs no DH parameters"
+            );
+        }
+    }
     if args.test {
         println!("{file}: configuration OK");
         return Ok(());
     }
+    if args.background && !daemon::is_detached() {
+        let pid = daemon::start_background()?;
+        println!("blackhole: running in the background as process {pid}");
+        return Ok(());
+    }
+    if args.worker {
+        if !supervisor::follow_supervisor() {
+            return Err((EXIT_SOFTWARE, "the supervisor has gone: not starting".into()));
+        }
+        return serve(args, checked, true);
+    }
+    if let Some(path) = &config.pidfile {
+        pidfile::check_not_running(path, file).map_err(|e| (EXIT_PERMISSION, e))?;
+    }
+    if config.workers > 1 {
+        return supervise(args, &checked);
+    }
+    serve(args, checked, false)
+}
 
+/// One process serving: bind, write the pidfile, drop root, serve until told to stop.
+fn serve(args: &Args, checked: Checked, worker: bool) -> Result<(), Failure> {
+    let Checked {
+        config,
+        file,
+        tls,
+        identity,
+    } = checked;
     let fqdn = config.mail_name();
     let mut listeners = Vec::with_capacity(config.listeners.len());
     for spec in &config.listeners {
-        let socket = listener::bind(spec).map_err(|e| (e.exit_code as u8, e.message))?;
-        let policy = Policy::new(
-            fqdn.clone(),
-            spec.mode.unwrap_or(config.mode),
-            spec.delay.or(config.delay),
-            config.dynamic_switch && !spec.has_flags(),
-            config.max_message_size,
-            tls.is_some() && !spec.tls,
-        );
+        let socket = listener::bind(spec, worker).map_err(|e| (e.exit_code as u8, e.message))?;
         if let Ok(addr) = socket.local_addr() {
             let kind = if spec.tls { "SMTPS" } else { "SMTP" };
             info!("listening for {kind} on {addr} as {fqdn}");
         }
         listeners.push(Listener {
             socket,
-            policy,
+            policy: policy_for(&config, spec, &fqdn, tls.is_some()),
             tls: spec.tls,
         });
     }
-    if let Some(pidfile) = &config.pidfile {
-        std::fs::write(pidfile, format!("{}\n", std::process::id())).map_err(|e| {
-            (
-                EXIT_PERMISSION,
-                format!(
-                    "{file}: option `pidfile`: cannot write {}: {e}; choose a writable path",
-                    pidfile.display()
-                ),
-            )
-        })?;
+    let pidfile = config.pidfile.clone().filter(|_| !worker);
+    if let Some(path) = &pidfile {
+        pidfile::write(path, &file).map_err(|e| (EXIT_PERMISSION, e))?;
+        if let Some(identity) = &identity {
+            pidfile::hand_over(path, identity);
+        }
     }
-    let max_connections = connection_limit(&config, listeners.len());
-    info!("serving at most {max_connections} connections at once");
-    let result = Server::new(listeners, tls, max_connections, config.timeout_secs, seed())
-        .and_then(|mut server| server.run())
-        .map_err(|e| (EXIT_SOFTWARE, format!("event loop failed: {e}")));
-    if let Some(pidfile) = &config.pidfile {
-        let _ = std::fs::remove_file(pidfile);
+    let result = serve_bound(args, &config, listeners, tls, identity);
+    if let Some(path) = &pidfile {
+        pidfile::remove(path);
     }
     result
 }
 
-/// Options this version parses but cannot act on yet: refusing them is better than
-/// silently serving something else than was asked for.
-fn refuse_unavailable(config: &Config, file: &str) -> Result<(), Failure> {
-    let refuse =
-        |option: &str, why: &str| Err((EXIT_USAGE, format!("{file}: option `{option}`: {why}")));
-    if config.workers > 1 {
-        return refuse(
-            "workers",
-            "more than one worker is not available in this version: set workers = 1 and run one blackhole per core on its own port",
-        );
+fn serve_bound(
+    args: &Args,
+    config: &Config,
+    listeners: Vec<Listener>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    identity: Option<Identity>,
+) -> Result<(), Failure> {
+    if let Some(identity) = &identity {
+        privileges::become_identity(identity).map_err(|e| (e.exit_code, e.message))?;
     }
-    if config.user.is_some() || config.group.is_some() {
-        return refuse(
-            if config.user.is_some() {
-                "user"
-            } else {
-                "group"
-            },
-            "switching user is not available in this version: remove the option and start blackhole as the user it should run as",
-        );
+    let settings = settings_for(config, tls.is_some());
+    info!(
+        "serving at most {} connections at once",
+        settings.max_connections
+    );
+    if daemon::is_detached() {
+        daemon::release_streams()
+            .map_err(|e| (EXIT_SOFTWARE, format!("cannot detach: {e}")))?;
     }
-    Ok(())
+    let reload = reloader(args.conf.clone(), config.clone(), tls.is_some());
+    Server::new(listeners, tls, settings, seed(), reload)
+        .and_then(|mut server| server.run())
+        .map_err(|e| (EXIT_SOFTWARE, format!("event loop failed: {e}")))
+}
+
+/// `workers = N`: check the listeners can be bound, write the pidfile, then supervise.
+fn supervise(args: &Args, checked: &Checked) -> Result<(), Failure> {
+    let (config, file) = (&checked.config, &checked.file);
+    // Bind once here so that an address in use or not permitted is reported now, with its
+    // exit code, not by N workers dying in a loop. The sockets close again: the workers bind
+    // their own.
+    for spec in &config.listeners {
+        listener::bind(spec, true).map_err(|e| (e.exit_code as u8, e.message))?;
+    }
+    if let Some(path) = &config.pidfile {
+        pidfile::write(path, file).map_err(|e| (EXIT_PERMISSION, e))?;
+    }
+    if daemon::is_detached() {
+        daemon::release_streams()
+            .map_err(|e| (EXIT_SOFTWARE, format!("cannot detach: {e}")))?;
+    }
+    let command = worker_command(args, config)?;
+    let conf = args.conf.clone();
+    let result = supervisor::run(config.workers, &command, move || {
+        match config::load(conf.as_deref()) {
+            Ok(_) => info!("configuration checked: telling the workers to reload"),
+            Err(e) => error!("reload: {e}; the workers keep their configuration"),
+        }
+    })
+    .map_err(|e| (EXIT_SOFTWARE, format!("supervisor failed: {e}")));
+    if let Some(path) = &config.pidfile {
+        pidfile::remove(path);
+    }
+    result
+}
+
+/// This program again, as a worker reading the same configuration.
+fn worker_command(args: &Args, config: &Config) -> Result<WorkerCommand, Failure> {
+    let program = std::env::current_exe()
+        .map_err(|e| (EXIT_SOFTWARE, format!("cannot find this program to start workers: {e}")))?;
+    let mut worker_args: Vec<OsString> = vec!["--worker".into()];
+    if let Some(source) = &config.source {
+        worker_args.push("-c".into());
+        worker_args.push(source.clone().into_os_string());
+    }
+    if args.debug {
+        worker_args.push("-d".into());
+    }
+    if args.quiet {
+        worker_args.push("-q".into());
+    }
+    Ok(WorkerCommand {
+        program,
+        args: worker_args,
+    })
+}
+
+/// What one listener's sessions are told to do: its flags over the config.
+fn policy_for(config: &Config, spec: &ListenerSpec, fqdn: &str, tls: bool) -> Policy {
+    Policy::new(
+        fqdn.to_owned(),
+        spec.mode.unwrap_or(config.mode),
+        spec.delay.or(config.delay),
+        config.dynamic_switch && !spec.has_flags(),
+        config.max_message_size,
+        tls && !spec.tls,
+    )
+}
+
+fn settings_for(config: &Config, tls: bool) -> Settings {
+    let fqdn = config.mail_name();
+    Settings {
+        policies: config
+            .listeners
+            .iter()
+            .map(|spec| policy_for(config, spec, &fqdn, tls))
+            .collect(),
+        timeout_secs: config.timeout_secs,
+        max_connections: connection_limit(config, config.listeners.len()),
+    }
+}
+
+/// SIGHUP: read the configuration again. Mode, delay, timeout, size, switches, listener
+/// flags, mail name and the connection limit apply at once; what needs a restart is logged.
+fn reloader(conf: Option<PathBuf>, running: Config, tls: bool) -> Reload {
+    Box::new(move || {
+        let mut new = match config::load(conf.as_deref()) {
+            Ok(new) => new,
+            Err(e) => {
+                error!("reload: {e}; keeping the running configuration");
+                return None;
+            }
+        };
+        let restart: Vec<&str> = [
+            ("listen/tls_listen", !same_addresses(&running.listeners, &new.listeners)),
+            ("tls_cert", running.tls_cert != new.tls_cert),
+            ("tls_key", running.tls_key != new.tls_key),
+            ("user", running.user != new.user),
+            ("group", running.group != new.group),
+            ("workers", running.workers != new.workers),
+            ("pidfile", running.pidfile != new.pidfile),
+        ]
+        .into_iter()
+        .filter_map(|(option, changed)| changed.then_some(option))
+        .collect();
+        if !restart.is_empty() {
+            warn!(
+                "reload: {} changed; that takes a restart, the rest applies now",
+                restart.join(", ")
+            );
+        }
+        // Flags follow their address; listeners are the running ones until a restart.
+        new.listeners = running
+            .listeners
+            .iter()
+            .map(|old| {
+                new.listeners
+                    .iter()
+                    .find(|l| l.addr == old.addr && l.tls == old.tls)
+                    .unwrap_or(old)
+                    .clone()
+            })
+            .collect();
+        Some(settings_for(&new, tls))
+    })
+}
+
+fn same_addresses(a: &[ListenerSpec], b: &[ListenerSpec]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.addr == y.addr && x.tls == y.tls)
 }
 
 /// Descriptors a process needs besides its connections: standard streams, the poll
@@ -270,7 +439,8 @@ fn descriptor_limit() -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
-/// A seed for replies chosen at random and message ids: different on every start.
+/// A seed for replies chosen at random and message ids: different on every start and in
+/// every worker.
 fn seed() -> u128 {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)

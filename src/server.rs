@@ -15,7 +15,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use oorandom::Rand64;
 use rustls::{ServerConfig, ServerConnection};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -70,6 +70,18 @@ enum Timer {
     ResumeAccept(usize),
 }
 
+/// What SIGHUP can change while connections stay open: one policy per listener, in the
+/// listeners' order, the idle timeout and the connection limit.
+pub struct Settings {
+    pub policies: Vec<Policy>,
+    pub timeout_secs: u32,
+    pub max_connections: usize,
+}
+
+/// Re-reads the configuration on SIGHUP: new settings, or `None` to keep the old ones (it
+/// logs why).
+pub type Reload = Box<dyn FnMut() -> Option<Settings>>;
+
 /// A listening socket and what its connections are told to do.
 pub struct Listener {
     pub socket: TcpListener,
@@ -110,18 +122,19 @@ pub struct Server {
     next_id: u64,
     /// When a stopping server gives up on unsent replies.
     stop_by: Option<u64>,
+    reload: Reload,
 }
 
 impl Server {
     pub fn new(
         listeners: Vec<Listener>,
         tls: Option<Arc<ServerConfig>>,
-        max_connections: usize,
-        timeout_secs: u32,
+        settings: Settings,
         seed: u128,
+        reload: Reload,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)?;
         let mut states = Vec::with_capacity(listeners.len());
@@ -143,7 +156,7 @@ impl Server {
             poll,
             listeners: states,
             conns: Slab::new(),
-            max_connections,
+            max_connections: settings.max_connections,
             limit_reported: false,
             tls,
             timers: TimerWheel::new(),
@@ -154,9 +167,10 @@ impl Server {
             signals,
             started: Instant::now(),
             now: 0,
-            timeout_ms: u64::from(timeout_secs) * 1000,
+            timeout_ms: u64::from(settings.timeout_secs) * 1000,
             next_id: 1,
             stop_by: None,
+            reload,
         })
     }
 
@@ -240,8 +254,17 @@ impl Server {
     }
 
     fn on_signal(&mut self) {
-        let stopping = self.signals.pending().any(|s| s == SIGINT || s == SIGTERM);
-        if !stopping || self.stop_by.is_some() {
+        let (mut stop, mut reload) = (false, false);
+        for signal in self.signals.pending() {
+            match signal {
+                SIGHUP => reload = true,
+                _ => stop = true,
+            }
+        }
+        if reload {
+            self.reload();
+        }
+        if !stop || self.stop_by.is_some() {
             return;
         }
         info!("stopping: no new connections; sending what is pending");
@@ -255,6 +278,23 @@ impl Server {
         for slot in slots {
             self.drive(slot);
         }
+    }
+
+    /// SIGHUP: new settings for new messages and commands; open connections stay.
+    fn reload(&mut self) {
+        let Some(settings) = (self.reload)() else {
+            return;
+        };
+        if settings.policies.len() != self.listeners.len() {
+            warn!("reload: listener count changed; keeping the old settings until a restart");
+            return;
+        }
+        for (listener, policy) in self.listeners.iter_mut().zip(settings.policies) {
+            listener.policy = policy;
+        }
+        self.timeout_ms = u64::from(settings.timeout_secs) * 1000;
+        self.max_connections = settings.max_connections;
+        info!("configuration reloaded");
     }
 
     fn accept(&mut self, index: usize) {

@@ -1,0 +1,471 @@
+//! The configuration options as people read about them: one table, [`OPTIONS`],
+//! giving each option's name, value syntax, default and documentation, and
+//! [`options_documentation`], which renders it for `blackhole --help-config`.
+//!
+//! The table is also where the parser (`config`) gets the set of known option
+//! names and its "unknown option" message, and the tests check it against the
+//! parser's fields, the shipped `blackhole.toml` and the documented examples,
+//! so the documentation, the parser and the shipped file cannot drift apart.
+//! The shipped systemd unit ([`SYSTEMD_UNIT`]) lives here too, with a test
+//! that a careless edit of its key lines is caught.
+//!
+//! This module must not validate values: what is allowed is decided in
+//! `config`, and this table only says it in words.
+
+/// One configuration option, as documented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionDoc {
+    /// The key in `blackhole.toml`.
+    pub name: &'static str,
+    /// The value's form, in TOML.
+    pub syntax: &'static str,
+    /// The default: a TOML value when the option has one the file could
+    /// spell, else a few words (`none`, what is looked up instead).
+    pub default: &'static str,
+    /// Values that are valid and differ from the default (TOML right-hand
+    /// sides), shown as `name = example`; the tests parse each one.
+    pub examples: &'static [&'static str],
+    /// What the option does, what is allowed and what to know: one
+    /// paragraph, wrapped when shown.
+    pub doc: &'static str,
+}
+
+/// Every option, in the order the documentation, `blackhole.toml` and the
+/// "unknown option" message list them.
+pub const OPTIONS: &[OptionDoc] = &[
+    OptionDoc {
+        name: "listen",
+        syntax: r#"["[ADDRESS]:PORT [mode=MODE] [delay=N|MIN-MAX]", ...]"#,
+        default: r#"[":25"]"#,
+        examples: &[
+            r#"[":25", ":::25"]"#,
+            r#"["127.0.0.1:2525", "127.0.0.1:2526 mode=bounce"]"#,
+            r#"[":2525 delay=2-5"]"#,
+        ],
+        doc: "Where to accept plain SMTP connections; STARTTLS is offered on them \
+              when tls_cert and tls_key are set. \":25\" is every IPv4 address, \
+              \":::25\" (or \"[::]:25\") every IPv6 address; \"127.0.0.1:25\", \
+              \"[::1]:25\" or \"::1:25\" one address (\"localhost:25\" is \
+              127.0.0.1). Port 0 picks any free port. The flags fix the final \
+              reply for that listener's connections: mode=accept|bounce|random and \
+              delay=N or delay=MIN-MAX (seconds, 0 to 60); a listener with flags \
+              ignores the X-Blackhole-* switch headers. Each socket address may \
+              be listed once, across listen and tls_listen. Ports below 1024 need \
+              root (see user and group) or CAP_NET_BIND_SERVICE (as the shipped \
+              systemd unit gives). The original's comma-separated form, listen = \
+              :25, :::25 mode=bounce, is read too.",
+    },
+    OptionDoc {
+        name: "tls_listen",
+        syntax: r#"["[ADDRESS]:PORT [mode=MODE] [delay=N|MIN-MAX]", ...]"#,
+        default: "[]",
+        examples: &[r#"[":465"]"#, r#"[":465", ":::465 mode=random"]"#],
+        doc: "Where to accept SMTP over TLS from the first byte (SMTPS, usually \
+              port 465). Same syntax and flags as listen. Needs tls_cert and \
+              tls_key.",
+    },
+    OptionDoc {
+        name: "tls_cert",
+        syntax: r#""PATH""#,
+        default: "none",
+        examples: &[r#""/etc/ssl/blackhole.crt""#],
+        doc: "The TLS certificate chain, a PEM file, the server's certificate \
+              first. Set together with tls_key: then plain listeners offer \
+              STARTTLS and tls_listen can be used; one without the other is an \
+              error. TLS 1.2 and 1.3 are offered. A missing or unreadable file, \
+              or a key that does not match the certificate, stops the start \
+              (exit 64), also under -t.",
+    },
+    OptionDoc {
+        name: "tls_key",
+        syntax: r#""PATH""#,
+        default: "none",
+        examples: &[r#""/etc/ssl/blackhole.key""#],
+        doc: "The private key of tls_cert, a PEM file (PKCS#8, PKCS#1 or SEC1). \
+              Keep it readable by the user blackhole starts as and nobody else.",
+    },
+    OptionDoc {
+        name: "tls_dhparams",
+        syntax: r#""PATH""#,
+        default: "none",
+        examples: &[r#""/etc/ssl/dhparams.pem""#],
+        doc: "Accepted for compatibility with the original, and unused: the TLS \
+              library (rustls) negotiates ECDHE key exchange only, which needs no \
+              Diffie-Hellman parameters. Setting it logs a warning; the file is \
+              not read.",
+    },
+    OptionDoc {
+        name: "timeout",
+        syntax: "SECONDS",
+        default: "60",
+        examples: &["30", "180"],
+        doc: "Seconds a client may go without sending a complete line, in any \
+              state (inside DATA, an AUTH exchange or the TLS handshake too), \
+              before it gets \"421 Timeout\" and is disconnected. 1 to 180.",
+    },
+    OptionDoc {
+        name: "delay",
+        syntax: r#"N | "MIN-MAX""#,
+        default: "none",
+        examples: &["5", r#""5-10""#],
+        doc: "Seconds to wait after a message's final dot before its final \
+              reply: a number N, or a string \"MIN-MAX\" for a delay picked at \
+              random from that range for each message. 0 to 60, MIN not above \
+              MAX. Without it the reply is sent at once. Other connections never \
+              wait for a delay; the delayed connection's pipelined commands do. \
+              A listener's delay= flag, then a message's X-Blackhole-Delay header \
+              (see dynamic_switch), come before this option.",
+    },
+    OptionDoc {
+        name: "mode",
+        syntax: r#""accept" | "bounce" | "random""#,
+        default: r#""accept""#,
+        examples: &[r#""bounce""#, r#""random""#],
+        doc: "The final reply to each message. accept: \"250 2.0.0 OK: queued as \
+              <id>\". bounce: one of ten errors, at random (450, 451, 452, 458, \
+              521, 550, 551, 552, 553, 571). random: the accept reply or one of \
+              the ten errors, each as likely. Case-insensitive. A listener's \
+              mode= flag, then a message's X-Blackhole-Mode header (see \
+              dynamic_switch), come before this option.",
+    },
+    OptionDoc {
+        name: "max_message_size",
+        syntax: "BYTES",
+        default: "512000",
+        examples: &["10485760"],
+        doc: "The largest message, in bytes, advertised in the EHLO reply as \
+              SIZE. MAIL FROM with a larger SIZE= gets 552 at once; a message \
+              that turns out larger gets 552 after its final dot (its bytes are \
+              counted as they pass, never stored). 1 to 1073741824 (1 GiB).",
+    },
+    OptionDoc {
+        name: "dynamic_switch",
+        syntax: "true | false",
+        default: "true",
+        examples: &["false"],
+        doc: "Whether a message's headers may choose its fate, for that message \
+              only: X-Blackhole-Mode: accept|bounce|random and X-Blackhole-Delay: \
+              N or MIN, MAX (seconds; above 60 counts as 60). A malformed switch \
+              header is ignored. Listeners with mode= or delay= flags ignore the \
+              headers whatever this says.",
+    },
+    OptionDoc {
+        name: "mailname",
+        syntax: r#""NAME""#,
+        default: "the first line of /etc/mailname, else the host's name",
+        examples: &[r#""mx.example.com""#],
+        doc: "The name the server gives in its greeting (220 NAME ESMTP), its \
+              EHLO reply and its message ids. One word, without spaces.",
+    },
+    OptionDoc {
+        name: "max_connections",
+        syntax: "N",
+        default: "the descriptor limit (ulimit -n) less 16 and one per listener",
+        examples: &["1000"],
+        doc: "Connections served at once by a process (with workers > 1, by each \
+              worker). Past it a new client gets \"421 4.3.2 Too many \
+              connections\" and is closed at once, so a load test sees an SMTP \
+              error it can count rather than a connection that hangs. 1 to \
+              1000000. Set above what the descriptor limit allows, descriptors \
+              run out first: accepting then pauses (100 ms, doubling to 1 s) \
+              while the open connections are served, and new clients wait in the \
+              kernel's backlog. Raise the limit with ulimit -n, or \
+              LimitNOFILE= in the systemd unit.",
+    },
+    OptionDoc {
+        name: "workers",
+        syntax: "N",
+        default: "1",
+        examples: &["4"],
+        doc: "Worker processes. 1 is one single-threaded process. N > 1 runs a \
+              supervisor with N worker processes, each binding every listener \
+              with SO_REUSEPORT so that the kernel spreads new connections across \
+              them; the supervisor restarts any worker that dies. 1 to 256; one \
+              per CPU core is a good start.",
+    },
+    OptionDoc {
+        name: "user",
+        syntax: r#""NAME""#,
+        default: "none (stay the user that started it)",
+        examples: &[r#""blackhole""#],
+        doc: "The user to become once the listeners are bound, so that port 25 \
+              can be bound as root and mail is handled without root. Needs \
+              blackhole to be started as root. Supplementary groups are dropped, \
+              and the group becomes the group option, else the user's primary \
+              group. Leave it unset under the shipped systemd unit, which \
+              starts blackhole as the user blackhole with CAP_NET_BIND_SERVICE \
+              instead.",
+    },
+    OptionDoc {
+        name: "group",
+        syntax: r#""NAME""#,
+        default: "none (the user's primary group with user, else unchanged)",
+        examples: &[r#""blackhole""#],
+        doc: "The group to become once the listeners are bound (see user); \
+              supplementary groups are dropped. Needs blackhole to be started as \
+              root.",
+    },
+    OptionDoc {
+        name: "pidfile",
+        syntax: r#""PATH""#,
+        default: "none",
+        examples: &[r#""/run/blackhole/blackhole.pid""#],
+        doc: "A file to write the process id to, once the listeners are bound; \
+              it is removed on a clean exit. If the file names a process that is \
+              still alive, a second start stops with an error instead (a file \
+              left by a process that is gone is replaced). A path that cannot be \
+              written stops the start (exit 77). Under the shipped systemd unit \
+              use /run/blackhole/blackhole.pid: RuntimeDirectory=blackhole makes \
+              that directory writable by the service's user.",
+    },
+];
+
+/// The shipped systemd unit, `src/blackhole.service`, for `blackhole
+/// --print-systemd-unit`.
+pub const SYSTEMD_UNIT: &str = include_str!("blackhole.service");
+
+/// Width of the documentation's lines, indentation included.
+const WIDTH: usize = 79;
+/// Indentation of everything under an option's name.
+const INDENT: &str = "    ";
+
+const INTRODUCTION: &str = "\
+blackhole reads its configuration from the file given with -c, else \
+./blackhole.toml, else /etc/blackhole.toml, else uses the defaults below. \
+The file is TOML; the original blackhole's key = value files are read \
+too, unchanged. Every option is optional. An unknown option or a bad value \
+stops the start with a message naming the file and the option (exit 64); \
+blackhole -t -c FILE checks a file without serving.
+
+SIGHUP reads the file again: mode, delay, timeout, max_message_size, \
+dynamic_switch, max_connections and the listeners' mode= and delay= flags \
+apply to messages and connections from then on, and open connections stay. \
+The listener addresses, the TLS files, user and group take a restart.";
+
+/// The documentation of every option, as plain text: an introduction, then
+/// one section per option with its syntax, default, examples and a wrapped
+/// paragraph. What `blackhole --help-config` prints.
+pub fn options_documentation() -> String {
+    let mut out = String::from("blackhole configuration options\n");
+    for paragraph in INTRODUCTION.split("\n\n") {
+        out.push('\n');
+        out.push_str(&wrap(paragraph, "", WIDTH));
+    }
+    for option in OPTIONS {
+        out.push('\n');
+        out.push_str(option.name);
+        out.push('\n');
+        out.push_str(&format!("{INDENT}syntax:   {}\n", option.syntax));
+        out.push_str(&format!("{INDENT}default:  {}\n", option.default));
+        for example in option.examples {
+            out.push_str(&format!("{INDENT}example:  {} = {example}\n", option.name));
+        }
+        out.push('\n');
+        out.push_str(&wrap(option.doc, INDENT, WIDTH));
+    }
+    out
+}
+
+/// `text` wrapped at word boundaries into lines of at most `width`
+/// characters, each starting with `indent` and ending with a newline. A
+/// word longer than a line gets a line of its own rather than being cut.
+fn wrap(text: &str, indent: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        let needed = indent.len() + line.chars().count() + 1 + word.chars().count();
+        if !line.is_empty() && needed > width {
+            out.push_str(indent);
+            out.push_str(&line);
+            out.push('\n');
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        out.push_str(indent);
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_complete() {
+        for (i, option) in OPTIONS.iter().enumerate() {
+            assert!(
+                !option.name.is_empty()
+                    && option
+                        .name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{option:?}"
+            );
+            assert!(
+                !OPTIONS[..i].iter().any(|o| o.name == option.name),
+                "{} is in the table twice",
+                option.name
+            );
+            assert!(!option.syntax.is_empty(), "{}: no syntax", option.name);
+            assert!(!option.default.is_empty(), "{}: no default", option.name);
+            assert!(!option.examples.is_empty(), "{}: no example", option.name);
+            assert!(
+                option.doc.ends_with('.') && option.doc.len() > 40,
+                "{}: the documentation should be a paragraph",
+                option.name
+            );
+        }
+    }
+
+    #[test]
+    fn documentation_has_a_section_per_option() {
+        let text = options_documentation();
+        let lines: Vec<&str> = text.lines().collect();
+        for option in OPTIONS {
+            let at = lines
+                .iter()
+                .position(|line| *line == option.name)
+                .unwrap_or_else(|| panic!("no section for {}", option.name));
+            assert_eq!(lines[at - 1], "", "{}: no blank line before", option.name);
+            assert_eq!(
+                lines[at + 1],
+                format!("    syntax:   {}", option.syntax),
+                "{}",
+                option.name
+            );
+            assert_eq!(
+                lines[at + 2],
+                format!("    default:  {}", option.default),
+                "{}",
+                option.name
+            );
+            // The paragraph, every word of it, follows the examples.
+            let body_at = at + 3 + option.examples.len() + 1;
+            let words: Vec<&str> = lines[body_at..]
+                .iter()
+                .take_while(|line| !line.is_empty())
+                .flat_map(|line| line.split_whitespace())
+                .collect();
+            let expected: Vec<&str> = option.doc.split_whitespace().collect();
+            assert_eq!(words, expected, "{}", option.name);
+        }
+        assert!(!text.contains("\n\n\n"), "two blank lines in a row");
+        for line in &lines {
+            assert!(line.chars().count() <= WIDTH, "too long: {line:?}");
+            assert_eq!(line.trim_end(), *line, "trailing space: {line:?}");
+        }
+        assert!(text.ends_with(".\n"), "{text}");
+    }
+
+    #[test]
+    fn wrapping() {
+        assert_eq!(wrap("", "  ", 10), "");
+        assert_eq!(wrap("a b c", "", 10), "a b c\n");
+        assert_eq!(wrap("aaaa bbbb cccc", "", 9), "aaaa bbbb\ncccc\n");
+        assert_eq!(wrap("aaaa bbbb cccc", "  ", 11), "  aaaa bbbb\n  cccc\n");
+        // A word longer than the width stands on its own line, whole.
+        assert_eq!(wrap("a verylongword b", "", 5), "a\nverylongword\nb\n");
+        // Runs of spaces and newlines in the source are one space.
+        assert_eq!(wrap("a  \n b", "", 10), "a b\n");
+    }
+
+    /// `key = value` lines of the `[section]` sections of a unit file, in
+    /// order, comments and blank lines left out.
+    fn unit_entries(text: &str) -> Vec<(String, String, String)> {
+        let mut section = String::new();
+        let mut entries = Vec::new();
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+                continue;
+            }
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_owned();
+                continue;
+            }
+            let (key, value) = line
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not a unit file line: {line:?}"));
+            assert!(!section.is_empty(), "{line:?} is outside any section");
+            entries.push((
+                section.clone(),
+                key.trim().to_owned(),
+                value.trim().to_owned(),
+            ));
+        }
+        entries
+    }
+
+    #[test]
+    fn systemd_unit_key_lines() {
+        let entries = unit_entries(SYSTEMD_UNIT);
+        let values = |section: &str, key: &str| -> Vec<&str> {
+            entries
+                .iter()
+                .filter(|(s, k, _)| s == section && k == key)
+                .map(|(_, _, v)| v.as_str())
+                .collect()
+        };
+        let one = |section: &str, key: &str| -> &str {
+            match values(section, key).as_slice() {
+                [value] => value,
+                found => panic!("[{section}] {key}= should be set once: {found:?}"),
+            }
+        };
+        assert_eq!(
+            one("Service", "ExecStart"),
+            "/usr/local/bin/blackhole -c /etc/blackhole.toml"
+        );
+        assert_eq!(one("Service", "ExecReload"), "/bin/kill -HUP $MAINPID");
+        // Foreground: systemd tracks the process it started.
+        assert_eq!(one("Service", "Type"), "simple");
+        assert_eq!(one("Service", "User"), "blackhole");
+        assert_eq!(one("Service", "Group"), "blackhole");
+        assert_eq!(
+            one("Service", "AmbientCapabilities"),
+            "CAP_NET_BIND_SERVICE"
+        );
+        assert_eq!(
+            one("Service", "CapabilityBoundingSet"),
+            "CAP_NET_BIND_SERVICE"
+        );
+        assert_eq!(one("Service", "NoNewPrivileges"), "yes");
+        assert_eq!(one("Service", "Restart"), "on-failure");
+        assert_eq!(one("Service", "RuntimeDirectory"), "blackhole");
+        assert_eq!(one("Service", "LimitNOFILE"), "65536");
+        assert_eq!(one("Install", "WantedBy"), "multi-user.target");
+        assert!(!one("Unit", "Description").is_empty());
+        // Only known sections.
+        for (section, key, _) in &entries {
+            assert!(
+                ["Unit", "Service", "Install"].contains(&section.as_str()),
+                "[{section}] {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn pidfile_example_is_in_the_units_runtime_directory() {
+        let pidfile = OPTIONS
+            .iter()
+            .find(|o| o.name == "pidfile")
+            .map(|o| o.examples[0].trim_matches('"'))
+            .unwrap();
+        assert_eq!(
+            std::path::Path::new(pidfile).parent(),
+            Some(std::path::Path::new("/run/blackhole"))
+        );
+        assert!(SYSTEMD_UNIT.contains("\nRuntimeDirectory=blackhole\n"));
+        let shipped = include_str!("../blackhole.toml");
+        assert!(
+            shipped.contains(&format!("# pidfile = \"{pidfile}\"\n")),
+            "blackhole.toml should suggest the pidfile the unit can write"
+        );
+    }
+}
