@@ -36,6 +36,8 @@ pub struct Policy {
     pub starttls: bool,
     greeting: Vec<u8>,
     ehlo: Vec<u8>,
+    /// The EHLO reply inside TLS: STARTTLS is not offered again.
+    ehlo_in_tls: Vec<u8>,
 }
 
 impl Policy {
@@ -50,6 +52,7 @@ impl Policy {
         let mut greeting = Vec::new();
         reply::greeting(&mut greeting, &fqdn);
         let ehlo = reply::ehlo(&fqdn, max_message_size, starttls);
+        let ehlo_in_tls = reply::ehlo(&fqdn, max_message_size, false);
         Policy {
             fqdn,
             mode,
@@ -59,6 +62,7 @@ impl Policy {
             starttls,
             greeting,
             ehlo,
+            ehlo_in_tls,
         }
     }
 
@@ -287,7 +291,11 @@ impl Session {
             }
             Verb::Ehlo => {
                 self.transaction = Transaction::None;
-                &policy.ehlo
+                if self.tls {
+                    &policy.ehlo_in_tls
+                } else {
+                    &policy.ehlo
+                }
             }
             Verb::Mail => self.mail(arg, policy),
             Verb::Rcpt => self.rcpt(arg),
@@ -351,12 +359,12 @@ impl Session {
                 return Action::Continue;
             }
             Verb::StartTls => {
-                if !policy.starttls {
+                if self.tls {
+                    reply::ALREADY_TLS
+                } else if !policy.starttls {
                     reply::NOT_IMPLEMENTED
                 } else if !arg.is_empty() {
                     reply::STARTTLS_SYNTAX
-                } else if self.tls {
-                    reply::ALREADY_TLS
                 } else {
                     out.extend_from_slice(reply::READY_TO_START_TLS);
                     return Action::StartTls;

@@ -646,10 +646,22 @@ fn starttls_drops_what_was_pipelined_after_it() {
         run_with(&with_tls, b"STARTTLS now\r\n").sent,
         "501 5.5.4 Syntax: STARTTLS\r\n"
     );
-    let mut inside = Session::new(true);
-    let mut out = Vec::new();
-    inside.feed(&with_tls, &mut Rand64::new(1), b"STARTTLS\r\n", &mut out);
-    assert_eq!(out, b"503 5.5.1 Error: TLS already active\r\n");
+    for policy in [&with_tls, &policy()] {
+        let mut inside = Session::new(true);
+        let mut out = Vec::new();
+        inside.feed(
+            policy,
+            &mut Rand64::new(1),
+            b"STARTTLS\r\nEHLO c\r\n",
+            &mut out,
+        );
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.starts_with("503 5.5.1 Error: TLS already active\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains("STARTTLS"), "offered again inside TLS: {out}");
+    }
 }
 
 fn message(headers: &str) -> String {

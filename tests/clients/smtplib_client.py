@@ -1,10 +1,13 @@
 """Talk to blackhole with Python's smtplib, the way a real program sends mail.
 
 Usage:
-    smtplib_client.py PORT send
-    smtplib_client.py PORT login USER PASSWORD
-    smtplib_client.py PORT auth MECHANISM USER PASSWORD initial|noinitial
+    smtplib_client.py PORT [smtps|starttls CAFILE] send
+    smtplib_client.py PORT [smtps|starttls CAFILE] login USER PASSWORD
+    smtplib_client.py PORT [smtps|starttls CAFILE] auth MECHANISM USER PASSWORD initial|noinitial
 
+smtps:    SMTP_SSL, TLS from the first byte; starttls: SMTP, then starttls(). Either verifies
+          the server's certificate against CAFILE (and its name, 127.0.0.1) and prints
+          "TLS VERSION" (e.g. "TLS TLSv1.3") once the connection is encrypted.
 send:  sendmail() one message; prints "SENT".
 login: login(), letting smtplib pick the mechanism from the EHLO reply.
 auth:  auth() with one mechanism forced (PLAIN, LOGIN or CRAM-MD5), with or without the
@@ -15,6 +18,7 @@ Any other error is a traceback and exit 1.
 """
 
 import smtplib
+import ssl
 import sys
 
 MESSAGE = (
@@ -44,9 +48,28 @@ def authenticate(smtp, args):
     return smtp.auth(mechanism, method, initial_response_ok=(initial == "initial"))
 
 
+def connect(port, tls, cafile):
+    """An SMTP session on 127.0.0.1:port: plaintext (tls is None), SMTPS or after STARTTLS."""
+    if tls is None:
+        return smtplib.SMTP("127.0.0.1", port, timeout=10)
+    context = ssl.create_default_context(cafile=cafile)
+    if tls == "smtps":
+        smtp = smtplib.SMTP_SSL("127.0.0.1", port, timeout=10, context=context)
+    else:
+        smtp = smtplib.SMTP("127.0.0.1", port, timeout=10)
+        # starttls() sends EHLO first and forgets its reply after the handshake, so the
+        # next command EHLOs again inside TLS, as RFC 3207 wants.
+        smtp.starttls(context=context)
+    print("TLS", smtp.sock.version())
+    return smtp
+
+
 def main(argv):
     port, args = int(argv[1]), argv[2:]
-    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+    tls = cafile = None
+    if args[0] in ("smtps", "starttls"):
+        tls, cafile, args = args[0], args[1], args[2:]
+    with connect(port, tls, cafile) as smtp:
         if args[0] != "send":
             try:
                 code, text = authenticate(smtp, args)

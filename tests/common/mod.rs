@@ -63,6 +63,10 @@ impl TempDir {
     }
 
     pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        self.write_bytes(name, contents.as_bytes())
+    }
+
+    pub fn write_bytes(&self, name: &str, contents: &[u8]) -> PathBuf {
         let file = self.path.join(name);
         fs::write(&file, contents).expect("write a temp file");
         file
@@ -244,12 +248,24 @@ pub fn run_blackhole(args: &[&str], limit: Duration) -> Output {
 
 /// Runs a command to its end with captured output, failing if it outlives `limit`.
 pub fn run_with_limit(command: &mut Command, limit: Duration) -> Output {
+    run_capturing(command, Stdio::null(), limit)
+}
+
+/// Like `run_with_limit`, with `input` as the command's whole stdin (then end of file).
+pub fn run_with_input(command: &mut Command, input: &[u8], limit: Duration) -> Output {
+    let dir = TempDir::new();
+    // A file, not a pipe: the command reads it at its own pace while we only wait.
+    let stdin = fs::File::open(dir.write_bytes("stdin", input)).expect("open the stdin file");
+    run_capturing(command, Stdio::from(stdin), limit)
+}
+
+fn run_capturing(command: &mut Command, stdin: Stdio, limit: Duration) -> Output {
     let dir = TempDir::new();
     // Files rather than pipes, so that a chatty program cannot block on a full pipe while we wait.
     let stdout = fs::File::create(dir.path().join("stdout")).expect("create stdout file");
     let stderr = fs::File::create(dir.path().join("stderr")).expect("create stderr file");
     let mut child = command
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(stdout)
         .stderr(stderr)
         .spawn()
@@ -290,6 +306,24 @@ pub fn require_program(program: &str, debian_package: &str) -> PathBuf {
         })
 }
 
+/// Fails, saying how to get it, unless `perl` can load `module` (swaks needs Net::SSLeay and
+/// IO::Socket::SSL for TLS, and says little more than "not available" without them).
+pub fn require_perl_module(module: &str, debian_package: &str) {
+    let perl = require_program("perl", "perl");
+    let loaded = Command::new(perl)
+        .arg(format!("-M{module}"))
+        .args(["-e", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(
+        loaded,
+        "perl cannot load {module}: run .ci/run (it installs the test clients) \
+         or `apt-get install {debian_package}`"
+    );
+}
+
 /// An SMTP client that sends raw bytes and reads whole replies, one at a time.
 pub struct Client {
     stream: TcpStream,
@@ -317,6 +351,17 @@ impl Client {
         &self.stream
     }
 
+    /// The socket itself, e.g. for a TLS handshake after `220 Ready to start TLS`. Panics if
+    /// the server sent more than the test has read: nothing may follow that 220 in plaintext.
+    pub fn into_stream(self) -> TcpStream {
+        assert!(
+            self.pending.is_empty(),
+            "plaintext after the last reply read: {:?}",
+            String::from_utf8_lossy(&self.pending)
+        );
+        self.stream
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send to the server");
     }
@@ -341,41 +386,7 @@ impl Client {
     /// One whole reply, or the error that came instead (`UnexpectedEof` for a close).
     pub fn reply_within(&mut self, limit: Duration) -> io::Result<String> {
         self.stream.set_read_timeout(Some(limit))?;
-        let mut lines = Vec::new();
-        loop {
-            let line = self.read_line()?;
-            // "250-..." continues a reply, "250 ..." (or a bare code) ends it.
-            let last = line.as_bytes().get(3) != Some(&b'-');
-            lines.push(line);
-            if last {
-                return Ok(lines.join("\n"));
-            }
-        }
-    }
-
-    fn read_line(&mut self) -> io::Result<String> {
-        loop {
-            if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.pending.drain(..=end).collect();
-                let text = String::from_utf8_lossy(&line);
-                return Ok(text.trim_end_matches(['\r', '\n']).to_string());
-            }
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "connection closed (unfinished line: {:?})",
-                            String::from_utf8_lossy(&self.pending)
-                        ),
-                    ));
-                }
-                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        read_reply(&mut self.stream, &mut self.pending)
     }
 
     /// Asserts that nothing arrives for `quiet` (no reply, no close).
@@ -424,6 +435,47 @@ impl Client {
         assert_eq!(self.command("MAIL FROM:<a@example.com>"), "250 2.1.0 OK");
         assert_eq!(self.command("RCPT TO:<b@example.net>"), "250 2.1.5 OK");
         assert_eq!(self.command("DATA"), "354 End data with <CR><LF>.<CR><LF>");
+    }
+}
+
+/// One whole reply from `source`: its lines without CRLF, joined by "\n". `pending` holds bytes
+/// received but not yet handed out, before and after (so any byte stream can carry replies:
+/// a `TcpStream`, or a TLS stream in the TLS tests). A close is `UnexpectedEof`.
+pub fn read_reply(source: &mut impl Read, pending: &mut Vec<u8>) -> io::Result<String> {
+    let mut lines = Vec::new();
+    loop {
+        let line = read_line(source, pending)?;
+        // "250-..." continues a reply, "250 ..." (or a bare code) ends it.
+        let last = line.as_bytes().get(3) != Some(&b'-');
+        lines.push(line);
+        if last {
+            return Ok(lines.join("\n"));
+        }
+    }
+}
+
+fn read_line(source: &mut impl Read, pending: &mut Vec<u8>) -> io::Result<String> {
+    loop {
+        if let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line);
+            return Ok(text.trim_end_matches(['\r', '\n']).to_string());
+        }
+        let mut chunk = [0u8; 4096];
+        match source.read(&mut chunk) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "connection closed (unfinished line: {:?})",
+                        String::from_utf8_lossy(pending)
+                    ),
+                ));
+            }
+            Ok(n) => pending.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
