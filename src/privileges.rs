@@ -70,19 +70,24 @@ pub fn resolve(
 /// Becomes `identity`: supplementary groups dropped, then the group, then the user (in that
 /// order: once the user is not root, the group can no longer be changed).
 pub fn become_identity(identity: &Identity) -> Result<(), PrivilegeError> {
-    let denied = |what: &str, e: Errno| PrivilegeError {
+    let target = match &identity.user {
+        Some(user) => format!("user {user} and group {}", identity.group),
+        None => format!("group {}", identity.group),
+    };
+    let denied = |step: &str, e: Errno| PrivilegeError {
         message: format!(
-            "cannot switch to {what}: {e}; only root can switch user or group: start blackhole \
-             as root, or remove `user`/`group` and start it as the user it should run as"
+            "options `user`/`group`: cannot switch to {target} ({step} failed: {e}); only root \
+             can switch: start blackhole as root, or remove `user` and `group` and start it as \
+             the user it should run as"
         ),
         exit_code: if e == Errno::EPERM { 77 } else { 70 },
     };
     if identity.uid.is_none_or(|uid| uid != Uid::effective()) || identity.gid != Gid::effective() {
-        setgroups(&[identity.gid]).map_err(|e| denied("the group list", e))?;
+        setgroups(&[identity.gid]).map_err(|e| denied("setgroups", e))?;
     }
-    setgid(identity.gid).map_err(|e| denied(&format!("group {}", identity.group), e))?;
-    if let (Some(uid), Some(name)) = (identity.uid, &identity.user) {
-        setuid(uid).map_err(|e| denied(&format!("user {name}"), e))?;
+    setgid(identity.gid).map_err(|e| denied("setgid", e))?;
+    if let Some(uid) = identity.uid {
+        setuid(uid).map_err(|e| denied("setuid", e))?;
     }
     Ok(())
 }

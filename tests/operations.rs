@@ -1,0 +1,1226 @@
+//! Running blackhole as a service: `workers = N` (a supervisor, restarts, SO_REUSEPORT and how
+//! evenly the kernel spreads connections), SIGHUP, dropping root (`user`/`group`), `-b` and its
+//! pidfile, bind errors, `-t`, and the exit codes of the command line.
+//!
+//! Every process a test starts is killed when the test ends, however it ends: servers and
+//! supervisors by their handle, workers and `-b` daemons by a scan of /proc for the test's own
+//! config path (a temp dir of its own, so nothing else can match).
+//!
+//! The evenness measurement prints its distribution; to see it:
+//! `cargo test --release --test operations -- --nocapture four_workers`.
+
+mod common;
+
+use std::collections::HashSet;
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{
+    Client, MAILNAME, TempDir, assert_bounce, assert_queued, blackhole_bin, config_toml, free_port,
+    require_program, run_blackhole, run_with_limit, send_signal,
+};
+
+/// How long a start, a restart or a reload may take before the test calls it stuck.
+const SETTLE: Duration = Duration::from_secs(10);
+/// "Promptly": how long a stop, or a command that only checks and exits, may take.
+const PROMPT: Duration = Duration::from_secs(5);
+/// The user and group `nobody` and `nogroup` on Debian.
+const NOBODY: u32 = 65534;
+
+// ---------------------------------------------------------------------------------------------
+// /proc
+
+/// The fields of /proc/PID/stat the tests need.
+struct Stat {
+    state: char,
+    ppid: u32,
+    session: u32,
+    tty_nr: i64,
+}
+
+fn stat(pid: u32) -> Option<Stat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: the fields start after the last ')'.
+    let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
+        session: fields.get(3)?.parse().ok()?,
+        tty_nr: fields.get(4)?.parse().ok()?,
+    })
+}
+
+/// The process exists and is not a zombie (PID 1 here need not reap orphans).
+fn alive(pid: u32) -> bool {
+    stat(pid).is_some_and(|s| !matches!(s.state, 'Z' | 'X' | 'x'))
+}
+
+/// The process's command line, arguments separated by spaces.
+fn cmdline(pid: u32) -> String {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+fn all_pids() -> Vec<u32> {
+    let mut pids: Vec<u32> = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// The live children of `parent`, by the ppid in /proc/PID/stat.
+fn children(parent: u32) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|&pid| stat(pid).is_some_and(|s| s.ppid == parent) && alive(pid))
+        .collect()
+}
+
+/// The inodes of the process's open sockets (its /proc/PID/fd links `socket:[INODE]`).
+fn socket_inodes(pid: u32) -> Vec<u64> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let target = fs::read_link(entry.path()).ok()?;
+            target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// The inodes of the TCP sockets listening on `port`, any address, from /proc/net/tcp{,6}.
+fn listening_inodes(port: u16) -> HashSet<u64> {
+    let mut inodes = HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 10 || fields[3] != "0A" {
+                continue;
+            }
+            let local_port = fields[1]
+                .rsplit(':')
+                .next()
+                .and_then(|hex| u16::from_str_radix(hex, 16).ok());
+            if local_port == Some(port)
+                && let Ok(inode) = fields[9].parse()
+            {
+                inodes.insert(inode);
+            }
+        }
+    }
+    inodes
+}
+
+/// The process holds a socket listening on `port`.
+fn listens(pid: u32, port: u16) -> bool {
+    let listening = listening_inodes(port);
+    socket_inodes(pid)
+        .iter()
+        .any(|inode| listening.contains(inode))
+}
+
+/// The value of a `Key:` line of /proc/PID/status, its words separated by one space.
+fn status_line(pid: u32, key: &str) -> String {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{key}:")))
+        .map(|value| value.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| panic!("no {key}: line in /proc/{pid}/status:\n{text}"))
+}
+
+/// `kill -s SIGNAL PID`, ignoring failure (for clean-up, where the process may be gone).
+fn kill_quietly(signal: &str, pid: u32) {
+    let _ = Command::new("sh")
+        .args([
+            "-c",
+            "kill -s \"$1\" \"$2\" 2>/dev/null",
+            "sh",
+            signal,
+            &pid.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Kills every live process whose command line holds `marker` (a test's own config path).
+fn kill_every_process_naming(marker: &str) {
+    let me = std::process::id();
+    for pid in all_pids() {
+        if pid != me && alive(pid) && cmdline(pid).contains(marker) {
+            kill_quietly("KILL", pid);
+        }
+    }
+}
+
+/// Polls `done` every 10 ms until it holds (true) or `limit` passes (false).
+fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The soft limit on open files of this process is at least `wanted` (raised with `prlimit`
+/// from util-linux where it is lower, e.g. a CI machine's 1024), so that the test can hold
+/// that many connections itself.
+fn ensure_descriptors(wanted: u64) {
+    // Soft and hard limit, from "Max open files  SOFT  HARD  files".
+    let limit = |column: usize| -> u64 {
+        let limits = fs::read_to_string("/proc/self/limits").unwrap_or_default();
+        limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(column))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let soft = || limit(3);
+    if soft() >= wanted {
+        return;
+    }
+    // Raising the hard limit takes CAP_SYS_RESOURCE, which a container may not grant.
+    let hard = limit(4);
+    assert!(
+        hard >= wanted,
+        "this test holds {wanted} descriptors and the hard limit is {hard}: raise it \
+         (ulimit -Hn {wanted}, or LimitNOFILE=)"
+    );
+    let prlimit = require_program("prlimit", "util-linux");
+    let output = run_with_limit(
+        Command::new(prlimit).args([
+            "--pid",
+            &std::process::id().to_string(),
+            &format!("--nofile={wanted}:{hard}"),
+        ]),
+        PROMPT,
+    );
+    assert!(
+        output.status.success() && soft() >= wanted,
+        "cannot raise this test's descriptor limit to {wanted}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// A blackhole started in the foreground with a config of its own (in its own temp dir, with
+/// its stderr in `stderr.log` there). On drop: killed, and so is every process still naming
+/// its config (workers, a daemon).
+struct Blackhole {
+    child: Child,
+    config: PathBuf,
+    addr: SocketAddr,
+    dir: TempDir,
+}
+
+impl Blackhole {
+    /// Starts `blackhole -c CONFIG` on a free loopback port, with `extra_toml` in the config.
+    /// Does not wait: see `wait_serving` and `wait_workers`.
+    fn start(extra_toml: &str) -> Blackhole {
+        let dir = TempDir::new();
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let config = dir.write(
+            "blackhole.toml",
+            &config_toml(&addr.to_string(), extra_toml),
+        );
+        let log = fs::File::create(dir.path().join("stderr.log")).expect("create stderr.log");
+        let child = Command::new(blackhole_bin())
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn blackhole");
+        Blackhole {
+            child,
+            config,
+            addr,
+            dir,
+        }
+    }
+
+    /// A single-process server, once it listens (checked in /proc, without connecting).
+    fn serving(extra_toml: &str) -> Blackhole {
+        let mut server = Blackhole::start(extra_toml);
+        let (pid, port) = (server.pid(), server.addr.port());
+        server.wait_until("listening", || listens(pid, port));
+        server
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn marker(&self) -> String {
+        self.config.display().to_string()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("stderr.log")
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Replaces the config file (same listener), e.g. before a SIGHUP.
+    fn rewrite_config(&self, extra_toml: &str) {
+        fs::write(
+            &self.config,
+            config_toml(&self.addr.to_string(), extra_toml),
+        )
+        .expect("rewrite the config");
+    }
+
+    fn write_config_text(&self, text: &str) {
+        fs::write(&self.config, text).expect("rewrite the config");
+    }
+
+    fn signal(&self, signal: &str) {
+        send_signal(signal, self.pid());
+    }
+
+    /// Waits up to `SETTLE` for `done`, failing if the process exits first or it never holds.
+    fn wait_until(&mut self, what: &str, mut done: impl FnMut() -> bool) {
+        let mut exited = None;
+        let held = wait_for(SETTLE, || {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                exited = Some(status);
+                return true;
+            }
+            done()
+        });
+        if let Some(status) = exited {
+            panic!(
+                "blackhole exited ({status}) while waiting for: {what}; stderr:\n{}",
+                self.log()
+            );
+        }
+        assert!(
+            held,
+            "not within {SETTLE:?}: {what}; stderr:\n{}",
+            self.log()
+        );
+    }
+
+    /// The supervisor's live worker processes (`--worker` children), sorted.
+    fn workers(&self) -> Vec<u32> {
+        children(self.pid())
+            .into_iter()
+            .filter(|&pid| cmdline(pid).contains("--worker"))
+            .collect()
+    }
+
+    /// Waits until the supervisor has exactly `count` workers, each listening; returns them.
+    fn wait_workers(&mut self, count: usize) -> Vec<u32> {
+        let (pid, port) = (self.pid(), self.addr.port());
+        let mut found = Vec::new();
+        self.wait_until(&format!("{count} workers, each listening"), || {
+            found = Vec::new();
+            let workers = children(pid)
+                .into_iter()
+                .filter(|&pid| cmdline(pid).contains("--worker"))
+                .collect::<Vec<_>>();
+            if workers.len() == count && workers.iter().all(|&pid| listens(pid, port)) {
+                found = workers;
+                return true;
+            }
+            false
+        });
+        found
+    }
+
+    /// Sends `signal` and waits up to `limit` for the exit.
+    fn stop(&mut self, signal: &str, limit: Duration) -> ExitStatus {
+        self.signal(signal);
+        let mut status = None;
+        wait_for(limit, || {
+            status = self.child.try_wait().expect("try_wait");
+            status.is_some()
+        });
+        status.unwrap_or_else(|| {
+            panic!(
+                "blackhole still running {limit:?} after SIG{signal}; stderr:\n{}",
+                self.log()
+            )
+        })
+    }
+
+    fn greeted(&self) -> Client {
+        greeted(self.addr)
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        kill_every_process_naming(&self.marker());
+    }
+}
+
+/// Kills, on drop, every process still naming `marker` in its command line: for `-b`
+/// daemons, which are no child of the test.
+struct KillOnDrop {
+    marker: String,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        kill_every_process_naming(&self.marker);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SMTP
+
+/// A connection that has read its greeting.
+fn greeted(addr: SocketAddr) -> Client {
+    let mut client = Client::connect(addr);
+    assert_eq!(client.reply(), format!("220 {MAILNAME} ESMTP"));
+    client
+}
+
+/// MAIL, RCPT, DATA and a short message on `client` (after its greeting); the final reply.
+fn send_message(client: &mut Client) -> String {
+    client.open_data();
+    client.send(b"Subject: test\r\n\r\nHello.\r\n.\r\n");
+    client.reply()
+}
+
+/// A new connection, one message, QUIT; the message's final reply.
+fn one_message(addr: SocketAddr) -> String {
+    let mut client = greeted(addr);
+    let reply = send_message(&mut client);
+    assert_eq!(client.command("QUIT"), "221 2.0.0 Goodbye");
+    reply
+}
+
+/// The SIZE the EHLO reply advertises.
+fn ehlo_size(client: &mut Client) -> u64 {
+    let reply = client.command("EHLO client.example.com");
+    reply
+        .lines()
+        .find_map(|line| line.strip_prefix("250-SIZE "))
+        .and_then(|size| size.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no SIZE in the EHLO reply: {reply:?}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts the exit code of `output`, showing what the command said otherwise.
+fn assert_exit(output: &Output, code: i32, what: &str) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "{what}: exit status {}; stdout:\n{}\nstderr:\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+}
+
+fn assert_stderr_names(output: &Output, needle: &str, what: &str) {
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(needle),
+        "{what}: the message should name {needle:?}; stderr:\n{stderr}"
+    );
+}
+
+fn assert_root() {
+    assert_eq!(
+        status_line(std::process::id(), "Uid").split(' ').nth(1),
+        Some("0"),
+        "these tests change user and so must run as root (they do in CI)"
+    );
+}
+
+/// `setpriv` running COMMAND as nobody/nogroup with no supplementary groups and no
+/// capabilities left.
+fn as_nobody() -> Command {
+    assert_root();
+    let setpriv = require_program("setpriv", "util-linux");
+    let mut command = Command::new(setpriv);
+    command.args([
+        &format!("--reuid={NOBODY}"),
+        &format!("--regid={NOBODY}"),
+        "--clear-groups",
+    ]);
+    command
+}
+
+/// A config file in a fresh temp dir (readable by everyone: TempDir is 0755, files 0644).
+fn config_file(dir: &TempDir, listen: &str, extra_toml: &str) -> PathBuf {
+    dir.write("blackhole.toml", &config_toml(listen, extra_toml))
+}
+
+fn loopback(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+fn nothing_listens(port: u16) -> bool {
+    listening_inodes(port).is_empty()
+        && TcpStream::connect_timeout(
+            &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            Duration::from_secs(1),
+        )
+        .is_err()
+}
+
+// ---------------------------------------------------------------------------------------------
+// workers = N
+
+#[test]
+fn supervisor_starts_workers_restarts_a_killed_one_and_stops_them_on_sigterm() {
+    let mut server = Blackhole::start("workers = 3");
+    let workers = server.wait_workers(3);
+    for &pid in &workers {
+        let command = cmdline(pid);
+        assert!(
+            command.contains("--worker") && command.contains(&server.marker()),
+            "worker {pid} should be `blackhole --worker -c CONFIG`: {command:?}"
+        );
+    }
+    assert!(
+        !listens(server.pid(), server.addr.port()),
+        "the supervisor itself should not hold the listener"
+    );
+    for _ in 0..6 {
+        assert_queued(&one_message(server.addr));
+    }
+
+    let victim = workers[1];
+    send_signal("KILL", victim);
+    let killed = Instant::now();
+    let mut replaced = None;
+    let restarted = wait_for(SETTLE, || {
+        let now = server.workers();
+        if now.len() == 3 && !now.contains(&victim) {
+            replaced = Some((now, killed.elapsed()));
+            return true;
+        }
+        false
+    });
+    assert!(
+        restarted,
+        "worker {victim} killed, not replaced within {SETTLE:?} (workers now {:?}); stderr:\n{}",
+        server.workers(),
+        server.log()
+    );
+    let (now, took) = replaced.expect("replaced");
+    println!("worker {victim} killed with SIGKILL: a new worker ran after {took:?}");
+    assert!(
+        took <= Duration::from_secs(1),
+        "the killed worker was restarted only after {took:?} (at most 1 s)"
+    );
+    assert!(!alive(victim), "the killed worker {victim} is still there");
+    for pid in workers.iter().filter(|&&pid| pid != victim) {
+        assert!(
+            now.contains(pid),
+            "worker {pid} was not killed yet is gone: {now:?}"
+        );
+    }
+    let after_restart = server.wait_workers(3);
+    assert_eq!(after_restart, now, "the workers changed again");
+    for _ in 0..6 {
+        assert_queued(&one_message(server.addr));
+    }
+
+    let asked = Instant::now();
+    let status = server.stop("TERM", PROMPT);
+    println!(
+        "SIGTERM to the supervisor: exited {status} after {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", server.log());
+    for pid in workers.iter().chain(&after_restart) {
+        assert!(
+            !alive(*pid),
+            "worker {pid} is still running after the supervisor exited"
+        );
+    }
+    assert!(
+        listening_inodes(server.addr.port()).is_empty(),
+        "someone still listens on {} after the stop",
+        server.addr
+    );
+}
+
+#[test]
+fn sigint_to_the_supervisor_stops_every_worker() {
+    let mut server = Blackhole::start("workers = 2");
+    let workers = server.wait_workers(2);
+    assert_queued(&one_message(server.addr));
+    let status = server.stop("INT", PROMPT);
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", server.log());
+    for pid in workers {
+        assert!(!alive(pid), "worker {pid} still running after SIGINT");
+    }
+    assert!(nothing_listens(server.addr.port()));
+}
+
+/// The evenness measurement: 1,000 idle connections to 4 workers, each worker's share counted
+/// from its open sockets in /proc/PID/fd.
+#[test]
+fn four_workers_share_the_connections_evenly() {
+    const WORKERS: usize = 4;
+    const CONNECTIONS: usize = 1000;
+    ensure_descriptors(2048);
+    let mut server = Blackhole::start(&format!("workers = {WORKERS}"));
+    let workers = server.wait_workers(WORKERS);
+    let sockets =
+        |pids: &[u32]| -> Vec<usize> { pids.iter().map(|&pid| socket_inodes(pid).len()).collect() };
+    // The baseline (listener, signal sockets): the same twice in a row.
+    let mut baseline = sockets(&workers);
+    assert!(
+        wait_for(SETTLE, || {
+            thread::sleep(Duration::from_millis(100));
+            let again = sockets(&workers);
+            let same = again == baseline;
+            baseline = again;
+            same
+        }),
+        "the workers' socket counts do not settle"
+    );
+
+    // Each connection reads its greeting: some worker has accepted it.
+    let clients: Vec<Client> = (0..CONNECTIONS).map(|_| server.greeted()).collect();
+    let mut held = Vec::new();
+    let counted = wait_for(SETTLE, || {
+        held = sockets(&workers)
+            .iter()
+            .zip(&baseline)
+            .map(|(now, base)| now.saturating_sub(*base))
+            .collect();
+        held.iter().sum::<usize>() == CONNECTIONS
+    });
+    println!("{CONNECTIONS} idle connections over {WORKERS} workers (SO_REUSEPORT):");
+    for (pid, count) in workers.iter().zip(&held) {
+        println!(
+            "  worker {pid}: {count:4} connections, {:5.1}%",
+            *count as f64 * 100.0 / CONNECTIONS as f64
+        );
+    }
+    let (min, max) = (
+        held.iter().min().copied().unwrap_or(0),
+        held.iter().max().copied().unwrap_or(0),
+    );
+    println!(
+        "  min {min}, max {max}, ideal {} each",
+        CONNECTIONS / WORKERS
+    );
+    assert!(
+        counted,
+        "the workers hold {} connections between them, not {CONNECTIONS}: {held:?}",
+        held.iter().sum::<usize>()
+    );
+    for (pid, count) in workers.iter().zip(&held) {
+        let share = *count as f64 / CONNECTIONS as f64;
+        assert!(
+            (0.15..=0.35).contains(&share),
+            "worker {pid} holds {count} of {CONNECTIONS} connections ({:.1}%, expected 15% to \
+             35%): {held:?}",
+            share * 100.0
+        );
+    }
+    // Still serving with all of them open.
+    assert_queued(&one_message(server.addr));
+    drop(clients);
+    assert_eq!(server.stop("TERM", PROMPT).code(), Some(0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIGHUP
+
+#[test]
+fn sighup_applies_the_new_config_to_open_and_new_connections() {
+    let mut server = Blackhole::serving("mode = \"accept\"\nmax_message_size = 100000");
+    let mut open = server.greeted();
+    assert_eq!(ehlo_size(&mut open), 100000);
+    assert_queued(&send_message(&mut open));
+
+    server.rewrite_config("mode = \"bounce\"\ntimeout = 5\nmax_message_size = 200000");
+    server.signal("HUP");
+    // A new connection tells when the reload has happened.
+    let mut reply = String::new();
+    let reloaded = wait_for(SETTLE, || {
+        reply = one_message(server.addr);
+        !reply.starts_with("250 ")
+    });
+    assert!(
+        reloaded,
+        "messages still accepted {SETTLE:?} after SIGHUP with mode = \"bounce\": {reply:?}; \
+         stderr:\n{}",
+        server.log()
+    );
+    assert_bounce(&reply);
+    assert!(server.is_running(), "SIGHUP stopped the server");
+
+    // The connection opened before the reload, still open, follows the new config.
+    for _ in 0..5 {
+        assert_bounce(&send_message(&mut open));
+    }
+    assert_eq!(ehlo_size(&mut open), 200000);
+    assert_eq!(open.command("NOOP"), "250 2.0.0 OK");
+    // New connections too.
+    for _ in 0..5 {
+        let mut client = server.greeted();
+        assert_eq!(ehlo_size(&mut client), 200000);
+        assert_bounce(&send_message(&mut client));
+    }
+    assert_eq!(open.command("QUIT"), "221 2.0.0 Goodbye");
+
+    // timeout = 5: an idle connection is closed after 5 s, not the old 60.
+    let mut idle = server.greeted();
+    let since = Instant::now();
+    let timed_out = idle.reply_within(Duration::from_secs(30));
+    let waited = since.elapsed();
+    assert_eq!(
+        timed_out.as_deref().ok(),
+        Some("421 Timeout"),
+        "an idle connection after the reload: {timed_out:?} after {waited:?}"
+    );
+    assert!(
+        (Duration::from_millis(4500)..=Duration::from_secs(15)).contains(&waited),
+        "timeout = 5 after the reload, yet the idle connection was closed after {waited:?}"
+    );
+    idle.expect_closed();
+}
+
+#[test]
+fn sighup_with_a_config_that_does_not_parse_keeps_the_old_one() {
+    let mut server = Blackhole::serving("mode = \"accept\"\nmax_message_size = 100000");
+    let mut open = server.greeted();
+    assert_eq!(ehlo_size(&mut open), 100000);
+    assert_queued(&send_message(&mut open));
+    let logged_before = server.log().len();
+
+    server.write_config_text("mode = \"bounce\"\nthis is [not toml\n");
+    server.signal("HUP");
+    let log_path = server.log_path();
+    server.wait_until("the failed reload logged", || {
+        fs::read_to_string(&log_path).unwrap_or_default().len() > logged_before
+    });
+    // Let the whole line land.
+    thread::sleep(Duration::from_millis(200));
+    let log = server.log();
+    let said = &log[logged_before..];
+    println!("logged on the bad SIGHUP: {said:?}");
+    assert!(
+        said.contains(&server.marker()),
+        "the log should name the config file that does not parse: {said:?}"
+    );
+    assert!(
+        server.is_running(),
+        "a bad config on SIGHUP stopped the server"
+    );
+
+    // The old config goes on: the open connection, and new ones.
+    for _ in 0..3 {
+        assert_queued(&send_message(&mut open));
+    }
+    assert_eq!(ehlo_size(&mut open), 100000);
+    for _ in 0..3 {
+        assert_queued(&one_message(server.addr));
+    }
+
+    // And a good config on the next SIGHUP still applies.
+    server.rewrite_config("mode = \"bounce\"");
+    server.signal("HUP");
+    let mut reply = String::new();
+    assert!(
+        wait_for(SETTLE, || {
+            reply = one_message(server.addr);
+            !reply.starts_with("250 ")
+        }),
+        "a good config after a bad one was not applied: {reply:?}"
+    );
+    assert_bounce(&reply);
+    assert_bounce(&send_message(&mut open));
+    assert_eq!(open.command("QUIT"), "221 2.0.0 Goodbye");
+}
+
+#[test]
+fn sighup_to_the_supervisor_reaches_the_workers() {
+    let mut server = Blackhole::start("workers = 2\nmode = \"accept\"");
+    let workers = server.wait_workers(2);
+    for _ in 0..4 {
+        assert_queued(&one_message(server.addr));
+    }
+    server.rewrite_config("workers = 2\nmode = \"bounce\"");
+    server.signal("HUP");
+    let mut reply = String::new();
+    assert!(
+        wait_for(SETTLE, || {
+            reply = one_message(server.addr);
+            !reply.starts_with("250 ")
+        }),
+        "messages still accepted {SETTLE:?} after SIGHUP to the supervisor: {reply:?}; \
+         stderr:\n{}",
+        server.log()
+    );
+    // Twenty connections: with two workers, both serve some of them (all on one: 2 in a
+    // million); every one bounces.
+    for _ in 0..20 {
+        assert_bounce(&one_message(server.addr));
+    }
+    let after = server.wait_workers(2);
+    println!("workers before SIGHUP {workers:?}, after {after:?}");
+    assert!(server.is_running(), "SIGHUP stopped the supervisor");
+    assert_eq!(server.stop("TERM", PROMPT).code(), Some(0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// user and group
+
+#[test]
+fn user_and_group_drop_root_and_every_supplementary_group() {
+    assert_root();
+    let mut server = Blackhole::serving("user = \"nobody\"\ngroup = \"nogroup\"");
+    // A greeting and a message: the process serves, so it is past the switch.
+    assert_queued(&one_message(server.addr));
+    let pid = server.pid();
+    let (uid, gid, groups) = (
+        status_line(pid, "Uid"),
+        status_line(pid, "Gid"),
+        status_line(pid, "Groups"),
+    );
+    println!("serving process {pid}: Uid: {uid} / Gid: {gid} / Groups: {groups}");
+    assert_eq!(uid, "65534 65534 65534 65534", "Uid: line");
+    assert_eq!(gid, "65534 65534 65534 65534", "Gid: line");
+    assert_eq!(
+        groups, "65534",
+        "Groups: line (supplementary groups dropped)"
+    );
+    let mut client = server.greeted();
+    assert_queued(&send_message(&mut client));
+    assert_eq!(server.stop("TERM", PROMPT).code(), Some(0));
+}
+
+#[test]
+fn an_unknown_user_or_group_is_a_config_error() {
+    let dir = TempDir::new();
+    let listen = loopback(free_port());
+    let cases = [
+        ("user = \"nosuchperson4711\"", "user", "nosuchperson4711"),
+        (
+            "user = \"nobody\"\ngroup = \"nosuchclan4711\"",
+            "group",
+            "nosuchclan4711",
+        ),
+        ("group = \"nosuchclan4711\"", "group", "nosuchclan4711"),
+    ];
+    for (extra, option, name) in cases {
+        let config = config_file(&dir, &listen, extra);
+        let conf = config.to_str().expect("utf-8 path");
+        for args in [vec!["-c", conf], vec!["-t", "-c", conf]] {
+            let what = format!("{extra:?} with {args:?}");
+            let output = run_blackhole(&args, PROMPT);
+            assert_exit(&output, 64, &what);
+            assert_stderr_names(&output, option, &what);
+            assert_stderr_names(&output, name, &what);
+        }
+    }
+    assert!(nothing_listens(listen_port(&listen)));
+}
+
+fn listen_port(listen: &str) -> u16 {
+    listen
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port")
+}
+
+#[test]
+fn switching_user_without_the_right_exits_77() {
+    let dir = TempDir::new();
+    let port = free_port();
+    let config = config_file(&dir, &loopback(port), "user = \"root\"");
+    let _cleanup = KillOnDrop {
+        marker: config.display().to_string(),
+    };
+    let output = run_with_limit(
+        as_nobody().arg(blackhole_bin()).arg("-c").arg(&config),
+        PROMPT,
+    );
+    assert_exit(&output, 77, "user = \"root\" started as nobody");
+    assert_stderr_names(&output, "user", "user = \"root\" started as nobody");
+    assert!(nothing_listens(port));
+}
+
+// ---------------------------------------------------------------------------------------------
+// -b
+
+/// `blackhole -b -c CONFIG`: its output, and the pid it says it runs as.
+fn start_background(config: &Path) -> (Output, Option<u32>) {
+    let started = Instant::now();
+    let output = run_blackhole(&["-b", "-c", config.to_str().expect("utf-8 path")], PROMPT);
+    println!("blackhole -b returned after {:?}", started.elapsed());
+    let pid = text(&output.stdout)
+        .split("running in the background as process ")
+        .nth(1)
+        .and_then(|rest| {
+            rest.split_whitespace()
+                .next()
+                .and_then(|pid| pid.parse().ok())
+        });
+    (output, pid)
+}
+
+#[test]
+fn background_daemon_serves_from_its_own_session_and_cleans_up_on_sigterm() {
+    let dir = TempDir::new();
+    let port = free_port();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let pidfile = dir.path().join("blackhole.pid");
+    let config = config_file(
+        &dir,
+        &loopback(port),
+        &format!("pidfile = \"{}\"", pidfile.display()),
+    );
+    let _cleanup = KillOnDrop {
+        marker: config.display().to_string(),
+    };
+    let (output, pid) = start_background(&config);
+    assert_exit(&output, 0, "blackhole -b");
+    let pid = pid.unwrap_or_else(|| {
+        panic!(
+            "no \"running in the background as process PID\" on stdout: {:?}",
+            text(&output.stdout)
+        )
+    });
+    let written = fs::read_to_string(&pidfile).unwrap_or_default();
+    assert_eq!(
+        written.trim(),
+        pid.to_string(),
+        "the pidfile should hold the daemon's pid"
+    );
+    assert!(alive(pid), "the daemon {pid} is not running");
+    assert!(
+        cmdline(pid).contains(&config.display().to_string()),
+        "process {pid} is not our daemon: {:?}",
+        cmdline(pid)
+    );
+    let stat = stat(pid).expect("the daemon's /proc/PID/stat");
+    assert_eq!(stat.tty_nr, 0, "the daemon has a controlling terminal");
+    assert_eq!(stat.session, pid, "the daemon should lead its own session");
+    assert!(listens(pid, port), "the daemon does not hold the listener");
+    assert_queued(&one_message(addr));
+    let mut client = greeted(addr);
+    assert_queued(&send_message(&mut client));
+    assert_eq!(client.command("QUIT"), "221 2.0.0 Goodbye");
+
+    send_signal("TERM", pid);
+    assert!(
+        wait_for(PROMPT, || !alive(pid)),
+        "the daemon {pid} still runs {PROMPT:?} after SIGTERM"
+    );
+    assert!(
+        !pidfile.exists(),
+        "the pidfile is left after a clean stop: {:?}",
+        fs::read_to_string(&pidfile)
+    );
+    assert!(nothing_listens(port));
+}
+
+#[test]
+fn a_second_start_on_the_same_pidfile_is_refused() {
+    let dir = TempDir::new();
+    let (port, other_port) = (free_port(), free_port());
+    let pidfile = dir.path().join("blackhole.pid");
+    let pidfile_line = format!("pidfile = \"{}\"", pidfile.display());
+    let config = config_file(&dir, &loopback(port), &pidfile_line);
+    // Another port: only the pidfile stands in the way of the second start.
+    let second = dir.write(
+        "second.toml",
+        &config_toml(&loopback(other_port), &pidfile_line),
+    );
+    let _cleanup = (
+        KillOnDrop {
+            marker: config.display().to_string(),
+        },
+        KillOnDrop {
+            marker: second.display().to_string(),
+        },
+    );
+    let (output, pid) = start_background(&config);
+    assert_exit(&output, 0, "the first blackhole -b");
+    let pid = pid.expect("the first daemon's pid on stdout");
+    assert!(alive(pid));
+
+    let background = run_blackhole(&["-b", "-c", second.to_str().expect("utf-8")], PROMPT);
+    let foreground = run_blackhole(&["-c", second.to_str().expect("utf-8")], PROMPT);
+    for (output, what) in [
+        (&background, "a second -b start on the same pidfile"),
+        (&foreground, "a foreground start on the same pidfile"),
+    ] {
+        assert_exit(output, 77, what);
+        assert_stderr_names(output, &pidfile.display().to_string(), what);
+        assert!(
+            !text(&output.stdout).contains("running in the background"),
+            "{what}: {:?}",
+            text(&output.stdout)
+        );
+    }
+    assert!(nothing_listens(other_port));
+    assert_eq!(
+        fs::read_to_string(&pidfile).unwrap_or_default().trim(),
+        pid.to_string(),
+        "the refused starts changed the pidfile"
+    );
+    assert!(alive(pid), "the first daemon died");
+    assert_queued(&one_message(SocketAddr::from((Ipv4Addr::LOCALHOST, port))));
+    send_signal("TERM", pid);
+    assert!(
+        wait_for(PROMPT, || !alive(pid)),
+        "the daemon ignored SIGTERM"
+    );
+}
+
+#[test]
+fn a_bind_error_under_background_is_reported_by_the_command() {
+    let dir = TempDir::new();
+    let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a port");
+    let port = taken.local_addr().expect("local_addr").port();
+    let pidfile = dir.path().join("blackhole.pid");
+    let config = config_file(
+        &dir,
+        &loopback(port),
+        &format!("pidfile = \"{}\"", pidfile.display()),
+    );
+    let _cleanup = KillOnDrop {
+        marker: config.display().to_string(),
+    };
+    let (output, pid) = start_background(&config);
+    assert_exit(&output, 77, "blackhole -b on a port in use");
+    assert_stderr_names(&output, &loopback(port), "blackhole -b on a port in use");
+    assert_eq!(pid, None, "it says it runs in the background");
+    assert!(!pidfile.exists(), "a pidfile was written");
+    thread::sleep(Duration::from_millis(200));
+    let left: Vec<u32> = all_pids()
+        .into_iter()
+        .filter(|&p| alive(p) && cmdline(p).contains(&config.display().to_string()))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "blackhole processes left running: {left:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bind errors
+
+#[test]
+fn a_port_in_use_exits_77_naming_the_address() {
+    let dir = TempDir::new();
+    let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a port");
+    let port = taken.local_addr().expect("local_addr").port();
+    for extra in ["", "workers = 2"] {
+        let config = config_file(&dir, &loopback(port), extra);
+        let _cleanup = KillOnDrop {
+            marker: config.display().to_string(),
+        };
+        let what = format!("a port in use, config {extra:?}");
+        let output = run_blackhole(&["-c", config.to_str().expect("utf-8")], PROMPT);
+        assert_exit(&output, 77, &what);
+        assert_stderr_names(&output, &loopback(port), &what);
+    }
+}
+
+#[test]
+fn a_port_below_1024_without_the_right_exits_77() {
+    let dir = TempDir::new();
+    let config = config_file(&dir, "127.0.0.1:25", "");
+    let _cleanup = KillOnDrop {
+        marker: config.display().to_string(),
+    };
+    let output = run_with_limit(
+        as_nobody().arg(blackhole_bin()).arg("-c").arg(&config),
+        PROMPT,
+    );
+    assert_exit(&output, 77, "listen 127.0.0.1:25 as nobody");
+    assert_stderr_names(&output, "127.0.0.1:25", "listen 127.0.0.1:25 as nobody");
+    assert!(
+        !text(&output.stderr).to_lowercase().contains("in use"),
+        "as nobody, port 25 should be refused for want of the right: {}",
+        text(&output.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// -t
+
+#[test]
+fn test_flag_checks_without_serving() {
+    let dir = TempDir::new();
+    let port = free_port();
+    let listen = loopback(port);
+
+    let bad_option = config_file(&dir, &listen, "no_such_option = 1");
+    let output = run_blackhole(&["-t", "-c", bad_option.to_str().expect("utf-8")], PROMPT);
+    assert_exit(&output, 64, "-t, an unknown option");
+    assert_stderr_names(&output, "no_such_option", "-t, an unknown option");
+    assert_stderr_names(
+        &output,
+        &bad_option.display().to_string(),
+        "-t, an unknown option",
+    );
+
+    let bad_value = dir.write(
+        "bad-value.toml",
+        &config_toml(&listen, "mode = \"sideways\""),
+    );
+    let output = run_blackhole(&["-t", "-c", bad_value.to_str().expect("utf-8")], PROMPT);
+    assert_exit(&output, 64, "-t, a bad mode");
+    assert_stderr_names(&output, "mode", "-t, a bad mode");
+
+    let unknown_user = dir.write(
+        "unknown-user.toml",
+        &config_toml(&listen, "user = \"nosuchperson4711\""),
+    );
+    let output = run_blackhole(
+        &["--test", "-c", unknown_user.to_str().expect("utf-8")],
+        PROMPT,
+    );
+    assert_exit(&output, 64, "--test, an unknown user");
+    assert_stderr_names(&output, "user", "--test, an unknown user");
+
+    let pidfile = dir.path().join("blackhole.pid");
+    let good = dir.write(
+        "good.toml",
+        &config_toml(
+            &listen,
+            &format!(
+                "pidfile = \"{}\"\nuser = \"nobody\"\ngroup = \"nogroup\"\nworkers = 2",
+                pidfile.display()
+            ),
+        ),
+    );
+    let _cleanup = KillOnDrop {
+        marker: good.display().to_string(),
+    };
+    let started = Instant::now();
+    let output = run_blackhole(&["-t", "-c", good.to_str().expect("utf-8")], PROMPT);
+    println!("-t on a good config took {:?}", started.elapsed());
+    assert_exit(&output, 0, "-t, a good config");
+    assert!(
+        nothing_listens(port),
+        "-t left something listening on {listen}"
+    );
+    assert!(!pidfile.exists(), "-t wrote the pidfile");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line's exit codes
+
+#[test]
+fn an_unknown_argument_exits_64() {
+    for args in [&["--no-such-flag"][..], &["-x"], &["-t", "extra-word"]] {
+        let output = run_blackhole(args, PROMPT);
+        let what = format!("blackhole {args:?}");
+        assert_exit(&output, 64, &what);
+        assert!(!output.stderr.is_empty(), "{what}: no message");
+    }
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    for args in [&["-h"][..], &["--help"], &["-v"], &["--version"]] {
+        let output = run_blackhole(args, PROMPT);
+        let what = format!("blackhole {args:?}");
+        assert_exit(&output, 0, &what);
+        assert!(
+            text(&output.stdout).contains("blackhole"),
+            "{what}: {:?}",
+            text(&output.stdout)
+        );
+    }
+}
+
+#[test]
+fn help_config_names_every_option() {
+    let output = run_blackhole(&["--help-config"], PROMPT);
+    assert_exit(&output, 0, "--help-config");
+    let stdout = text(&output.stdout);
+    let words: HashSet<&str> = stdout
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .collect();
+    for option in [
+        "listen",
+        "tls_listen",
+        "tls_cert",
+        "tls_key",
+        "tls_dhparams",
+        "user",
+        "group",
+        "pidfile",
+        "timeout",
+        "delay",
+        "mode",
+        "max_message_size",
+        "dynamic_switch",
+        "workers",
+        "mailname",
+        "max_connections",
+    ] {
+        assert!(
+            words.contains(option),
+            "--help-config does not name `{option}`:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn print_systemd_unit_exits_0_with_a_unit() {
+    let output = run_blackhole(&["--print-systemd-unit"], PROMPT);
+    assert_exit(&output, 0, "--print-systemd-unit");
+    let stdout = text(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ExecStart=") && l.contains("blackhole")),
+        "no ExecStart= running blackhole:\n{stdout}"
+    );
+    assert!(
+        lines.contains(&"AmbientCapabilities=CAP_NET_BIND_SERVICE"),
+        "no AmbientCapabilities=CAP_NET_BIND_SERVICE:\n{stdout}"
+    );
+    assert!(
+        lines.contains(&"[Service]"),
+        "no [Service] section:\n{stdout}"
+    );
+}
