@@ -1,0 +1,239 @@
+//! Starting and stopping the servers under test, and reading them through /proc.
+//!
+//! Each start is fresh (a new process, a new free port on 127.0.0.1, for blackhole a config
+//! of its own in a scratch folder), so no measurement inherits another's connections or
+//! grown tables. The time from spawn to the port accepting a connection is measured on every
+//! start. Stopping is by the process id we started, never by name.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::procfs;
+
+pub const SMTP_SINK: &str = "/usr/sbin/smtp-sink";
+pub const SMTP_SOURCE: &str = "/usr/sbin/smtp-source";
+
+/// How long a server may take to listen before the start counts as failed.
+const START_LIMIT: Duration = Duration::from_secs(10);
+/// How often the port is tried while a server starts: fine enough to time a start of a few
+/// milliseconds, coarse enough not to take a CPU from the server that is starting.
+const START_POLL: Duration = Duration::from_micros(100);
+
+/// The blackhole binary to measure: `BLACKHOLE_BENCH_BIN` if set (to compare builds), else
+/// the release build `cargo bench` has just made of this package.
+pub fn blackhole_binary() -> PathBuf {
+    std::env::var_os("BLACKHOLE_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_blackhole")))
+}
+
+/// Whether Postfix's test programs are installed (and not turned off with
+/// `BLACKHOLE_BENCH_NO_POSTFIX=1`, which runs the bench as a machine without them would).
+pub fn postfix_available() -> bool {
+    !postfix_turned_off() && Path::new(SMTP_SINK).is_file() && Path::new(SMTP_SOURCE).is_file()
+}
+
+pub fn postfix_turned_off() -> bool {
+    std::env::var("BLACKHOLE_BENCH_NO_POSTFIX").is_ok_and(|v| v == "1")
+}
+
+/// A loopback port that was free a moment ago (the OS picked it, and we let it go).
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// A folder for one server's config and log, removed when the server is dropped.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new() -> io::Result<ScratchDir> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "blackhole-bench-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&path)?;
+        Ok(ScratchDir(path))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct Server {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    /// From spawn to the first accepted connection.
+    pub listening_after: Duration,
+    child: Child,
+    dir: ScratchDir,
+}
+
+impl Server {
+    /// blackhole on a free port with `timeout = 180` (nothing may time out while the idle
+    /// tests hold their connections), `-q` as servers/blackhole.sh runs it.
+    pub fn blackhole(binary: &Path) -> io::Result<Server> {
+        let dir = ScratchDir::new()?;
+        let port = free_port()?;
+        let config = dir.0.join("blackhole.toml");
+        fs::write(
+            &config,
+            format!("listen = [\"127.0.0.1:{port}\"]\ntimeout = 180\nmailname = \"bench.local\"\n"),
+        )?;
+        let mut command = Command::new(binary);
+        command.arg("-q").arg("-c").arg(&config);
+        Server::start("blackhole", command, port, dir)
+    }
+
+    /// Postfix smtp-sink as /work/shared/bench/servers/smtp-sink.sh runs it: no cap on
+    /// simultaneous connections below ours, a command timeout longer than any test, a
+    /// backlog of 4096.
+    pub fn smtp_sink() -> io::Result<Server> {
+        let dir = ScratchDir::new()?;
+        let port = free_port()?;
+        let mut command = Command::new(SMTP_SINK);
+        if procfs::running_as_root() {
+            // smtp-sink refuses to run as root without a user to switch to.
+            command.args(["-u", "nobody"]);
+        }
+        command
+            .args(["-m", "50000", "-t", "300"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("4096");
+        Server::start("smtp-sink", command, port, dir)
+    }
+
+    fn start(
+        name: &'static str,
+        mut command: Command,
+        port: u16,
+        dir: ScratchDir,
+    ) -> io::Result<Server> {
+        // A file, not a pipe: nobody reads a pipe during the run, and a full one would stall
+        // the server.
+        let log = fs::File::create(dir.0.join("server.log"))?;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let spawned_at = Instant::now();
+        let child = command.spawn()?;
+        let mut server = Server {
+            name,
+            addr,
+            listening_after: Duration::ZERO,
+            child,
+            dir,
+        };
+        let first = server.wait_until_listening(spawned_at)?;
+        server.listening_after = spawned_at.elapsed();
+        greet_and_quit(first)
+            .map_err(|e| server.failure(&format!("first connection failed: {e}")))?;
+        Ok(server)
+    }
+
+    fn wait_until_listening(&mut self, spawned_at: Instant) -> io::Result<TcpStream> {
+        loop {
+            match TcpStream::connect(self.addr) {
+                Ok(stream) => return Ok(stream),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Err(e) => return Err(e),
+            }
+            if let Some(status) = self.child.try_wait()? {
+                return Err(self.failure(&format!("exited ({status}) before listening")));
+            }
+            if spawned_at.elapsed() > START_LIMIT {
+                return Err(self.failure("did not listen within 10 s"));
+            }
+            thread::sleep(START_POLL);
+        }
+    }
+
+    /// An error naming the server and carrying the end of its log.
+    fn failure(&self, what: &str) -> io::Error {
+        let log = fs::read_to_string(self.dir.0.join("server.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(10).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        io::Error::other(format!(
+            "{} on {}: {what}; its log ends:\n{}",
+            self.name,
+            self.addr,
+            tail.join("\n")
+        ))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn cpu_seconds(&self) -> f64 {
+        procfs::cpu_seconds(self.pid())
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        procfs::rss_kib(self.pid())
+    }
+
+    pub fn context_switches(&self) -> u64 {
+        procfs::context_switches(self.pid())
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM (a clean stop), then SIGKILL if it has not exited within 5 s.
+    pub fn stop(&mut self) {
+        if !self.alive() {
+            return;
+        }
+        // Std cannot send SIGTERM; the shell's builtin kill is everywhere.
+        let _ = Command::new("sh")
+            .args(["-c", "kill -s TERM \"$1\"", "sh", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !self.alive() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Reads the 220 on the connection that proved the server listens, and says goodbye.
+fn greet_and_quit(mut stream: TcpStream) -> io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut greeting = [0u8; 512];
+    let n = stream.read(&mut greeting)?;
+    if !greeting[..n].starts_with(b"220") {
+        return Err(io::Error::other(format!(
+            "greeting {:?}",
+            String::from_utf8_lossy(&greeting[..n])
+        )));
+    }
+    stream.write_all(b"QUIT\r\n")?;
+    let _ = stream.read(&mut greeting);
+    Ok(())
+}
