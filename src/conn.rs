@@ -6,7 +6,6 @@
 //! the session's.
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
 
 use mio::Interest;
 use mio::net::TcpStream;
@@ -46,6 +45,8 @@ pub struct Conn {
     pub read_ready: bool,
     /// The client has finished sending.
     pub peer_closed: bool,
+    /// Readiness said the client has finished sending (its end is read after its bytes).
+    pub end_announced: bool,
     /// Close once `out` has gone.
     pub closing: bool,
     /// The interest the socket is registered with.
@@ -79,6 +80,7 @@ impl Conn {
             delay_timer: None,
             read_ready: false,
             peer_closed: false,
+            end_announced: false,
             closing: false,
             interest: Interest::READABLE,
         }
@@ -188,14 +190,13 @@ impl Conn {
         }
     }
 
-    /// Ends the connection politely: a TLS close_notify, then FIN after the replies, so the
-    /// client reads them all before the end. Best effort: the socket is closed next anyway.
-    pub fn shutdown(&mut self) {
+    /// Before the socket closes: a TLS connection sends its close_notify. Best effort; the
+    /// FIN that closing sends follows the replies, so the client reads them all.
+    pub fn say_goodbye(&mut self) {
         if let Some(tls) = &mut self.tls {
             tls.send_close_notify();
             let _ = tls.write_tls(&mut self.stream);
         }
-        let _ = self.stream.shutdown(Shutdown::Write);
     }
 }
 

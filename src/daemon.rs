@@ -23,8 +23,12 @@ pub fn is_detached() -> bool {
 /// In the foreground command: starts the background copy with the same arguments and
 /// returns its outcome: `Ok(pid)` once it serves, or its exit code and what it said.
 pub fn start_background() -> Result<u32, (u8, String)> {
-    let program = std::env::current_exe()
-        .map_err(|e| (70, format!("cannot find this program to run it in the background: {e}")))?;
+    let program = std::env::current_exe().map_err(|e| {
+        (
+            70,
+            format!("cannot find this program to run it in the background: {e}"),
+        )
+    })?;
     let mut child = Command::new(program)
         .args(std::env::args_os().skip(1))
         .env(DETACHED, "1")
@@ -46,7 +50,10 @@ pub fn start_background() -> Result<u32, (u8, String)> {
         .wait()
         .map_err(|e| (70, format!("lost the background process: {e}")))?;
     let code = status.code().unwrap_or(70).clamp(1, 255) as u8;
-    Err((code, said.trim_end().trim_start_matches("blackhole: ").to_owned()))
+    Err((
+        code,
+        said.trim_end().trim_start_matches("blackhole: ").to_owned(),
+    ))
 }
 
 /// The last thing the background copy says on the waiting command's pipe.

@@ -70,14 +70,23 @@ fn parse_args() -> Result<Command, String> {
     // `-ls` is one flag, not `-l -s`: spell it the long way before parsing.
     let raw = std::env::args_os()
         .skip(1)
-        .map(|a| if a == "-ls" { "--less-secure".into() } else { a })
+        .map(|a| {
+            if a == "-ls" {
+                "--less-secure".into()
+            } else {
+                a
+            }
+        })
         .collect();
     let mut args = pico_args::Arguments::from_vec(raw);
     if args.contains(["-h", "--help"]) {
         return Ok(Command::Print(HELP.into()));
     }
     if args.contains(["-v", "--version"]) {
-        return Ok(Command::Print(format!("blackhole {}\n", env!("CARGO_PKG_VERSION"))));
+        return Ok(Command::Print(format!(
+            "blackhole {}\n",
+            env!("CARGO_PKG_VERSION")
+        )));
     }
     if args.contains("--help-config") {
         return Ok(Command::Print(blackhole::options::options_documentation()));
@@ -165,10 +174,10 @@ struct Checked {
 
 fn check(args: &Args) -> Result<Checked, Failure> {
     let config = config::load(args.conf.as_deref()).map_err(|e| (EXIT_USAGE, e.to_string()))?;
-    let file = config
-        .source
-        .as_ref()
-        .map_or_else(|| "built-in defaults".to_owned(), |p| p.display().to_string());
+    let file = config.source.as_ref().map_or_else(
+        || "built-in defaults".to_owned(),
+        |p| p.display().to_string(),
+    );
     let tls = tls::server_config(&config, &file).map_err(|e| (EXIT_USAGE, e))?;
     let identity = privileges::resolve(config.user.as_deref(), config.group.as_deref(), &file)
         .map_err(|e| (e.exit_code, e.message))?;
@@ -206,7 +215,10 @@ fn run(args: &Args) -> Result<(), Failure> {
     }
     if args.worker {
         if !supervisor::follow_supervisor() {
-            return Err((EXIT_SOFTWARE, "the supervisor has gone: not starting".into()));
+            return Err((
+                EXIT_SOFTWARE,
+                "the supervisor has gone: not starting".into(),
+            ));
         }
         return serve(args, checked, true);
     }
@@ -271,8 +283,7 @@ fn serve_bound(
         settings.max_connections
     );
     if daemon::is_detached() {
-        daemon::release_streams()
-            .map_err(|e| (EXIT_SOFTWARE, format!("cannot detach: {e}")))?;
+        daemon::release_streams().map_err(|e| (EXIT_SOFTWARE, format!("cannot detach: {e}")))?;
     }
     let reload = reloader(args.conf.clone(), config.clone(), tls.is_some());
     Server::new(listeners, tls, settings, seed(), reload)
@@ -293,8 +304,7 @@ fn supervise(args: &Args, checked: &Checked) -> Result<(), Failure> {
         pidfile::write(path, file).map_err(|e| (EXIT_PERMISSION, e))?;
     }
     if daemon::is_detached() {
-        daemon::release_streams()
-            .map_err(|e| (EXIT_SOFTWARE, format!("cannot detach: {e}")))?;
+        daemon::release_streams().map_err(|e| (EXIT_SOFTWARE, format!("cannot detach: {e}")))?;
     }
     let command = worker_command(args, config)?;
     let conf = args.conf.clone();
@@ -313,8 +323,12 @@ fn supervise(args: &Args, checked: &Checked) -> Result<(), Failure> {
 
 /// This program again, as a worker reading the same configuration.
 fn worker_command(args: &Args, config: &Config) -> Result<WorkerCommand, Failure> {
-    let program = std::env::current_exe()
-        .map_err(|e| (EXIT_SOFTWARE, format!("cannot find this program to start workers: {e}")))?;
+    let program = std::env::current_exe().map_err(|e| {
+        (
+            EXIT_SOFTWARE,
+            format!("cannot find this program to start workers: {e}"),
+        )
+    })?;
     let mut worker_args: Vec<OsString> = vec!["--worker".into()];
     if let Some(source) = &config.source {
         worker_args.push("-c".into());
@@ -369,7 +383,10 @@ fn reloader(conf: Option<PathBuf>, running: Config, tls: bool) -> Reload {
             }
         };
         let restart: Vec<&str> = [
-            ("listen/tls_listen", !same_addresses(&running.listeners, &new.listeners)),
+            (
+                "listen/tls_listen",
+                !same_addresses(&running.listeners, &new.listeners),
+            ),
             ("tls_cert", running.tls_cert != new.tls_cert),
             ("tls_key", running.tls_key != new.tls_key),
             ("user", running.user != new.user),
@@ -403,7 +420,10 @@ fn reloader(conf: Option<PathBuf>, running: Config, tls: bool) -> Reload {
 }
 
 fn same_addresses(a: &[ListenerSpec], b: &[ListenerSpec]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.addr == y.addr && x.tls == y.tls)
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.addr == y.addr && x.tls == y.tls)
 }
 
 /// Descriptors a process needs besides its connections: standard streams, the poll

@@ -119,9 +119,31 @@ pub fn ehlo(fqdn: &str, max_message_size: u64, starttls: bool) -> Vec<u8> {
 
 /// A message id, `<DIGITS.DIGITS.DIGITS@{fqdn}>`, from three numbers the caller draws.
 pub fn message_id(out: &mut Vec<u8>, parts: [u64; 3], fqdn: &str) {
-    use std::io::Write;
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "<{}.{}.{}@{}>", parts[0], parts[1], parts[2], fqdn);
+    out.push(b'<');
+    for (i, part) in parts.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        decimal(out, part);
+    }
+    out.push(b'@');
+    out.extend_from_slice(fqdn.as_bytes());
+    out.push(b'>');
+}
+
+/// Appends `n` in decimal (without the formatting machinery: this runs for every message).
+fn decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 /// `250 2.0.0 OK: queued as {msgid}`.
@@ -186,4 +208,14 @@ pub fn expn(out: &mut Vec<u8>, list: &[u8], fqdn: &str) -> bool {
         out.extend_from_slice(b">\r\n");
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn message_ids_are_three_numbers_at_the_mail_name() {
+        let mut out = Vec::new();
+        super::message_id(&mut out, [0, 42, u64::MAX], "mx.example");
+        assert_eq!(out, b"<0.42.18446744073709551615@mx.example>");
+    }
 }

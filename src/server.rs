@@ -244,6 +244,9 @@ impl Server {
                 if event.is_readable() || event.is_read_closed() {
                     c.read_ready = true;
                 }
+                if event.is_read_closed() {
+                    c.end_announced = true;
+                }
                 self.drive(conn.slot as usize);
             }
         }
@@ -352,9 +355,9 @@ impl Server {
             );
             self.limit_reported = true;
         }
-        // Best effort: a fresh socket's send buffer takes one short line.
+        // Best effort: a fresh socket's send buffer takes one short line; closing the socket
+        // (dropping it) then sends FIN after it.
         let _ = stream.write(reply::TOO_MANY_CONNECTIONS);
-        let _ = stream.shutdown(std::net::Shutdown::Both);
     }
 
     fn open(&mut self, mut stream: TcpStream, listener: usize) {
@@ -370,16 +373,19 @@ impl Server {
             warn!("cannot watch a new connection: {e}");
             return;
         }
-        // Replies leave as soon as they are written: a client waits for each one.
-        let _ = stream.set_nodelay(true);
         let state = &self.listeners[listener];
+        if state.tls {
+            // A TLS handshake writes flights back to back; Nagle would hold the second until
+            // the client's delayed ACK. Plain replies need no such help: every batch of them
+            // leaves in one write, after a client command that acknowledged the one before.
+            let _ = stream.set_nodelay(true);
+        }
         let mut conn = Conn::new(stream, listener, id, self.now, state.tls);
         if state.tls {
             match new_tls(self.tls.as_ref()) {
                 Ok(tls) => conn.tls = Some(tls),
                 Err(e) => {
                     warn!("cannot start TLS: {e}");
-                    let _ = self.poll.registry().deregister(&mut conn.stream);
                     return;
                 }
             }
@@ -463,6 +469,13 @@ impl Server {
             }
             match conn.read(&mut self.scratch) {
                 Received::Bytes(n) => {
+                    if n < self.scratch.len() && conn.tls.is_none() && !conn.end_announced {
+                        // A short read emptied the socket, and with edge-triggered readiness
+                        // any later bytes bring a new event: no need for a read that would
+                        // only say WouldBlock (as nginx does). Not when the client's end was
+                        // announced with the bytes: no new event would tell of it.
+                        conn.read_ready = false;
+                    }
                     let input = &self.scratch[..n];
                     if log_enabled!(Level::Debug) {
                         log_lines(conn.id, "C:", input);
@@ -599,8 +612,10 @@ impl Server {
         {
             self.timers.cancel(key);
         }
-        conn.shutdown();
-        let _ = self.poll.registry().deregister(&mut conn.stream);
+        conn.say_goodbye();
+        // Dropping the socket closes it, which also takes it out of the poll set: no
+        // deregistration call is needed, and an event already fetched for it is dropped by
+        // its token's generation.
         debug!("[{}] closed", conn.id);
     }
 }

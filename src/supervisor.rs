@@ -47,11 +47,7 @@ struct Worker {
 
 /// Runs the supervisor until SIGTERM or SIGINT. `check_config` is called on SIGHUP before the
 /// workers are told to reload (it logs what it finds).
-pub fn run(
-    count: u32,
-    command: &WorkerCommand,
-    mut check_config: impl FnMut(),
-) -> io::Result<()> {
+pub fn run(count: u32, command: &WorkerCommand, mut check_config: impl FnMut()) -> io::Result<()> {
     let mut poll = Poll::new()?;
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD])?;
     poll.registry()

@@ -18,6 +18,10 @@ pub struct Switches {
 impl Switches {
     /// Looks at one header line (without its CRLF) and keeps the switch it sets, if any.
     pub fn read_header(&mut self, line: &[u8]) {
+        // Most header lines are not switches: say so at the first byte.
+        if !line.first().is_some_and(|b| b.eq_ignore_ascii_case(&b'x')) {
+            return;
+        }
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             return;
         };
