@@ -480,7 +480,7 @@ impl Server {
                     if log_enabled!(Level::Debug) {
                         log_lines(conn.id, "C:", input);
                     }
-                    if input.contains(&b'\n') {
+                    if memchr::memchr(b'\n', input).is_some() {
                         conn.last_line_at = self.now;
                     }
                     let action = feed(conn, policy, &mut self.rng, input);
