@@ -51,6 +51,8 @@ pub struct Conn {
     pub closing: bool,
     /// The interest the socket is registered with.
     pub interest: Interest,
+    /// On the server's ready queue, to go on next turn.
+    pub queued: bool,
 }
 
 /// What one read gave.
@@ -83,6 +85,7 @@ impl Conn {
             end_announced: false,
             closing: false,
             interest: Interest::READABLE,
+            queued: false,
         }
     }
 

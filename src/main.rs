@@ -173,7 +173,17 @@ struct Checked {
 }
 
 fn check(args: &Args) -> Result<Checked, Failure> {
-    let config = config::load(args.conf.as_deref()).map_err(|e| (EXIT_USAGE, e.to_string()))?;
+    let config = match (
+        args.worker,
+        std::env::var(supervisor::CONFIG_SNAPSHOT),
+        &args.conf,
+    ) {
+        // A worker reads the configuration its supervisor runs, not whatever the file says
+        // now: a worker restarted after an edit must not bind other addresses.
+        (true, Ok(text), Some(path)) => config::parse(&text, path),
+        _ => config::load(args.conf.as_deref()),
+    }
+    .map_err(|e| (EXIT_USAGE, e.to_string()))?;
     let file = config.source.as_ref().map_or_else(
         || "built-in defaults".to_owned(),
         |p| p.display().to_string(),
@@ -231,7 +241,8 @@ fn run(args: &Args) -> Result<(), Failure> {
     serve(args, checked, false)
 }
 
-/// One process serving: bind, write the pidfile, drop root, serve until told to stop.
+/// One process serving: bind, catch signals, write the pidfile, drop root, serve until told
+/// to stop.
 fn serve(args: &Args, checked: Checked, worker: bool) -> Result<(), Failure> {
     let Checked {
         config,
@@ -253,6 +264,12 @@ fn serve(args: &Args, checked: Checked, worker: bool) -> Result<(), Failure> {
             tls: spec.tls,
         });
     }
+    let settings = settings_for(&config, tls.is_some());
+    let max_connections = settings.max_connections;
+    let reload = reloader(args.conf.clone(), config.clone(), tls.is_some());
+    // Signals are caught from here on, before the pidfile or -b says the server runs.
+    let mut server = Server::new(listeners, tls, settings, seed(), reload)
+        .map_err(|e| (EXIT_SOFTWARE, format!("cannot start the event loop: {e}")))?;
     let pidfile = config.pidfile.clone().filter(|_| !worker);
     if let Some(path) = &pidfile {
         pidfile::write(path, &file).map_err(|e| (EXIT_PERMISSION, e))?;
@@ -260,35 +277,27 @@ fn serve(args: &Args, checked: Checked, worker: bool) -> Result<(), Failure> {
             pidfile::hand_over(path, identity);
         }
     }
-    let result = serve_bound(args, &config, listeners, tls, identity);
+    let result = (|| {
+        if let Some(identity) = &identity {
+            privileges::become_identity(identity).map_err(|e| (e.exit_code, e.message))?;
+        }
+        // After the identity change, which clears the parent-death signal.
+        if worker && !supervisor::follow_supervisor() {
+            return Err((EXIT_SOFTWARE, "the supervisor has gone".to_owned()));
+        }
+        info!("serving at most {max_connections} connections at once");
+        if daemon::is_detached() {
+            daemon::release_streams()
+                .map_err(|e| (EXIT_SOFTWARE, format!("cannot detach: {e}")))?;
+        }
+        server
+            .run()
+            .map_err(|e| (EXIT_SOFTWARE, format!("event loop failed: {e}")))
+    })();
     if let Some(path) = &pidfile {
         pidfile::remove(path);
     }
     result
-}
-
-fn serve_bound(
-    args: &Args,
-    config: &Config,
-    listeners: Vec<Listener>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    identity: Option<Identity>,
-) -> Result<(), Failure> {
-    if let Some(identity) = &identity {
-        privileges::become_identity(identity).map_err(|e| (e.exit_code, e.message))?;
-    }
-    let settings = settings_for(config, tls.is_some());
-    info!(
-        "serving at most {} connections at once",
-        settings.max_connections
-    );
-    if daemon::is_detached() {
-        daemon::release_streams().map_err(|e| (EXIT_SOFTWARE, format!("cannot detach: {e}")))?;
-    }
-    let reload = reloader(args.conf.clone(), config.clone(), tls.is_some());
-    Server::new(listeners, tls, settings, seed(), reload)
-        .and_then(|mut server| server.run())
-        .map_err(|e| (EXIT_SOFTWARE, format!("event loop failed: {e}")))
 }
 
 /// `workers = N`: check the listeners can be bound, write the pidfile, then supervise.
@@ -306,13 +315,26 @@ fn supervise(args: &Args, checked: &Checked) -> Result<(), Failure> {
     if daemon::is_detached() {
         daemon::release_streams().map_err(|e| (EXIT_SOFTWARE, format!("cannot detach: {e}")))?;
     }
-    let command = worker_command(args, config)?;
+    let mut command = worker_command(args, config)?;
     let conf = args.conf.clone();
-    let result = supervisor::run(config.workers, &command, move || {
+    let running = config.clone();
+    let result = supervisor::run(config.workers, &mut command, move || {
         match config::load(conf.as_deref()) {
-            Ok(_) => info!("configuration checked: telling the workers to reload"),
+            Ok(new) => {
+                let restart = restart_needed(&running, &new);
+                if restart.is_empty() {
+                    info!("configuration checked: telling the workers to reload");
+                    return new.source.as_deref().and_then(config_text);
+                }
+                warn!(
+                    "reload: {} changed; that takes a restart, and a worker started again \
+                     meanwhile keeps the running configuration",
+                    restart.join(", ")
+                );
+            }
             Err(e) => error!("reload: {e}; the workers keep their configuration"),
         }
+        None
     })
     .map_err(|e| (EXIT_SOFTWARE, format!("supervisor failed: {e}")));
     if let Some(path) = &config.pidfile {
@@ -343,7 +365,15 @@ fn worker_command(args: &Args, config: &Config) -> Result<WorkerCommand, Failure
     Ok(WorkerCommand {
         program,
         args: worker_args,
+        config_text: config.source.as_deref().and_then(config_text),
     })
+}
+
+/// The text of a config file, for the workers' snapshot.
+fn config_text(path: &std::path::Path) -> Option<String> {
+    std::fs::read(path)
+        .ok()
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// What one listener's sessions are told to do: its flags over the config.
@@ -382,21 +412,7 @@ fn reloader(conf: Option<PathBuf>, running: Config, tls: bool) -> Reload {
                 return None;
             }
         };
-        let restart: Vec<&str> = [
-            (
-                "listen/tls_listen",
-                !same_addresses(&running.listeners, &new.listeners),
-            ),
-            ("tls_cert", running.tls_cert != new.tls_cert),
-            ("tls_key", running.tls_key != new.tls_key),
-            ("user", running.user != new.user),
-            ("group", running.group != new.group),
-            ("workers", running.workers != new.workers),
-            ("pidfile", running.pidfile != new.pidfile),
-        ]
-        .into_iter()
-        .filter_map(|(option, changed)| changed.then_some(option))
-        .collect();
+        let restart = restart_needed(&running, &new);
         if !restart.is_empty() {
             warn!(
                 "reload: {} changed; that takes a restart, the rest applies now",
@@ -417,6 +433,25 @@ fn reloader(conf: Option<PathBuf>, running: Config, tls: bool) -> Reload {
             .collect();
         Some(settings_for(&new, tls))
     })
+}
+
+/// The options that changed between `running` and `new` and take a restart to apply.
+fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
+    [
+        (
+            "listen/tls_listen",
+            !same_addresses(&running.listeners, &new.listeners),
+        ),
+        ("tls_cert", running.tls_cert != new.tls_cert),
+        ("tls_key", running.tls_key != new.tls_key),
+        ("user", running.user != new.user),
+        ("group", running.group != new.group),
+        ("workers", running.workers != new.workers),
+        ("pidfile", running.pidfile != new.pidfile),
+    ]
+    .into_iter()
+    .filter_map(|(option, changed)| changed.then_some(option))
+    .collect()
 }
 
 fn same_addresses(a: &[ListenerSpec], b: &[ListenerSpec]) -> bool {

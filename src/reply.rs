@@ -176,7 +176,7 @@ const LIST3: &[&str] = &[
     "Reileen Kawahara",
 ];
 
-/// `EXPN list`: one line per member, or `None` for a list nobody knows.
+/// `EXPN list`: one line per member; false for a list nobody knows (nothing written).
 pub fn expn(out: &mut Vec<u8>, list: &[u8], fqdn: &str) -> bool {
     let lists: &[&[&str]] = if list.eq_ignore_ascii_case(b"list1") {
         &[LIST1]

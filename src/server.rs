@@ -192,7 +192,8 @@ impl Server {
             }
             std::mem::swap(&mut self.ready, &mut self.ready_next);
             while let Some(conn) = self.ready_next.pop() {
-                if self.get(conn).is_some() {
+                if let Some(c) = self.get(conn) {
+                    c.queued = false;
                     self.drive(conn.slot as usize);
                 }
             }
@@ -279,6 +280,17 @@ impl Server {
         self.stop_by = Some(self.now + STOP_GRACE);
         let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
         for slot in slots {
+            if let Some(c) = self.conns.get_mut(slot)
+                && c.session.is_waiting()
+            {
+                // A final reply held back for a delay goes now: the client gets its answer
+                // rather than a closed connection.
+                if let Some(key) = c.delay_timer.take() {
+                    self.timers.cancel(key);
+                }
+                let policy = &self.listeners[c.listener].policy;
+                c.session.resume(policy, &mut self.rng, &mut c.out);
+            }
             self.drive(slot);
         }
     }
@@ -403,7 +415,10 @@ impl Server {
     /// Moves one connection on as far as it can go: sends output, feeds the session what is
     /// waiting and what the socket has, and closes when it is done.
     fn drive(&mut self, slot: usize) {
-        for _ in 0..ROUNDS_PER_TURN {
+        let mut rounds = ROUNDS_PER_TURN;
+        loop {
+            // Every pass starts by sending: the output of the last round goes out too, and
+            // output left unsent means the socket said WouldBlock, so a writable event follows.
             let Some(conn) = self.conns.get_mut(slot) else {
                 return;
             };
@@ -453,8 +468,21 @@ impl Server {
             {
                 break;
             }
+            let unfed = !conn.tail.is_empty() && !conn.tail_fed;
+            if !(unfed || conn.peer_closed || conn.read_ready) {
+                break;
+            }
+            if rounds == 0 {
+                // Work is left: let other connections have their turn first.
+                if !conn.queued {
+                    conn.queued = true;
+                    self.ready.push(ConnRef::new(slot, conn.id));
+                }
+                break;
+            }
+            rounds -= 1;
             let policy = &self.listeners[conn.listener].policy;
-            if !conn.tail.is_empty() && !conn.tail_fed {
+            if unfed {
                 let action = feed(conn, policy, &mut self.rng, &[]);
                 self.act(slot, action);
                 continue;
@@ -463,9 +491,6 @@ impl Server {
                 // Nothing more will come: what is left of the input is an unfinished line.
                 conn.closing = true;
                 continue;
-            }
-            if !conn.read_ready {
-                break;
             }
             match conn.read(&mut self.scratch) {
                 Received::Bytes(n) => {
@@ -486,10 +511,7 @@ impl Server {
                     let action = feed(conn, policy, &mut self.rng, input);
                     self.act(slot, action);
                 }
-                Received::WouldBlock => {
-                    conn.read_ready = false;
-                    break;
-                }
+                Received::WouldBlock => conn.read_ready = false,
                 Received::End => {
                     conn.read_ready = false;
                     conn.peer_closed = true;
@@ -503,14 +525,6 @@ impl Server {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        let more_to_do = conn.read_ready || (!conn.tail.is_empty() && !conn.tail_fed);
-        if more_to_do
-            && !conn.session.is_waiting()
-            && conn.pending_output() < OUTPUT_HIGH_WATER
-            && self.stop_by.is_none()
-        {
-            self.ready.push(ConnRef::new(slot, conn.id));
-        }
         let wanted = conn.wanted_interest();
         if wanted != conn.interest {
             let token = conn_token(slot, conn.id);
@@ -576,27 +590,27 @@ impl Server {
                 };
                 c.idle_timer = None;
                 let slot = conn.slot as usize;
-                if c.closing || c.handshaking() {
-                    // Its last replies never went (the client stopped reading), or it never
-                    // finished its TLS handshake: there is no way to tell it anything.
-                    debug!("[{}] idle timeout", c.id);
-                    return self.close(slot);
-                }
+                // The timer is re-armed lazily: it may fire before the connection's due time.
                 let due = if c.session.is_waiting() {
                     now + timeout
                 } else {
                     c.last_line_at + timeout
                 };
-                if now >= due {
-                    debug!("[{}] idle timeout", c.id);
-                    c.session.time_out(&mut c.out);
-                    c.closing = true;
-                    // Give the 421 one more timeout to leave.
-                    c.idle_timer = Some(self.timers.insert(now + timeout, Timer::Idle(conn)));
-                    self.drive(slot);
-                } else {
+                if now < due {
                     c.idle_timer = Some(self.timers.insert(due, Timer::Idle(conn)));
+                    return;
                 }
+                debug!("[{}] idle timeout", c.id);
+                if c.closing || c.handshaking() {
+                    // Its last replies never went (the client stopped reading), or it never
+                    // finished its TLS handshake: there is no way to tell it anything.
+                    return self.close(slot);
+                }
+                c.session.time_out(&mut c.out);
+                c.closing = true;
+                // The 421 gets one more timeout to leave.
+                c.idle_timer = Some(self.timers.insert(now + timeout, Timer::Idle(conn)));
+                self.drive(slot);
             }
         }
     }
@@ -638,6 +652,9 @@ fn lookup(conns: &mut Slab<Conn>, conn: ConnRef) -> Option<&mut Conn> {
 /// Gives the session the connection's waiting input followed by `fresh` bytes, and keeps
 /// what it does not use.
 fn feed(conn: &mut Conn, policy: &Policy, rng: &mut Rand64, fresh: &[u8]) -> Action {
+    // The session bounds output by `out.len()`: make that the unsent part.
+    conn.out.drain(..conn.written);
+    conn.written = 0;
     let step = if conn.tail.is_empty() {
         let step = conn.session.feed(policy, rng, fresh, &mut conn.out);
         conn.tail.extend_from_slice(&fresh[step.consumed..]);

@@ -18,8 +18,8 @@ use crate::switches::Switches;
 /// The 10th unknown command on a connection closes it.
 pub const MAX_UNKNOWN_COMMANDS: u8 = 10;
 
-/// Unsent output above which the session stops taking commands: the caller sends what is
-/// there and feeds the rest later, so a pipelining client that never reads cannot make the
+/// Output (in the buffer the caller passes, which holds only unsent bytes) above which the
+/// session stops taking commands: the caller sends what is there and feeds the rest later, so a pipelining client that never reads cannot make the
 /// server buffer without bound.
 pub const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 
@@ -189,7 +189,13 @@ impl Session {
                         action: Action::Close,
                     };
                 }
-                Phase::Waiting(_) => Action::Pause { millis: 0 },
+                // Nothing is taken until the caller resumes the held-back reply.
+                Phase::Waiting(_) => {
+                    return Step {
+                        consumed: used,
+                        action: Action::Continue,
+                    };
+                }
                 Phase::Data { scanner, switches } => {
                     let dynamic = policy.dynamic_switch;
                     let (n, ended) = scanner.feed(rest, |header| {

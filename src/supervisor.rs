@@ -30,11 +30,15 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Set in a worker's environment: the supervisor's pid.
 pub const SUPERVISOR_PID: &str = "BLACKHOLE_SUPERVISOR";
+/// Set in a worker's environment: the text of the configuration the workers run.
+pub const CONFIG_SNAPSHOT: &str = "BLACKHOLE_CONFIG";
 
 /// How to start one worker.
 pub struct WorkerCommand {
     pub program: PathBuf,
     pub args: Vec<OsString>,
+    /// The configuration file's text as the workers run it; `None`: built-in defaults.
+    pub config_text: Option<String>,
 }
 
 struct Worker {
@@ -46,8 +50,13 @@ struct Worker {
 }
 
 /// Runs the supervisor until SIGTERM or SIGINT. `check_config` is called on SIGHUP before the
-/// workers are told to reload (it logs what it finds).
-pub fn run(count: u32, command: &WorkerCommand, mut check_config: impl FnMut()) -> io::Result<()> {
+/// workers are told to reload (it logs what it finds); it returns the configuration text a
+/// worker started from then on gets, or `None` to keep the one it has.
+pub fn run(
+    count: u32,
+    command: &mut WorkerCommand,
+    mut check_config: impl FnMut() -> Option<String>,
+) -> io::Result<()> {
     let mut poll = Poll::new()?;
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD])?;
     poll.registry()
@@ -93,7 +102,9 @@ pub fn run(count: u32, command: &WorkerCommand, mut check_config: impl FnMut()) 
             reap_dead(&mut workers);
         }
         if reload {
-            check_config();
+            if let Some(text) = check_config() {
+                command.config_text = Some(text);
+            }
             signal_all(&workers, Signal::SIGHUP);
         }
     }
@@ -107,12 +118,15 @@ fn start_due(workers: &mut [Worker], command: &WorkerCommand) {
         }
         worker.restart_at = None;
         worker.started = now;
-        match Command::new(&command.program)
+        let mut worker_command = Command::new(&command.program);
+        worker_command
             .args(&command.args)
             .env(SUPERVISOR_PID, std::process::id().to_string())
-            .stdin(Stdio::null())
-            .spawn()
-        {
+            .stdin(Stdio::null());
+        if let Some(text) = &command.config_text {
+            worker_command.env(CONFIG_SNAPSHOT, text);
+        }
+        match worker_command.spawn() {
             Ok(child) => {
                 info!("worker {index} started as process {}", child.id());
                 worker.child = Some(child);

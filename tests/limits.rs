@@ -176,3 +176,54 @@ fn greeted_client(addr: SocketAddr) -> Client {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A client that pipelines commands with long replies and reads them only later: the server
+/// stops reading it while its replies wait, without spinning, and delivers every reply.
+#[test]
+fn a_client_that_reads_late_gets_every_reply_without_the_server_spinning() {
+    let server = common::Server::start("timeout = 60");
+    let stream = TcpStream::connect(server.addr()).expect("connect");
+    let mut writer = stream.try_clone().unwrap();
+    const COMMANDS: usize = 20_000;
+    let sender = thread::spawn(move || {
+        let mut batch = "EXPN all\r\n".repeat(COMMANDS);
+        batch.push_str("QUIT\r\n");
+        writer.write_all(batch.as_bytes()).expect("send the batch");
+    });
+    thread::sleep(Duration::from_millis(500));
+    let stat = |pid: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<u64> = stat[stat.rfind(')').unwrap() + 2..]
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|f| f.parse().unwrap())
+            .collect();
+        fields[0] + fields[1]
+    };
+    let before = stat(server.pid());
+    thread::sleep(Duration::from_secs(2));
+    let spent = stat(server.pid()) - before;
+    assert!(
+        spent <= 20,
+        "{spent} ticks of CPU in 2 s while the client did not read"
+    );
+
+    let mut reader = stream;
+    reader
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut received = Vec::new();
+    reader
+        .read_to_end(&mut received)
+        .expect("every reply, then the close");
+    sender.join().unwrap();
+    let text = String::from_utf8(received).unwrap();
+    let last_lines = text.matches("250 Reileen Kawahara").count();
+    assert_eq!(last_lines, COMMANDS, "replies to every EXPN");
+    assert!(
+        text.ends_with("221 2.0.0 Goodbye\r\n"),
+        "{}",
+        &text[text.len().saturating_sub(200)..]
+    );
+}

@@ -1224,3 +1224,69 @@ fn print_systemd_unit_exits_0_with_a_unit() {
         "no [Service] section:\n{stdout}"
     );
 }
+
+#[test]
+fn a_restarted_worker_keeps_the_running_configuration() {
+    let mut server = Blackhole::start("workers = 2");
+    let workers = server.wait_workers(2);
+    // The file now names another port: a worker started again must not bind it.
+    let other = free_port();
+    server.write_config_text(&config_toml(&loopback(other), "workers = 2"));
+    send_signal("KILL", workers[0]);
+    let restarted = server.wait_workers(2);
+    let new = *restarted
+        .iter()
+        .find(|pid| !workers.contains(pid))
+        .expect("the new worker");
+    let port = server.addr.port();
+    server.wait_until("the new worker listening", || listens(new, port));
+    assert!(
+        !listens(new, other),
+        "the restarted worker bound the edited file's port {other}"
+    );
+    assert_queued(&one_message(server.addr));
+}
+
+#[test]
+fn workers_that_dropped_root_die_with_a_killed_supervisor() {
+    assert_root();
+    let mut server = Blackhole::start("workers = 2\nuser = \"nobody\"\ngroup = \"nogroup\"");
+    let workers = server.wait_workers(2);
+    let port = server.addr.port();
+    for &pid in &workers {
+        server.wait_until("a worker serving as nobody", || {
+            listens(pid, port) && status_line(pid, "Uid").contains("65534")
+        });
+    }
+    send_signal("KILL", server.pid());
+    let gone = wait_for(SETTLE, || workers.iter().all(|&pid| !alive(pid)));
+    assert!(
+        gone,
+        "workers {workers:?} outlived their supervisor (still alive: {:?})",
+        workers.iter().filter(|&&p| alive(p)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn sigterm_sends_a_delayed_reply_at_once() {
+    let mut server = Blackhole::serving("delay = 30");
+    let mut client = greeted(server.addr);
+    client.send_line("HELO c");
+    client.send_line("MAIL FROM:<a@b>");
+    client.send_line("RCPT TO:<c@d>");
+    client.send_line("DATA");
+    for _ in 0..4 {
+        client.reply();
+    }
+    client.send(b"Subject: x\r\n\r\nbody\r\n.\r\n");
+    client.expect_silence(Duration::from_millis(300));
+    let asked = Instant::now();
+    server.signal("TERM");
+    let reply = client
+        .reply_within(Duration::from_secs(3))
+        .expect("the delayed reply after SIGTERM");
+    assert_queued(&reply);
+    assert!(asked.elapsed() < Duration::from_secs(3));
+    let status = server.stop("TERM", PROMPT);
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", server.log());
+}
