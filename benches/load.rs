@@ -9,7 +9,9 @@
 //!   generator, pipelined, not pipelined, and one message per connection;
 //! - postfix: the same figures under Postfix's smtp-source, against blackhole and smtp-sink;
 //! - idle: RSS per idle connection at 1,000 and 10,000 with NOOP answered on each, the time
-//!   to greet 10,000 connections, and wake-ups while 1,000 connections sit idle;
+//!   to greet 10,000 connections, and wake-ups while 1,000 connections sit idle; then the
+//!   same RSS figures for SMTPS connections (TLS 1.3 handshake, 220 and NOOP inside TLS),
+//!   recorded, not judged;
 //! - delays: how late the replies to 1,000 and 10,000 concurrent delayed messages are.
 //!
 //! Targets relative to smtp-sink are measured side by side in one run, runs interleaved,
@@ -26,20 +28,23 @@
 mod support;
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::crowd::{self, Stage};
+use support::crowd::{self, Opened, Stage};
 use support::loadgen::{self, Dialogue, Load};
 use support::postfix;
 use support::procfs;
 use support::report::{Table, Targets, Verdict, count, millis, or_dash};
 use support::runs::{self, Drive, Series, Summary};
-use support::server::{self, Server};
-use support::smtp;
+use support::server::{self, ScratchDir, Server};
+use support::smtp::{self, Transport};
 use support::stats::{median, percentile};
+use support::tls;
 
 const SECTIONS: [&str; 5] = ["startup", "throughput", "postfix", "idle", "delays"];
 
@@ -47,6 +52,10 @@ const SECTIONS: [&str; 5] = ["startup", "throughput", "postfix", "idle", "delays
 const IDLE_SMALL: usize = 1_000;
 const IDLE_LARGE: usize = 10_000;
 const DELAYED: [(usize, f64); 2] = [(1_000, 0.010), (10_000, 0.020)];
+/// Threads opening the idle TLS connections, each its share. The single-threaded server
+/// signs every handshake (RSA 2048), so a few handshakes in flight keep it busy; more
+/// threads would only take CPU from it on this 2-core machine.
+const TLS_OPENERS: usize = 8;
 
 const INSTALL_POSTFIX: &str = "install it with `DEBIAN_FRONTEND=noninteractive apt-get install -y postfix` \
      (answer \"No configuration\")";
@@ -582,10 +591,24 @@ impl Held {
 /// and closes them all.
 fn hold(
     plan: &Plan,
+    server: Server,
+    n: usize,
+    window: Option<Duration>,
+    noop: bool,
+) -> io::Result<Held> {
+    hold_with(plan, server, n, window, noop, |addr, n| {
+        crowd::open(addr, n, plan.in_flight, Stage::Greeted)
+    })
+}
+
+/// `hold`, the connections opened (to the server's address) by `open`.
+fn hold_with<S: Transport + Send>(
+    plan: &Plan,
     mut server: Server,
     n: usize,
     window: Option<Duration>,
     noop: bool,
+    open: impl FnOnce(SocketAddr, usize) -> Opened<S>,
 ) -> io::Result<Held> {
     thread::sleep(plan.settle);
     let rss_before = server.rss_kib();
@@ -595,7 +618,7 @@ fn hold(
         server.name,
         count(n as u64)
     );
-    let mut opened = crowd::open(server.addr, n, plan.in_flight, Stage::Greeted);
+    let mut opened = open(server.addr, n);
     let overflows = procfs::listen_overflows().saturating_sub(overflows_before);
     thread::sleep(plan.settle);
     let rss_held = server.rss_kib();
@@ -757,6 +780,91 @@ fn idle(plan: &Plan, binary: &Path, postfix: bool, targets: &mut Targets) -> io:
         },
         "compare by hand",
         if large.greeted == large.n {
+            Verdict::Info
+        } else {
+            Verdict::Fail
+        },
+    );
+    idle_tls(plan, binary, targets)
+}
+
+/// RSS per idle SMTPS connection: blackhole with one `tls_listen` listener and a fresh
+/// self-signed certificate, each connection a full TLS 1.3 handshake, the 220 read inside
+/// TLS, then held; NOOP inside TLS on every one. The figure is recorded, not judged.
+fn idle_tls(plan: &Plan, binary: &Path, targets: &mut Targets) -> io::Result<()> {
+    let dir = ScratchDir::new()?;
+    eprintln!("   making a certificate with openssl");
+    let certificate = tls::make_certificate(dir.path())?;
+    let config = tls::client_config(&certificate.cert)?;
+    let probe = tls::greet_and_quit(Arc::clone(&config));
+    let mut runs = Vec::new();
+    for n in [IDLE_SMALL, IDLE_LARGE] {
+        let server = Server::blackhole_tls(binary, &certificate.cert, &certificate.key, &probe)?;
+        let held = hold_with(plan, server, n, None, true, |addr, n| {
+            tls::open(addr, n, TLS_OPENERS, &config)
+        })?;
+        runs.push(held);
+    }
+
+    let mut table = Table::new(
+        format!(
+            "Idle TLS connections (SMTPS: TLS 1.3 handshake + 220 inside TLS from {TLS_OPENERS} threads, then held; NOOP inside TLS on every one)"
+        ),
+        &[
+            "N",
+            "established",
+            "time to establish",
+            "handshakes/s",
+            "RSS before",
+            "RSS held",
+            "per conn",
+            "NOOP 250",
+            "per conn after NOOP",
+        ],
+    );
+    for held in &runs {
+        table.row(vec![
+            count(held.n as u64),
+            count(held.greeted as u64),
+            format!("{:.3} s", held.elapsed.as_secs_f64()),
+            count((held.greeted as f64 / held.elapsed.as_secs_f64().max(1e-9)) as u64),
+            format!("{} KiB", count(held.rss_before)),
+            format!("{} KiB", count(held.rss_held)),
+            format!("{:.0} B", held.per_conn(held.rss_held)),
+            count(held.noop_ok as u64),
+            or_dash(held.rss_after_noop.map(|r| held.per_conn(r)), |b| {
+                format!("{b:.0} B")
+            }),
+        ]);
+        for (what, error) in [("open", &held.open_error), ("NOOP", &held.noop_error)] {
+            if let Some(error) = error {
+                table.note(format!("N={}: first {what} error: {error}", held.n));
+            }
+        }
+        if !held.alive {
+            table.note(format!("N={}: the server died", held.n));
+        }
+    }
+    table.note("server: tls_listen on 127.0.0.1 only; tls_cert/tls_key: RSA 2048, self-signed for localhost by openssl req -x509");
+    table.note("client: rustls (ring), TLS 1.3 only, the certificate as its only root, server name localhost, no session resumption");
+    table.note("per conn: (VmRSS held - VmRSS before) / established; RSS before is read after the start probe's own handshake");
+    table.print();
+
+    let large = runs.last().expect("the 10,000 run");
+    targets.add(
+        format!(
+            "RSS per idle TLS connection, {} held",
+            count(IDLE_LARGE as u64)
+        ),
+        format!(
+            "{:.0} B (NOOP {}/{})",
+            large.worst_per_conn(),
+            count(large.noop_ok as u64),
+            count(large.n as u64)
+        ),
+        "record",
+        // The figure is documented, not judged; only a run that lost connections fails.
+        if large.all_answered() {
             Verdict::Info
         } else {
             Verdict::Fail

@@ -9,10 +9,10 @@ use std::io::{self, Read, Write};
 
 use mio::Interest;
 use mio::net::TcpStream;
-use rustls::ServerConnection;
 
 use crate::session::Session;
 use crate::timer::TimerKey;
+use crate::tls_layer::TlsLayer;
 
 /// Buffers larger than this are given back to the allocator once they empty, so an idle
 /// connection holds no buffer at all.
@@ -21,7 +21,7 @@ const KEEP_CAPACITY: usize = 1024;
 pub struct Conn {
     pub stream: TcpStream,
     /// The TLS layer, from the first byte (SMTPS) or after STARTTLS.
-    pub tls: Option<Box<ServerConnection>>,
+    pub tls: Option<Box<TlsLayer>>,
     /// STARTTLS was accepted: TLS starts once the `220` has gone.
     pub starting_tls: bool,
     pub session: Session,
@@ -91,36 +91,25 @@ impl Conn {
 
     /// Reads what the client sent: plaintext, through TLS where it is on.
     pub fn read(&mut self, buf: &mut [u8]) -> Received {
-        let Some(tls) = &mut self.tls else {
-            return read_plain(&mut self.stream, buf);
-        };
-        loop {
-            match tls.reader().read(buf) {
-                // A close_notify, or the end of the socket without one.
-                Ok(0) => return Received::End,
-                Ok(n) => return Received::Bytes(n),
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Received::End,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Received::Failed(e),
-            }
-            match tls.read_tls(&mut self.stream) {
-                Ok(0) => return Received::End,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Received::WouldBlock,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Received::Failed(e),
-            }
-            if let Err(e) = tls.process_new_packets() {
-                // Tell the client why: rustls has queued an alert.
-                let _ = tls.write_tls(&mut self.stream);
-                return Received::Failed(io::Error::new(io::ErrorKind::InvalidData, e));
-            }
+        match &mut self.tls {
+            Some(tls) => tls.read(&mut self.stream, buf),
+            None => read_plain(&mut self.stream, buf),
         }
     }
 
     /// Whether anything waits to be sent: replies, or TLS records (handshake included).
     pub fn has_output(&self) -> bool {
         self.written < self.out.len() || self.tls.as_ref().is_some_and(|tls| tls.wants_write())
+    }
+
+    /// Whether something can be sent now: replies wait inside TLS until its handshake ends.
+    pub fn can_send(&self) -> bool {
+        match &self.tls {
+            Some(tls) => {
+                tls.wants_write() || (self.written < self.out.len() && !tls.is_handshaking())
+            }
+            None => self.written < self.out.len(),
+        }
     }
 
     /// Whether a TLS handshake is still going on.
@@ -145,19 +134,13 @@ impl Conn {
             return Ok(start..self.written);
         };
         loop {
-            // rustls takes plaintext up to its buffer limit (before the handshake ends too:
-            // it is sent once it can be).
+            let mut taken = 0;
             if self.written < self.out.len() {
-                self.written += tls.writer().write(&self.out[self.written..])?;
+                taken = tls.encrypt(&self.out[self.written..])?;
+                self.written += taken;
             }
-            if !tls.wants_write() {
+            if !tls.send(&mut self.stream)? || taken == 0 || self.written == self.out.len() {
                 break;
-            }
-            match tls.write_tls(&mut self.stream) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
             }
         }
         Ok(start..self.written)
@@ -177,16 +160,16 @@ impl Conn {
         }
     }
 
-    /// Unsent replies, counting only what is still to go (rustls's own buffer is bounded
-    /// by [`crate::tls::SEND_BUFFER_LIMIT`]).
+    /// Unsent replies, counting only what is still to go (encrypted ones wait in the TLS
+    /// layer, bounded by [`crate::tls_layer::SEND_BUFFER_LIMIT`]).
     pub fn pending_output(&self) -> usize {
         self.out.len() - self.written
     }
 
     /// READABLE always (it also reports the client's end and errors); WRITABLE only while
-    /// output waits for room in the socket.
+    /// output that can go waits for room in the socket.
     pub fn wanted_interest(&self) -> Interest {
-        if self.has_output() {
+        if self.can_send() {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
@@ -197,8 +180,7 @@ impl Conn {
     /// FIN that closing sends follows the replies, so the client reads them all.
     pub fn say_goodbye(&mut self) {
         if let Some(tls) = &mut self.tls {
-            tls.send_close_notify();
-            let _ = tls.write_tls(&mut self.stream);
+            tls.close(&mut self.stream);
         }
     }
 }

@@ -20,3 +20,4 @@ pub mod supervisor;
 pub mod switches;
 pub mod timer;
 pub mod tls;
+pub mod tls_layer;

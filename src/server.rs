@@ -14,7 +14,7 @@ use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use oorandom::Rand64;
-use rustls::{ServerConfig, ServerConnection};
+use rustls::ServerConfig;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
@@ -23,7 +23,7 @@ use crate::conn::{Conn, Received};
 use crate::reply;
 use crate::session::{Action, OUTPUT_HIGH_WATER, Policy, Session};
 use crate::timer::TimerWheel;
-use crate::tls::SEND_BUFFER_LIMIT;
+use crate::tls_layer::TlsLayer;
 
 /// The shared read buffer: the most read from one socket in one call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -202,7 +202,7 @@ impl Server {
                 self.on_timer(timer);
             }
             if let Some(stop_by) = self.stop_by {
-                let unsent = self.conns.iter().any(|(_, c)| c.has_output());
+                let unsent = self.conns.iter().any(|(_, c)| c.can_send());
                 if !unsent || self.now >= stop_by {
                     info!("stopped");
                     return Ok(());
@@ -435,7 +435,8 @@ impl Server {
                 }
             }
             if conn.closing {
-                if !conn.has_output() {
+                // Replies that wait for a handshake that will not finish never go.
+                if !conn.can_send() {
                     return self.close(slot);
                 }
                 break;
@@ -635,10 +636,9 @@ impl Server {
 }
 
 /// A TLS layer for a new SMTPS connection or after STARTTLS.
-fn new_tls(config: Option<&Arc<ServerConfig>>) -> Result<Box<ServerConnection>, String> {
+fn new_tls(config: Option<&Arc<ServerConfig>>) -> Result<Box<TlsLayer>, String> {
     let config = config.ok_or("no certificate is configured")?;
-    let mut tls = ServerConnection::new(Arc::clone(config)).map_err(|e| e.to_string())?;
-    tls.set_buffer_limit(Some(SEND_BUFFER_LIMIT));
+    let tls = TlsLayer::new(Arc::clone(config)).map_err(|e| e.to_string())?;
     Ok(Box::new(tls))
 }
 

@@ -16,10 +16,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::Config;
 
-/// TLS records rustls may hold unsent for one connection; past it the connection's own
-/// output buffer holds the rest (and its client is not read), as for plain connections.
-pub const SEND_BUFFER_LIMIT: usize = 16 * 1024;
-
 /// The server's TLS configuration, or `None` where no certificate is configured.
 /// `file` names the config file in messages.
 pub fn server_config(config: &Config, file: &str) -> Result<Option<Arc<ServerConfig>>, String> {

@@ -5,16 +5,18 @@
 //! std has no non-blocking connect, and a few hundred small-stacked threads are cheap. Work
 //! on connections already open is split into a few chunks, one thread each, which first
 //! write to every connection of its chunk and only then read the replies, so that all
-//! requests are in flight together as they would be from thousands of clients.
+//! requests are in flight together as they would be from thousands of clients. The same
+//! works on TLS connections (`SmtpConn` over a `Transport`), which `tls` opens with
+//! `open_with`.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::smtp::{self, SmtpConn};
+use super::smtp::{self, SmtpConn, Transport};
 
 /// Threads that work through connections already open.
 const WORKERS: usize = 16;
@@ -36,8 +38,8 @@ pub enum Stage {
     InData,
 }
 
-pub struct Opened {
-    pub conns: Vec<SmtpConn>,
+pub struct Opened<S = TcpStream> {
+    pub conns: Vec<SmtpConn<S>>,
     /// From the first connect to the last connection ready.
     pub elapsed: Duration,
     pub first_error: Option<String>,
@@ -45,9 +47,21 @@ pub struct Opened {
 
 /// Opens `n` connections to `addr`, `in_flight` at a time, each taken to `stage`.
 pub fn open(addr: SocketAddr, n: usize, in_flight: usize, stage: Stage) -> Opened {
+    open_with(n, in_flight, OPENER_STACK, || open_one(addr, stage))
+}
+
+/// Opens `n` connections with `open_one`, on `openers` threads of `stack` bytes of stack
+/// each, every thread taking the next connection to open until `n` have been tried (or
+/// `OPEN_DEADLINE` has passed). Each thread keeps the connections it opened.
+pub fn open_with<S: Send>(
+    n: usize,
+    openers: usize,
+    stack: usize,
+    open_one: impl Fn() -> io::Result<SmtpConn<S>> + Sync,
+) -> Opened<S> {
     let next = AtomicUsize::new(0);
     let first_error = Mutex::new(None);
-    let openers = in_flight.min(n).max(1);
+    let openers = openers.min(n).max(1);
     // Thread creation is not part of the time to open.
     let ready = Barrier::new(openers + 1);
     let mut started = Instant::now();
@@ -56,14 +70,14 @@ pub fn open(addr: SocketAddr, n: usize, in_flight: usize, stage: Stage) -> Opene
         let handles: Vec<_> = (0..openers)
             .map(|_| {
                 thread::Builder::new()
-                    .stack_size(OPENER_STACK)
+                    .stack_size(stack)
                     .spawn_scoped(scope, || {
                         let mut mine = Vec::new();
                         ready.wait();
                         let deadline = Instant::now() + OPEN_DEADLINE;
                         while Instant::now() < deadline && next.fetch_add(1, Ordering::Relaxed) < n
                         {
-                            match open_one(addr, stage) {
+                            match open_one() {
                                 Ok(conn) => mine.push(conn),
                                 Err(e) => {
                                     let mut first =
@@ -104,7 +118,7 @@ fn open_one(addr: SocketAddr, stage: Stage) -> io::Result<SmtpConn> {
 
 /// NOOP on every connection, all in flight together. Returns how many answered 250 and the
 /// first thing that went wrong otherwise.
-pub fn noop_all(conns: &mut [SmtpConn]) -> (usize, Option<String>) {
+pub fn noop_all<S: Transport + Send>(conns: &mut [SmtpConn<S>]) -> (usize, Option<String>) {
     let answered = AtomicUsize::new(0);
     let first_error = Mutex::new(None);
     let per_worker = chunk_size(conns.len());
@@ -219,13 +233,13 @@ pub fn send_delayed(
 
 /// QUIT on every connection, waiting for each server-side close (see `SmtpConn::quit`),
 /// all within `QUIT_DEADLINE`; connections still open then are simply dropped.
-pub fn quit_all(conns: Vec<SmtpConn>) {
+pub fn quit_all<S: Transport + Send>(conns: Vec<SmtpConn<S>>) {
     let per_worker = chunk_size(conns.len());
     let deadline = Instant::now() + QUIT_DEADLINE;
     let mut conns = conns.into_iter();
     thread::scope(|scope| {
         loop {
-            let chunk: Vec<SmtpConn> = conns.by_ref().take(per_worker).collect();
+            let chunk: Vec<SmtpConn<S>> = conns.by_ref().take(per_worker).collect();
             if chunk.is_empty() {
                 break;
             }
@@ -243,7 +257,11 @@ pub fn quit_all(conns: Vec<SmtpConn>) {
 }
 
 /// Runs `work` on chunks of `per_thread` connections, a thread each, in parallel.
-fn for_chunks(conns: &mut [SmtpConn], per_thread: usize, work: impl Fn(&mut [SmtpConn]) + Sync) {
+fn for_chunks<S: Send>(
+    conns: &mut [SmtpConn<S>],
+    per_thread: usize,
+    work: impl Fn(&mut [SmtpConn<S>]) + Sync,
+) {
     thread::scope(|scope| {
         for chunk in conns.chunks_mut(per_thread) {
             let work = &work;

@@ -1,8 +1,8 @@
 //! Helpers of the load bench, one job each: /proc readings (`procfs`), starting and stopping
 //! servers (`server`), one SMTP client connection (`smtp`), the message load generator
-//! (`loadgen`), many connections at once (`crowd`), Postfix's smtp-source (`postfix`),
-//! measured runs and their medians (`runs`), percentiles (`stats`) and the printed tables
-//! (`report`).
+//! (`loadgen`), many connections at once (`crowd`), SMTPS connections and their certificate
+//! (`tls`), Postfix's smtp-source (`postfix`), measured runs and their medians (`runs`),
+//! percentiles (`stats`) and the printed tables (`report`).
 
 pub mod crowd;
 pub mod loadgen;
@@ -13,3 +13,4 @@ pub mod runs;
 pub mod server;
 pub mod smtp;
 pub mod stats;
+pub mod tls;

@@ -50,11 +50,12 @@ fn free_port() -> io::Result<u16> {
         .port())
 }
 
-/// A folder for one server's config and log, removed when the server is dropped.
-struct ScratchDir(PathBuf);
+/// A folder for one server's config and log (or for files a test makes, such as a
+/// certificate), removed when dropped.
+pub struct ScratchDir(PathBuf);
 
 impl ScratchDir {
-    fn new() -> io::Result<ScratchDir> {
+    pub fn new() -> io::Result<ScratchDir> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let path = std::env::temp_dir().join(format!(
             "blackhole-bench-{}-{}",
@@ -63,6 +64,10 @@ impl ScratchDir {
         ));
         fs::create_dir_all(&path)?;
         Ok(ScratchDir(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
     }
 }
 
@@ -94,7 +99,33 @@ impl Server {
         )?;
         let mut command = Command::new(binary);
         command.arg("-q").arg("-c").arg(&config);
-        Server::start("blackhole", command, port, dir)
+        Server::start("blackhole", command, port, dir, &greet_and_quit)
+    }
+
+    /// blackhole as `blackhole` starts it, but listening only for SMTPS: one `tls_listen`
+    /// listener on a free port with `cert` and `key`. `probe` takes the first connection
+    /// that succeeds (plain TCP, to the SMTPS port) through its handshake, greeting and QUIT.
+    pub fn blackhole_tls(
+        binary: &Path,
+        cert: &Path,
+        key: &Path,
+        probe: &dyn Fn(TcpStream) -> io::Result<()>,
+    ) -> io::Result<Server> {
+        let dir = ScratchDir::new()?;
+        let port = free_port()?;
+        let config = dir.0.join("blackhole.toml");
+        fs::write(
+            &config,
+            format!(
+                "listen = []\ntls_listen = [\"127.0.0.1:{port}\"]\ntls_cert = {}\ntls_key = {}\n\
+                 timeout = 180\nmailname = \"bench.local\"\n",
+                toml_string(cert)?,
+                toml_string(key)?
+            ),
+        )?;
+        let mut command = Command::new(binary);
+        command.arg("-q").arg("-c").arg(&config);
+        Server::start("blackhole", command, port, dir, probe)
     }
 
     /// Postfix smtp-sink as /work/shared/bench/servers/smtp-sink.sh runs it: no cap on
@@ -112,7 +143,7 @@ impl Server {
             .args(["-m", "50000", "-t", "300"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("4096");
-        Server::start("smtp-sink", command, port, dir)
+        Server::start("smtp-sink", command, port, dir, &greet_and_quit)
     }
 
     fn start(
@@ -120,6 +151,7 @@ impl Server {
         mut command: Command,
         port: u16,
         dir: ScratchDir,
+        probe: &dyn Fn(TcpStream) -> io::Result<()>,
     ) -> io::Result<Server> {
         // A file, not a pipe: nobody reads a pipe during the run, and a full one would stall
         // the server.
@@ -140,8 +172,7 @@ impl Server {
         };
         let first = server.wait_until_listening(spawned_at)?;
         server.listening_after = spawned_at.elapsed();
-        greet_and_quit(first)
-            .map_err(|e| server.failure(&format!("first connection failed: {e}")))?;
+        probe(first).map_err(|e| server.failure(&format!("first connection failed: {e}")))?;
         Ok(server)
     }
 
@@ -220,6 +251,17 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `path` as a TOML basic string.
+fn toml_string(path: &Path) -> io::Result<String> {
+    let text = path
+        .to_str()
+        .ok_or_else(|| io::Error::other(format!("{} is not UTF-8", path.display())))?;
+    Ok(format!(
+        "\"{}\"",
+        text.replace('\\', "\\\\").replace('"', "\\\"")
+    ))
 }
 
 /// Reads the 220 on the connection that proved the server listens, and says goodbye.

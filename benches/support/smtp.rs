@@ -1,4 +1,5 @@
-//! One client SMTP connection: blocking std socket, bytes out, whole replies in.
+//! One client SMTP connection: blocking std socket (plain, or TLS over it), bytes out, whole
+//! replies in.
 //!
 //! Built for the load generator's hot path: the messages are prepared once as bytes, and a
 //! reply is only looked at for its code, read through one reusable buffer that keeps what
@@ -47,30 +48,40 @@ pub fn message(extra_header: &str) -> Vec<u8> {
     text
 }
 
-pub struct SmtpConn {
-    stream: TcpStream,
+/// What an SMTP connection runs over: a blocking socket, or a TLS stream on one. The socket
+/// is where time limits are set.
+pub trait Transport: Read + Write {
+    fn socket(&self) -> &TcpStream;
+}
+
+impl Transport for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+pub struct SmtpConn<S = TcpStream> {
+    stream: S,
     buf: Box<[u8]>,
     /// `buf[start..end]` is received and not yet handed out.
     start: usize,
     end: usize,
 }
 
+/// A blocking socket connected to `addr`, with the time limits of every reply and without
+/// Nagle: commands are small and each one waits for its reply, Nagle would only delay them.
+pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, REPLY_TIMEOUT)?;
+    stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+    stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 impl SmtpConn {
     /// Connects and reads the greeting, which must be 220.
     pub fn open(addr: SocketAddr) -> io::Result<SmtpConn> {
-        let stream = TcpStream::connect_timeout(&addr, REPLY_TIMEOUT)?;
-        stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
-        stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
-        // Commands are small and each one waits for its reply: Nagle would only delay them.
-        stream.set_nodelay(true)?;
-        let mut conn = SmtpConn {
-            stream,
-            // Enough for any reply here (EHLO's is about 250 octets) and for a few pipelined
-            // ones; kept small because the idle tests hold 10,000 of these.
-            buf: vec![0; 1024].into_boxed_slice(),
-            start: 0,
-            end: 0,
-        };
+        let mut conn = SmtpConn::over(connect(addr)?);
         conn.expect(220)?;
         Ok(conn)
     }
@@ -82,13 +93,29 @@ impl SmtpConn {
         conn.expect(250)?;
         Ok(conn)
     }
+}
 
-    pub fn set_reply_timeout(&self, limit: Duration) -> io::Result<()> {
-        self.stream.set_read_timeout(Some(limit))
+impl<S: Transport> SmtpConn<S> {
+    /// An SMTP connection on `stream`, nothing read yet (the greeting is still to come).
+    pub fn over(stream: S) -> SmtpConn<S> {
+        SmtpConn {
+            stream,
+            // Enough for any reply here (EHLO's is about 250 octets) and for a few pipelined
+            // ones; kept small because the idle tests hold 10,000 of these.
+            buf: vec![0; 1024].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
     }
 
+    pub fn set_reply_timeout(&self, limit: Duration) -> io::Result<()> {
+        self.stream.socket().set_read_timeout(Some(limit))
+    }
+
+    /// Writes `bytes` and flushes them (a TLS stream may hold them back until then).
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
     }
 
     /// Reads one whole reply (every continuation line of a multi-line one) and returns its
@@ -126,11 +153,11 @@ impl SmtpConn {
         self.send(QUIT)?;
         self.expect(221)?;
         // A shorter wait than for a reply, unless the caller has set one shorter still.
-        let limit = self
-            .stream
+        let socket = self.stream.socket();
+        let limit = socket
             .read_timeout()?
             .map_or(CLOSE_TIMEOUT, |t| t.min(CLOSE_TIMEOUT));
-        self.stream.set_read_timeout(Some(limit))?;
+        socket.set_read_timeout(Some(limit))?;
         let mut rest = [0u8; 64];
         loop {
             match self.stream.read(&mut rest) {
