@@ -1178,3 +1178,49 @@ fn bad_tls_configs_exit_64_naming_the_option_and_the_file() {
         assert_config_refused(what, &config, &names);
     }
 }
+
+/// A whole first flight of rustls's client: the ClientHello as it goes on the wire.
+fn client_hello(cert: &Path, version: &'static SupportedProtocolVersion) -> Vec<u8> {
+    let name = ServerName::try_from("localhost").expect("a valid server name");
+    let mut conn = ClientConnection::new(client_config(cert, version), name).expect("a TLS client");
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).expect("write a ClientHello");
+    hello
+}
+
+/// ClientHellos with random bytes changed, cut short or doubled: every one is refused or
+/// waited on, none takes the server down, and a real client is served afterwards.
+#[test]
+fn mutated_client_hellos_never_take_the_server_down() {
+    let server = TlsServer::start("timeout = 60");
+    let hellos = [
+        client_hello(&server.cert, &TLS13),
+        client_hello(&server.cert, &TLS12),
+    ];
+    let flips = noise(4 * 400);
+    for (round, flip) in flips.chunks(4).enumerate() {
+        let mut hello = hellos[round % 2].clone();
+        let at = (usize::from(flip[0]) << 8 | usize::from(flip[1])) % hello.len();
+        match round % 4 {
+            0 => hello[at] ^= flip[2] | 1,
+            1 => hello[at] = flip[2],
+            2 => hello.truncate(at.max(1)),
+            _ => {
+                let copy = hello.clone();
+                hello.extend_from_slice(&copy);
+                hello[at] ^= flip[3] | 1;
+            }
+        }
+        let mut stream = connect(server.smtps);
+        let _ = stream.write_all(&hello);
+        // Close without waiting: the server must cope with every state this leaves it in.
+        drop(stream);
+    }
+    let mut client = TlsClient::smtps(&server, &TLS13);
+    client.greeting();
+    client.ehlo();
+    client.send_message();
+    client.quit();
+    let log = server.server.stderr_log();
+    assert!(!log.contains("panicked"), "the TLS layer panicked:\n{log}");
+}
