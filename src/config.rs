@@ -497,31 +497,16 @@ fn build(raw: RawOptions) -> Result<Config, Problem> {
     let tls_dhparams = path(raw.tls_dhparams, "tls_dhparams")?;
     check_tls(has_tls_listeners, tls_cert.is_some(), tls_key.is_some())?;
 
-    let timeout_secs = number(
-        raw.timeout,
-        "timeout",
-        1,
-        u64::from(MAX_TIMEOUT_SECS),
-        "seconds",
-    )?
-    .map_or(Ok(defaults.timeout_secs), |n| to_u32(n, "timeout"))?;
-    let workers = number(
-        raw.workers,
-        "workers",
-        1,
-        u64::from(MAX_WORKERS),
-        "processes",
-    )?
-    .map_or(Ok(defaults.workers), |n| to_u32(n, "workers"))?;
-    let max_connections = number(
+    let timeout_secs = count(raw.timeout, "timeout", MAX_TIMEOUT_SECS, "seconds")?
+        .unwrap_or(defaults.timeout_secs);
+    let workers =
+        count(raw.workers, "workers", MAX_WORKERS, "processes")?.unwrap_or(defaults.workers);
+    let max_connections = count(
         raw.max_connections,
         "max_connections",
-        1,
-        u64::from(MAX_MAX_CONNECTIONS),
+        MAX_MAX_CONNECTIONS,
         "connections",
-    )?
-    .map(|n| to_u32(n, "max_connections"))
-    .transpose()?;
+    )?;
     let max_message_size = number(
         raw.max_message_size,
         "max_message_size",
@@ -550,6 +535,13 @@ fn build(raw: RawOptions) -> Result<Config, Problem> {
         max_connections,
         mailname: mailname(raw.mailname)?,
     })
+}
+
+/// A whole number from 1 to `max`, as a u32.
+fn count(value: Option<Value>, option: &str, max: u32, unit: &str) -> Result<Option<u32>, Problem> {
+    number(value, option, 1, u64::from(max), unit)?
+        .map(|n| to_u32(n, option))
+        .transpose()
 }
 
 fn to_u32(n: u64, option: &str) -> Result<u32, Problem> {

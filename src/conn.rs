@@ -15,7 +15,7 @@ use crate::timer::TimerKey;
 use crate::tls_layer::TlsLayer;
 
 /// Buffers larger than this are given back to the allocator once they empty, so an idle
-/// connection holds no buffer at all.
+/// connection holds at most a small one.
 const KEEP_CAPACITY: usize = 1024;
 
 pub struct Conn {

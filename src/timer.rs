@@ -204,21 +204,11 @@ impl<T> TimerWheel<T> {
             // All lower slots started earlier and are empty now, and every
             // other slot holds later deadlines, so this batch, sorted, is
             // next in deadline order.
-            let mut index = self.take_slot(level, slot);
+            let head = self.take_slot(level, slot);
             self.elapsed = start;
-            while index != NIL {
-                let entry = &self.entries[index as usize];
-                let next = entry.next;
-                if entry.deadline <= now {
-                    let entry = self.entries.remove(index as usize);
-                    self.due.push((entry.deadline, entry.payload));
-                } else {
-                    // Placed relative to the slot's start it lands in a
-                    // lower level (or a later rotation of the top level).
-                    self.link(index);
-                }
-                index = next;
-            }
+            // Entries not yet due, placed relative to the slot's start, land
+            // in a lower level (or a later rotation of the top level).
+            self.sort_out(head, now);
             self.flush_due(fired);
         }
         self.elapsed = now;
@@ -243,20 +233,26 @@ impl<T> TimerWheel<T> {
             }
         }
         self.elapsed = now;
-        for mut index in heads {
-            while index != NIL {
-                let entry = &self.entries[index as usize];
-                let next = entry.next;
-                if entry.deadline <= now {
-                    let entry = self.entries.remove(index as usize);
-                    self.due.push((entry.deadline, entry.payload));
-                } else {
-                    self.link(index);
-                }
-                index = next;
-            }
+        for head in heads {
+            self.sort_out(head, now);
         }
         self.flush_due(fired);
+    }
+
+    /// Goes through an unlinked list: entries due by `now` are removed and
+    /// queued to fire, the others linked again where they now belong.
+    fn sort_out(&mut self, mut index: u32, now: u64) {
+        while index != NIL {
+            let entry = &self.entries[index as usize];
+            let next = entry.next;
+            if entry.deadline <= now {
+                let entry = self.entries.remove(index as usize);
+                self.due.push((entry.deadline, entry.payload));
+            } else {
+                self.link(index);
+            }
+            index = next;
+        }
     }
 
     fn flush_due(&mut self, fired: &mut Vec<T>) {

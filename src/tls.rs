@@ -2,7 +2,7 @@
 //!
 //! Loaded once at start (and by `-t`), so a missing file, a key that is not a key, or a
 //! key that does not match the certificate stops the start with a message naming the
-//! option and the file. The per-connection TLS state lives with the connection.
+//! option and the file. Each connection's TLS state is in `tls_layer`.
 //!
 //! The crypto provider is *ring*: it builds with nothing but a C compiler, where the default
 //! (aws-lc-rs) also wants CMake and, on some targets, NASM.
