@@ -1,6 +1,6 @@
 //! Printing: aligned plain-text tables, and the list of targets with PASS/FAIL.
 //!
-//! Plain text on stdout so a run can be pasted into an issue as it is; progress goes to
+//! Plain text on stdout so a run can be pasted into a report as it is; progress goes to
 //! stderr so that stdout holds only the tables.
 
 use std::fmt::Write as _;
@@ -99,7 +99,7 @@ impl Verdict {
     }
 }
 
-/// The targets of the performance issue, collected as the sections run, printed last.
+/// The performance targets, collected as the sections run, printed last.
 #[derive(Default)]
 pub struct Targets {
     rows: Vec<(String, String, String, Verdict)>,
