@@ -133,13 +133,14 @@ impl Conn {
             }
             return Ok(start..self.written);
         };
-        loop {
-            let mut taken = 0;
-            if self.written < self.out.len() {
-                taken = tls.encrypt(&self.out[self.written..])?;
-                self.written += taken;
-            }
-            if !tls.send(&mut self.stream)? || taken == 0 || self.written == self.out.len() {
+        // Send first, and encrypt only once everything before has gone: the records held
+        // stay bounded, and output left unsent always means the socket said WouldBlock.
+        while tls.send(&mut self.stream)? && self.written < self.out.len() {
+            let taken = tls.encrypt(&self.out[self.written..])?;
+            self.written += taken;
+            if taken == 0 {
+                // Still in the handshake: whatever it produced goes now, the replies later.
+                tls.send(&mut self.stream)?;
                 break;
             }
         }

@@ -18,16 +18,17 @@ use rustls::{Error, ServerConfig};
 
 use crate::conn::Received;
 
-/// The most plaintext encrypted at once: four full records.
-const ENCRYPT_CHUNK: usize = 4 * 16 * 1024;
 /// Room asked for per record beyond its plaintext (header, tag, content type, padding).
 const RECORD_OVERHEAD: usize = 64;
-/// Encrypted bytes held unsent before more plaintext is taken: the TLS counterpart of the
-/// reply buffer's bound.
+/// The most plaintext encrypted at once, and so about the most encrypted bytes held unsent
+/// (more is taken only once they have gone): the TLS counterpart of the reply buffer's bound.
 pub const SEND_BUFFER_LIMIT: usize = 16 * 1024;
 /// The most received TLS bytes held: one record (at most 16 KiB of payload plus its header
 /// and expansion) and the start of the next. rustls refuses larger records.
 const RECEIVE_LIMIT: usize = 2 * (16 * 1024 + 2048);
+/// During the handshake: rustls joins a handshake message of up to 64 KiB from its records
+/// in our buffer before it discards any of them.
+const HANDSHAKE_RECEIVE_LIMIT: usize = 64 * 1024 + 4 * (16 * 1024 + 2048);
 
 pub struct TlsLayer {
     conn: UnbufferedServerConnection,
@@ -82,13 +83,19 @@ impl TlsLayer {
             if self.failed {
                 return Received::Failed(io::ErrorKind::InvalidData.into());
             }
-            if self.incoming.len() >= RECEIVE_LIMIT {
-                // rustls would have taken a whole record by now: this is not TLS.
+            let limit = if self.is_handshaking() {
+                HANDSHAKE_RECEIVE_LIMIT
+            } else {
+                RECEIVE_LIMIT
+            };
+            if self.incoming.len() >= limit {
+                // rustls would have taken a whole record (or handshake message) by now: this
+                // is not TLS.
                 self.failed = true;
                 continue;
             }
             let start = self.incoming.len();
-            let room = (RECEIVE_LIMIT - start).min(16 * 1024 + 512);
+            let room = (limit - start).min(16 * 1024 + 512);
             self.incoming.resize(start + room, 0);
             let got = stream.read(&mut self.incoming[start..]);
             self.incoming.truncate(start + *got.as_ref().unwrap_or(&0));
@@ -116,13 +123,16 @@ impl TlsLayer {
     }
 
     /// Takes plaintext to send, as much as TLS allows now (none before the handshake ends,
-    /// none while the send buffer is full), and returns how much it took. The records go out
-    /// with [`TlsLayer::send`].
+    /// none while earlier records are unsent), and returns how much it took. The records go
+    /// out with [`TlsLayer::send`]. After a fatal TLS error, nothing can be sent: an error.
     pub fn encrypt(&mut self, plaintext: &[u8]) -> io::Result<usize> {
-        if self.failed || self.outgoing.len() - self.sent >= SEND_BUFFER_LIMIT {
+        if self.failed {
+            return Err(io::ErrorKind::InvalidData.into());
+        }
+        if self.wants_write() {
             return Ok(0);
         }
-        let chunk = &plaintext[..plaintext.len().min(ENCRYPT_CHUNK)];
+        let chunk = &plaintext[..plaintext.len().min(SEND_BUFFER_LIMIT)];
         self.guarded_pump(chunk)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
@@ -175,6 +185,10 @@ impl TlsLayer {
     /// goes to `self.plaintext`, handshake and alert records to `self.outgoing`, and once the
     /// handshake is over `to_send` is encrypted. Returns how much of `to_send` was taken.
     fn pump(&mut self, to_send: &[u8]) -> Result<usize, Error> {
+        // Records are appended below: first drop what has gone, so `outgoing` holds only
+        // what is still to send.
+        self.outgoing.drain(..self.sent);
+        self.sent = 0;
         let mut taken = 0;
         loop {
             let UnbufferedStatus { mut discard, state } =

@@ -26,6 +26,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 /// How long a real client may take for its whole run.
@@ -1223,4 +1224,24 @@ fn mutated_client_hellos_never_take_the_server_down() {
     client.quit();
     let log = server.server.stderr_log();
     assert!(!log.contains("panicked"), "the TLS layer panicked:\n{log}");
+}
+
+/// A TLS client that pipelines commands with long replies and reads them only later gets
+/// every reply: replies held back while the socket was full are encrypted and sent as soon
+/// as it drains.
+#[test]
+fn a_tls_client_that_reads_late_gets_every_reply() {
+    let server = TlsServer::start("timeout = 60");
+    let mut client = TlsClient::smtps(&server, &TLS13);
+    client.greeting();
+    const COMMANDS: usize = 30_000;
+    let mut batch = "EHLO client.example.com\r\n".repeat(COMMANDS);
+    batch.push_str("QUIT\r\n");
+    client.send(batch.as_bytes());
+    thread::sleep(Duration::from_secs(1));
+    for n in 0..COMMANDS {
+        let reply = client.reply();
+        assert!(reply.ends_with("250 DSN"), "EHLO reply {n}: {reply:?}");
+    }
+    assert_eq!(client.reply(), "221 2.0.0 Goodbye");
 }
