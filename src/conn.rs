@@ -97,11 +97,6 @@ impl Conn {
         }
     }
 
-    /// Whether anything waits to be sent: replies, or TLS records (handshake included).
-    pub fn has_output(&self) -> bool {
-        self.written < self.out.len() || self.tls.as_ref().is_some_and(|tls| tls.wants_write())
-    }
-
     /// Whether something can be sent now: replies wait inside TLS until its handshake ends.
     pub fn can_send(&self) -> bool {
         match &self.tls {

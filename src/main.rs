@@ -224,12 +224,6 @@ fn run(args: &Args) -> Result<(), Failure> {
         return Ok(());
     }
     if args.worker {
-        if !supervisor::follow_supervisor() {
-            return Err((
-                EXIT_SOFTWARE,
-                "the supervisor has gone: not starting".into(),
-            ));
-        }
         return serve(args, checked, true);
     }
     if let Some(path) = &config.pidfile {
@@ -260,7 +254,6 @@ fn serve(args: &Args, checked: Checked, worker: bool) -> Result<(), Failure> {
         }
         listeners.push(Listener {
             socket,
-            policy: policy_for(&config, spec, &fqdn, tls.is_some()),
             tls: spec.tls,
         });
     }

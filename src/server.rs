@@ -82,10 +82,9 @@ pub struct Settings {
 /// logs why).
 pub type Reload = Box<dyn FnMut() -> Option<Settings>>;
 
-/// A listening socket and what its connections are told to do.
+/// A listening socket; what its connections are told to do is its policy in [`Settings`].
 pub struct Listener {
     pub socket: TcpListener,
-    pub policy: Policy,
     pub tls: bool,
 }
 
@@ -137,8 +136,15 @@ impl Server {
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)?;
+        if settings.policies.len() != listeners.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "one policy per listener is needed",
+            ));
+        }
         let mut states = Vec::with_capacity(listeners.len());
-        for (index, mut listener) in listeners.into_iter().enumerate() {
+        let pairs = listeners.into_iter().zip(settings.policies);
+        for (index, (mut listener, policy)) in pairs.enumerate() {
             poll.registry().register(
                 &mut listener.socket,
                 Token(LISTENER_BIT | index),
@@ -146,7 +152,7 @@ impl Server {
             )?;
             states.push(ListenerState {
                 socket: Some(listener.socket),
-                policy: listener.policy,
+                policy,
                 tls: listener.tls,
                 failures: 0,
                 paused: false,
@@ -442,7 +448,7 @@ impl Server {
                 break;
             }
             if conn.starting_tls {
-                if conn.has_output() {
+                if conn.can_send() {
                     // The 220 goes out in plaintext first; nothing is read meanwhile.
                     break;
                 }
