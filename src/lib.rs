@@ -2,9 +2,10 @@
 //!
 //! The crate is split between a pure protocol core (`command`, `session`,
 //! `switches`, `reply`), which never touches a socket or a clock, and the
-//! event loop (`server`, `conn`, `timer`, `listener`) that does the I/O and
+//! event loop (`server`, `conn`, `timer`, `clock`, `listener`) that does the I/O and
 //! keeps time for it.
 
+pub mod clock;
 pub mod command;
 pub mod config;
 pub mod conn;

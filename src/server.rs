@@ -7,7 +7,7 @@
 
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use log::{Level, debug, info, log_enabled, warn};
 use mio::event::Event;
@@ -19,6 +19,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::clock::Clock;
 use crate::conn::{Conn, Received};
 use crate::reply;
 use crate::session::{Action, OUTPUT_HIGH_WATER, Policy, Session};
@@ -114,8 +115,8 @@ pub struct Server {
     ready: Vec<ConnRef>,
     ready_next: Vec<ConnRef>,
     signals: Signals,
-    started: Instant,
-    /// Milliseconds since `started`, read once per turn of the loop.
+    clock: Clock,
+    /// The clock's reading at the start of this turn of the loop.
     now: u64,
     timeout_ms: u64,
     next_id: u64,
@@ -171,7 +172,7 @@ impl Server {
             ready: Vec::new(),
             ready_next: Vec::new(),
             signals,
-            started: Instant::now(),
+            clock: Clock::start(),
             now: 0,
             timeout_ms: u64::from(settings.timeout_secs) * 1000,
             next_id: 1,
@@ -192,7 +193,7 @@ impl Server {
                 }
                 return Err(e);
             }
-            self.now = self.started.elapsed().as_millis() as u64;
+            self.now = self.clock.now();
             for event in events.iter() {
                 self.dispatch(event);
             }
@@ -225,8 +226,7 @@ impl Server {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        // The wait is rounded up to whole milliseconds, so it never ends before the deadline.
-        next.map(|deadline| Duration::from_millis(deadline.saturating_sub(self.now)))
+        next.map(|deadline| self.clock.wait_until(deadline))
     }
 
     fn dispatch(&mut self, event: &Event) {
@@ -558,9 +558,11 @@ impl Server {
             Action::Continue => {}
             Action::Close => conn.closing = true,
             Action::Pause { millis } => {
+                // Counted from now, not from the start of this turn: never early.
+                let deadline = self.clock.deadline_after(millis);
                 conn.delay_timer = Some(
                     self.timers
-                        .insert(self.now + millis, Timer::Delay(ConnRef::new(slot, conn.id))),
+                        .insert(deadline, Timer::Delay(ConnRef::new(slot, conn.id))),
                 );
             }
             Action::StartTls => conn.starting_tls = true,

@@ -155,6 +155,38 @@ fn a_delayed_reply_makes_no_other_connection_wait() {
     assert_eq!(slow.reply(), "250 2.0.0 OK");
 }
 
+#[test]
+fn delayed_replies_are_never_early() {
+    let server = Server::start("");
+    let mut clients: Vec<Client> = (0..40).map(|_| server.connect()).collect();
+    for client in &mut clients {
+        client.start_message();
+    }
+    // Written one after another, so the deadlines fall at every point within a millisecond.
+    let message = message("X-Blackhole-Delay: 1\r\n");
+    let sent: Vec<Instant> = clients
+        .iter_mut()
+        .map(|client| {
+            let at = Instant::now();
+            client.send(message.as_bytes());
+            thread::sleep(Duration::from_micros(130));
+            at
+        })
+        .collect();
+    for (client, sent) in clients.iter_mut().zip(sent) {
+        assert_queued(&client.reply());
+        let waited = sent.elapsed();
+        assert!(
+            waited >= Duration::from_secs(1),
+            "a 1 s delay answered after {waited:?}"
+        );
+        assert!(
+            waited < Duration::from_secs(3),
+            "a 1 s delay answered after {waited:?}"
+        );
+    }
+}
+
 /// Waits for the `421 Timeout` of a server with `timeout = 1`, counting from `since`.
 fn expect_timeout_after_one_second(client: &mut Client, since: Instant) {
     let reply = client
