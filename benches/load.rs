@@ -12,7 +12,8 @@
 //!   to greet 10,000 connections, and wake-ups while 1,000 connections sit idle; then the
 //!   same RSS figures for SMTPS connections (TLS 1.3 handshake, 220 and NOOP inside TLS),
 //!   recorded, not judged;
-//! - delays: how late the replies to 1,000 and 10,000 concurrent delayed messages are.
+//! - delays: how late the replies to 1,000 and 10,000 concurrent delayed messages are, next to
+//!   a bare sender's under the same client (`support::bare_sender`: the floor on this machine).
 //!
 //! Targets relative to smtp-sink are measured side by side in one run, runs interleaved,
 //! because absolute figures drift on a shared 2-core machine.
@@ -35,6 +36,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::bare_sender::{self, BareSender};
 use support::crowd::{self, Opened, Stage};
 use support::loadgen::{self, Dialogue, Load};
 use support::postfix;
@@ -129,6 +131,9 @@ impl Plan {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = bare_sender::run_if_asked() {
+        return code;
+    }
     let plan = Plan::from_env();
     let sections = match sections_from_args() {
         Ok(sections) => sections,
@@ -881,9 +886,11 @@ fn idle_tls(plan: &Plan, binary: &Path, targets: &mut Targets) -> io::Result<()>
 /// single-threaded server while the burst arrives, and the lateness then measures the
 /// scheduler, not the server (16 threads tripled the p99 at 10,000).
 const DELAY_THREADS: usize = 1;
+/// How long past its delay a reply may come before the message counts as unanswered.
+const REPLY_GRACE: Duration = Duration::from_secs(30);
 
 fn delays(plan: &Plan, binary: &Path, targets: &mut Targets) -> io::Result<()> {
-    let delay = plan.delay_secs as f64;
+    let delay = Duration::from_secs(plan.delay_secs);
     let mut table = Table::new(
         format!(
             "Delayed replies (all connections at DATA, then each sends a message with X-Blackhole-Delay: {}, from {DELAY_THREADS} thread)",
@@ -891,6 +898,7 @@ fn delays(plan: &Plan, binary: &Path, targets: &mut Targets) -> io::Result<()> {
         ),
         &[
             "N",
+            "server",
             "at DATA",
             "replied 250",
             "lateness p50",
@@ -907,55 +915,32 @@ fn delays(plan: &Plan, binary: &Path, targets: &mut Targets) -> io::Result<()> {
     for (n, limit) in DELAYED {
         let mut server = Server::blackhole(binary)?;
         eprintln!("   {} connections to DATA", count(n as u64));
-        let mut opened = crowd::open(server.addr, n, plan.in_flight, Stage::InData);
+        let opened = crowd::open(server.addr, n, plan.in_flight, Stage::InData);
         thread::sleep(plan.settle);
         eprintln!("   {} delayed messages", count(n as u64));
-        let cpu_before = server.cpu_seconds();
-        let wait = Duration::from_secs(plan.delay_secs + 30);
-        let delayed = crowd::send_delayed(&mut opened.conns, &message, wait, DELAY_THREADS);
-        let cpu = server.cpu_seconds() - cpu_before;
-        let at_data = opened.conns.len();
-        crowd::quit_all(opened.conns);
+        let round = delayed_round(opened, &message, delay, || server.cpu_seconds());
         server.stop();
+        let p99 = round.row(&mut table, n, "blackhole");
 
-        let lateness: Vec<f64> = delayed
-            .latencies_in_write_order()
-            .iter()
-            .map(|l| l.as_secs_f64() - delay)
-            .collect();
-        let p99 = percentile(&lateness, 99.0);
-        let signed = |s: f64| format!("{:+.2} ms", s * 1000.0);
-        table.row(vec![
-            count(n as u64),
-            count(at_data as u64),
-            count(lateness.len() as u64),
-            or_dash(median(&lateness), signed),
-            or_dash(p99, signed),
-            or_dash(lateness.iter().copied().reduce(f64::max), signed),
-            or_dash(lateness.iter().copied().reduce(f64::min), signed),
-            or_dash(lateness.first().copied(), signed),
-            or_dash(lateness.last().copied(), signed),
-            millis(delayed.write_spread().as_secs_f64()),
-            format!("{cpu:.2}"),
-        ]);
-        if let Some(error) = opened.first_error {
-            table.note(format!("N={n}: first error reaching DATA: {error}"));
-        }
-        if let Some(error) = delayed.first_error {
-            table.note(format!(
-                "N={n}: {} message(s) without a 250, first: {error}",
-                delayed.failures
-            ));
-        }
-        let all = at_data == n && lateness.len() == n;
+        let bare = BareSender::start(delay)?;
+        eprintln!("   {} delayed messages to the bare sender", count(n as u64));
+        let opened = crowd::open(bare.addr, n, plan.in_flight, Stage::InData);
+        thread::sleep(plan.settle);
+        let floor = delayed_round(opened, &message, delay, || bare.cpu_seconds());
+        let floor_p99 = floor.row(&mut table, n, "bare sender");
+        drop(bare);
+
+        let answered = round.lateness.len();
+        let all = round.at_data == n && answered == n;
         let p99 = p99.unwrap_or(f64::MAX);
         targets.add(
             format!("delay lateness p99, {} concurrent", count(n as u64)),
             format!(
-                "{} ({} of {} answered)",
-                signed(p99),
-                count(lateness.len() as u64),
-                count(n as u64)
+                "{} ({} of {} answered; bare sender {})",
+                signed_millis(p99),
+                count(answered as u64),
+                count(n as u64),
+                floor_p99.map_or("-".to_string(), signed_millis),
             ),
             format!("<= {:.0} ms", limit * 1000.0),
             Verdict::from_check(all && p99 <= limit),
@@ -963,6 +948,82 @@ fn delays(plan: &Plan, binary: &Path, targets: &mut Targets) -> io::Result<()> {
     }
     table.note("lateness: from writing a message (with its final dot) to its 250, minus the delay asked for; negative = early");
     table.note("first/last written: lateness of the first and the last message written; a rising lateness means the server fell behind the burst");
+    table.note("bare sender: the same client against a process that only sends each 250 when its delay is up (benches/support/bare_sender.rs): the floor this machine's loopback sets");
     table.print();
     Ok(())
+}
+
+/// One burst of delayed messages, and what came back.
+struct DelayedRound {
+    at_data: usize,
+    /// Reply time minus the delay, in seconds, in the order the messages were written.
+    lateness: Vec<f64>,
+    write_spread: Duration,
+    server_cpu: f64,
+    errors: Vec<String>,
+}
+
+fn delayed_round(
+    opened: Opened,
+    message: &[u8],
+    delay: Duration,
+    server_cpu: impl Fn() -> f64,
+) -> DelayedRound {
+    let mut conns = opened.conns;
+    let cpu_before = server_cpu();
+    let delayed = crowd::send_delayed(&mut conns, message, delay + REPLY_GRACE, DELAY_THREADS);
+    let cpu = server_cpu() - cpu_before;
+    let at_data = conns.len();
+    crowd::quit_all(conns);
+    let mut errors = Vec::new();
+    if let Some(error) = opened.first_error {
+        errors.push(format!("first error reaching DATA: {error}"));
+    }
+    if let Some(error) = &delayed.first_error {
+        errors.push(format!(
+            "{} message(s) without a 250, first: {error}",
+            delayed.failures
+        ));
+    }
+    DelayedRound {
+        at_data,
+        lateness: delayed
+            .latencies_in_write_order()
+            .iter()
+            .map(|l| l.as_secs_f64() - delay.as_secs_f64())
+            .collect(),
+        write_spread: delayed.write_spread(),
+        server_cpu: cpu,
+        errors,
+    }
+}
+
+impl DelayedRound {
+    /// Adds the round to the table; returns its p99 lateness.
+    fn row(&self, table: &mut Table, n: usize, server: &str) -> Option<f64> {
+        let lateness = &self.lateness;
+        let p99 = percentile(lateness, 99.0);
+        table.row(vec![
+            count(n as u64),
+            server.to_string(),
+            count(self.at_data as u64),
+            count(lateness.len() as u64),
+            or_dash(median(lateness), signed_millis),
+            or_dash(p99, signed_millis),
+            or_dash(lateness.iter().copied().reduce(f64::max), signed_millis),
+            or_dash(lateness.iter().copied().reduce(f64::min), signed_millis),
+            or_dash(lateness.first().copied(), signed_millis),
+            or_dash(lateness.last().copied(), signed_millis),
+            millis(self.write_spread.as_secs_f64()),
+            format!("{:.2}", self.server_cpu),
+        ]);
+        for error in &self.errors {
+            table.note(format!("N={n}, {server}: {error}"));
+        }
+        p99
+    }
+}
+
+fn signed_millis(seconds: f64) -> String {
+    format!("{:+.2} ms", seconds * 1000.0)
 }
