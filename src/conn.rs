@@ -14,8 +14,8 @@ use crate::session::Session;
 use crate::timer::TimerKey;
 use crate::tls_layer::TlsLayer;
 
-/// Buffers larger than this are given back to the allocator once they empty, so an idle
-/// connection holds at most a small one.
+/// Buffers larger than this are given back to the allocator once they empty; a smaller
+/// output buffer goes back to the loop, to be lent again.
 const KEEP_CAPACITY: usize = 1024;
 
 pub struct Conn {
@@ -34,7 +34,10 @@ pub struct Conn {
     pub tail: Vec<u8>,
     /// Whether the session has seen all of `tail` and needs more bytes to go on.
     pub tail_fed: bool,
-    /// Replies not yet sent; `out[..written]` has gone.
+    /// Replies not yet sent; `out[..written]` has gone. Without a buffer of its own while
+    /// nothing is pending: replies are written into the loop's spare one, lent until they
+    /// have gone, so they go from memory that is warm in the cache, and an idle connection
+    /// holds no output buffer.
     pub out: Vec<u8>,
     pub written: usize,
     /// When the client last completed a line, in ticks: the idle timeout counts from here.
@@ -142,12 +145,24 @@ impl Conn {
         Ok(start..self.written)
     }
 
-    /// Drops sent output, and buffers that grew large while they are empty.
-    pub fn compact(&mut self) {
+    /// Before replies are written: a connection without output holds no buffer of its
+    /// own, and borrows the loop's, which is warm in the cache.
+    pub fn lend_output(&mut self, spare: &mut Vec<u8>) {
+        if self.out.capacity() == 0 {
+            std::mem::swap(&mut self.out, spare);
+        }
+    }
+
+    /// Drops sent output; once all has gone, the buffer goes back to the loop (or to the
+    /// allocator, if the loop has one or it grew large). The input tail is freed when it
+    /// empties after growing large.
+    pub fn compact(&mut self, spare: &mut Vec<u8>) {
         if self.written == self.out.len() {
             self.written = 0;
             self.out.clear();
-            if self.out.capacity() > KEEP_CAPACITY {
+            if spare.capacity() == 0 && self.out.capacity() <= KEEP_CAPACITY {
+                std::mem::swap(&mut self.out, spare);
+            } else {
                 self.out = Vec::new();
             }
         }
@@ -190,5 +205,73 @@ fn read_plain(stream: &mut TcpStream, buf: &mut [u8]) -> Received {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => Received::Failed(e),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A connection on the accepting end of a loopback pair, and the client's end.
+    fn pair() -> (Conn, std::net::TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let client = std::net::TcpStream::connect(listener.local_addr().expect("its address"))
+            .expect("connect");
+        let (accepted, _) = listener.accept().expect("accept");
+        accepted.set_nonblocking(true).expect("non-blocking");
+        let conn = Conn::new(TcpStream::from_std(accepted), 0, 1, 0, false);
+        (conn, client)
+    }
+
+    #[test]
+    fn output_that_went_gives_the_buffer_back() {
+        let (mut conn, mut client) = pair();
+        let mut spare = Vec::with_capacity(256);
+        conn.lend_output(&mut spare);
+        assert_eq!(spare.capacity(), 0, "the spare is lent, not copied");
+        conn.out.extend_from_slice(b"250 OK\r\n");
+        assert_eq!(conn.flush().expect("flush"), 0..8);
+        conn.compact(&mut spare);
+        assert_eq!(
+            conn.out.capacity(),
+            0,
+            "an idle connection holds no output buffer"
+        );
+        assert!(spare.capacity() >= 8, "the buffer is back with the loop");
+        let mut got = [0u8; 8];
+        client.read_exact(&mut got).expect("the reply arrives");
+        assert_eq!(&got, b"250 OK\r\n");
+    }
+
+    #[test]
+    fn unsent_output_keeps_its_buffer() {
+        let (mut conn, _client) = pair();
+        let mut spare = Vec::new();
+        conn.lend_output(&mut spare);
+        // More than the socket buffers hold while the client reads nothing.
+        conn.out.resize(64 << 20, b'x');
+        conn.flush().expect("flush");
+        let pending = conn.pending_output();
+        assert!(pending > 0, "the socket filled up");
+        conn.compact(&mut spare);
+        assert_eq!(
+            spare.capacity(),
+            0,
+            "a buffer still in use is not the loop's"
+        );
+        assert_eq!(conn.pending_output(), pending);
+        assert!(conn.out[conn.written..].iter().all(|&b| b == b'x'));
+    }
+
+    #[test]
+    fn a_large_buffer_goes_back_to_the_allocator() {
+        let (mut conn, _client) = pair();
+        let mut spare = Vec::new();
+        conn.out = vec![b'x'; 4 * KEEP_CAPACITY];
+        conn.written = conn.out.len();
+        conn.compact(&mut spare);
+        assert_eq!(conn.out.capacity(), 0);
+        assert_eq!(spare.capacity(), 0, "the loop keeps only a small spare");
     }
 }

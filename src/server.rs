@@ -111,6 +111,8 @@ pub struct Server {
     timers: TimerWheel<Timer>,
     rng: Rand64,
     scratch: Box<[u8]>,
+    /// The output buffer idle connections share (see `Conn::lend_output`).
+    spare_output: Vec<u8>,
     /// Connections that stopped before their socket said `WouldBlock`, to go on next turn.
     ready: Vec<ConnRef>,
     ready_next: Vec<ConnRef>,
@@ -169,6 +171,7 @@ impl Server {
             timers: TimerWheel::new(),
             rng: Rand64::new(seed),
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            spare_output: Vec::new(),
             ready: Vec::new(),
             ready_next: Vec::new(),
             signals,
@@ -409,6 +412,7 @@ impl Server {
             }
         }
         // On SMTPS the greeting waits inside rustls for the handshake to end.
+        conn.lend_output(&mut self.spare_output);
         conn.out.extend_from_slice(state.policy.greeting());
         conn.idle_timer = Some(self.timers.insert(
             self.now + self.timeout_ms,
@@ -433,7 +437,7 @@ impl Server {
                     if log_enabled!(Level::Debug) && !sent.is_empty() {
                         log_lines(conn.id, "S:", &conn.out[sent]);
                     }
-                    conn.compact();
+                    conn.compact(&mut self.spare_output);
                 }
                 Err(e) => {
                     debug!("[{}] write failed: {e}", conn.id);
@@ -490,7 +494,7 @@ impl Server {
             rounds -= 1;
             let policy = &self.listeners[conn.listener].policy;
             if unfed {
-                let action = feed(conn, policy, &mut self.rng, &[]);
+                let action = feed(conn, policy, &mut self.rng, &mut self.spare_output, &[]);
                 self.act(slot, action);
                 continue;
             }
@@ -515,7 +519,7 @@ impl Server {
                     if memchr::memchr(b'\n', input).is_some() {
                         conn.last_line_at = self.now;
                     }
-                    let action = feed(conn, policy, &mut self.rng, input);
+                    let action = feed(conn, policy, &mut self.rng, &mut self.spare_output, input);
                     self.act(slot, action);
                 }
                 Received::WouldBlock => conn.read_ready = false,
@@ -582,6 +586,7 @@ impl Server {
                     return;
                 };
                 c.delay_timer = None;
+                c.lend_output(&mut self.spare_output);
                 c.session.resume(
                     &self.listeners[c.listener].policy,
                     &mut self.rng,
@@ -659,7 +664,14 @@ fn lookup(conns: &mut Slab<Conn>, conn: ConnRef) -> Option<&mut Conn> {
 
 /// Gives the session the connection's waiting input followed by `fresh` bytes, and keeps
 /// what it does not use.
-fn feed(conn: &mut Conn, policy: &Policy, rng: &mut Rand64, fresh: &[u8]) -> Action {
+fn feed(
+    conn: &mut Conn,
+    policy: &Policy,
+    rng: &mut Rand64,
+    spare_output: &mut Vec<u8>,
+    fresh: &[u8],
+) -> Action {
+    conn.lend_output(spare_output);
     // The session bounds output by `out.len()`: make that the unsent part.
     conn.out.drain(..conn.written);
     conn.written = 0;
