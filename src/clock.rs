@@ -47,7 +47,7 @@ impl Clock {
 }
 
 /// The part of `left` to wait in one poll so that it cannot end after `left`.
-fn wait_for(left: Duration) -> Duration {
+pub fn wait_for(left: Duration) -> Duration {
     if left <= WHOLE_WAIT {
         left
     } else {

@@ -19,6 +19,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use blackhole::clock::wait_for;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
@@ -141,6 +142,7 @@ fn serve(delay: Duration) -> io::Result<()> {
     let mut events = Events::with_capacity(1024);
     let mut buf = [0u8; 4096];
     loop {
+        // Long waits stop short of the kernel's slack on them, as blackhole's do.
         let timeout = due
             .front()
             .map(|&(at, _)| wait_for(at.saturating_duration_since(Instant::now())));
@@ -192,15 +194,5 @@ fn serve(delay: Duration) -> io::Result<()> {
                 let _ = stream.write(REPLY);
             }
         }
-    }
-}
-
-/// As blackhole waits (src/clock.rs): a long poll stops short of the kernel's slack on it, 0.1%
-/// of its length, and waits again for the rest.
-fn wait_for(left: Duration) -> Duration {
-    if left <= Duration::from_millis(16) {
-        left
-    } else {
-        left - left / 64
     }
 }
