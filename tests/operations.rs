@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     Client, MAILNAME, TempDir, assert_bounce, assert_queued, blackhole_bin, config_toml, free_port,
-    require_program, run_blackhole, run_with_limit, send_signal,
+    require_program, run_blackhole, run_with_limit, send_signal, spawn_blackhole,
 };
 
 /// How long a start, a restart or a reload may take before the test calls it stuck.
@@ -243,19 +243,7 @@ impl Blackhole {
     fn start(extra_toml: &str) -> Blackhole {
         let dir = TempDir::new();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-        let config = dir.write(
-            "blackhole.toml",
-            &config_toml(&addr.to_string(), extra_toml),
-        );
-        let log = fs::File::create(dir.path().join("stderr.log")).expect("create stderr.log");
-        let child = Command::new(blackhole_bin())
-            .arg("-c")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn blackhole");
+        let (child, config) = spawn_blackhole(&dir, &[], &addr.to_string(), extra_toml);
         Blackhole {
             child,
             config,
@@ -307,6 +295,18 @@ impl Blackhole {
 
     fn signal(&self, signal: &str) {
         send_signal(signal, self.pid());
+    }
+
+    /// Sends one message on a new connection at a time, for up to `SETTLE`, until its reply
+    /// is not a 250 (a reload to another mode has happened). Returns whether that came, and
+    /// the last reply.
+    fn first_reply_not_accepted(&self) -> (bool, String) {
+        let mut reply = String::new();
+        let changed = wait_for(SETTLE, || {
+            reply = one_message(self.addr);
+            !reply.starts_with("250 ")
+        });
+        (changed, reply)
     }
 
     /// Waits up to `SETTLE` for `done`, failing if the process exits first or it never holds.
@@ -674,11 +674,7 @@ fn sighup_applies_the_new_config_to_open_and_new_connections() {
     server.rewrite_config("mode = \"bounce\"\ntimeout = 5\nmax_message_size = 200000");
     server.signal("HUP");
     // A new connection tells when the reload has happened.
-    let mut reply = String::new();
-    let reloaded = wait_for(SETTLE, || {
-        reply = one_message(server.addr);
-        !reply.starts_with("250 ")
-    });
+    let (reloaded, reply) = server.first_reply_not_accepted();
     assert!(
         reloaded,
         "messages still accepted {SETTLE:?} after SIGHUP with mode = \"bounce\": {reply:?}; \
@@ -759,12 +755,9 @@ fn sighup_with_a_config_that_does_not_parse_keeps_the_old_one() {
     // And a good config on the next SIGHUP still applies.
     server.rewrite_config("mode = \"bounce\"");
     server.signal("HUP");
-    let mut reply = String::new();
+    let (reloaded, reply) = server.first_reply_not_accepted();
     assert!(
-        wait_for(SETTLE, || {
-            reply = one_message(server.addr);
-            !reply.starts_with("250 ")
-        }),
+        reloaded,
         "a good config after a bad one was not applied: {reply:?}"
     );
     assert_bounce(&reply);
@@ -781,12 +774,9 @@ fn sighup_to_the_supervisor_reaches_the_workers() {
     }
     server.rewrite_config("workers = 2\nmode = \"bounce\"");
     server.signal("HUP");
-    let mut reply = String::new();
+    let (reloaded, reply) = server.first_reply_not_accepted();
     assert!(
-        wait_for(SETTLE, || {
-            reply = one_message(server.addr);
-            !reply.starts_with("250 ")
-        }),
+        reloaded,
         "messages still accepted {SETTLE:?} after SIGHUP to the supervisor: {reply:?}; \
          stderr:\n{}",
         server.log()

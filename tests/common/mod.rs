@@ -85,6 +85,31 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local_addr").port()
 }
 
+/// Starts `blackhole ARGS -c CONFIG` without waiting for it. The config, `blackhole.toml`
+/// (`listen` and `extra_toml`, see `config_toml`), and the server's `stderr.log` are in `dir`.
+/// Returns the process and the config's path.
+pub fn spawn_blackhole(
+    dir: &TempDir,
+    args: &[&str],
+    listen: &str,
+    extra_toml: &str,
+) -> (Child, PathBuf) {
+    let config = dir.write("blackhole.toml", &config_toml(listen, extra_toml));
+    // stderr goes to a file, not a pipe: nobody reads a pipe while the test runs, and a full
+    // pipe would block the server's logging and so the server.
+    let log = fs::File::create(dir.path().join("stderr.log")).expect("create stderr.log");
+    let child = Command::new(blackhole_bin())
+        .args(args)
+        .arg("-c")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn blackhole");
+    (child, config)
+}
+
 /// A running `blackhole` with its own config; killed and reaped on drop.
 pub struct Server {
     child: Child,
@@ -112,22 +137,7 @@ impl Server {
         let dir = TempDir::new();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
         let listen = format!("{addr} {listener_flags}");
-        let config = dir.write(
-            "blackhole.toml",
-            &config_toml(listen.trim_end(), extra_toml),
-        );
-        // stderr goes to a file, not a pipe: nobody reads a pipe while the test runs, and a
-        // full pipe would block the server's logging and so the server.
-        let log = fs::File::create(dir.path().join("stderr.log")).expect("create stderr.log");
-        let child = Command::new(blackhole_bin())
-            .args(args)
-            .arg("-c")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn blackhole");
+        let (child, _) = spawn_blackhole(&dir, args, listen.trim_end(), extra_toml);
         let mut server = Server { child, addr, dir };
         server.wait_until_listening();
         server
