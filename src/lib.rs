@@ -1,24 +1,19 @@
 //! blackhole: an SMTP server that accepts mail and throws it away.
 //!
-//! The crate is split between a pure protocol core (`command`, `session`,
-//! `switches`, `reply`), which never touches a socket or a clock, and the
-//! event loop (`server`, `conn`, `timer`, `clock`, `listener`) that does the I/O and
-//! keeps time for it.
+//! Four rooms, each depending only on the ones before it:
+//! - [`smtp`]: the pure protocol core. Bytes in, replies and actions out; no sockets, no
+//!   clock, no configuration format.
+//! - [`event_loop`]: one `mio` poll loop that owns the sockets, TLS, buffers and timers,
+//!   feeds the core and carries out what it returns.
+//! - [`config`]: the two file formats, the listener syntax and the option values, checked
+//!   into one [`config::Config`].
+//! - [`service`]: running as a program: binding, TLS files, background, supervisor and
+//!   workers, pidfile, privileges, and the wiring that turns a `Config` into the loop's
+//!   settings and reloads them on SIGHUP.
+//!
+//! `main.rs` only reads the command line and hands it to [`service::run`].
 
-pub mod clock;
-pub mod command;
 pub mod config;
-pub mod conn;
-pub mod daemon;
-pub mod listener;
-pub mod options;
-pub mod pidfile;
-pub mod privileges;
-pub mod reply;
-pub mod server;
-pub mod session;
-pub mod supervisor;
-pub mod switches;
-pub mod timer;
-pub mod tls;
-pub mod tls_layer;
+pub mod event_loop;
+pub mod service;
+pub mod smtp;

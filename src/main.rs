@@ -1,29 +1,12 @@
-//! The `blackhole` command: arguments, logging, configuration, then the event loop (or the
-//! supervisor of several).
+//! The `blackhole` command: reads the command line and hands it to [`service::run`].
 //!
-//! Everything a person can get wrong before the first connection (arguments, config, a
-//! port in use, a user that does not exist) is told here in one line naming the file, the
-//! option and the fix, with a distinct exit code: 64 usage or config, 77 permission or an
-//! address in use.
+//! A command line that does not parse is told here in one line, with exit code 64;
+//! everything after (configuration, binding, serving) is the service's.
 
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use log::{LevelFilter, error, info, warn};
-
-use blackhole::config::{self, Config, ListenerSpec};
-use blackhole::privileges::{self, Identity};
-use blackhole::server::{Listener, Reload, Server, Settings};
-use blackhole::session::Policy;
-use blackhole::supervisor::{self, WorkerCommand};
-use blackhole::{daemon, listener, pidfile, tls};
-
-const EXIT_USAGE: u8 = 64;
-const EXIT_SOFTWARE: u8 = 70;
-const EXIT_PERMISSION: u8 = 77;
+use blackhole::service::{self, Args, EXIT_USAGE};
 
 const HELP: &str = "\
 blackhole: an SMTP server that accepts mail and throws it away
@@ -48,18 +31,6 @@ Signals: SIGTERM/SIGINT stop (pending replies are sent first); SIGHUP re-reads t
 configuration. Exit codes: 0 clean, 64 usage or configuration, 77 permission or
 address in use.
 ";
-
-/// What the command line asked for.
-struct Args {
-    conf: Option<PathBuf>,
-    test: bool,
-    debug: bool,
-    quiet: bool,
-    background: bool,
-    less_secure: bool,
-    /// Started by a supervisor as one of its workers.
-    worker: bool,
-}
 
 enum Command {
     Serve(Args),
@@ -89,10 +60,10 @@ fn parse_args() -> Result<Command, String> {
         )));
     }
     if args.contains("--help-config") {
-        return Ok(Command::Print(blackhole::options::options_documentation()));
+        return Ok(Command::Print(service::config_documentation()));
     }
     if args.contains("--print-systemd-unit") {
-        return Ok(Command::Print(blackhole::options::SYSTEMD_UNIT.into()));
+        return Ok(Command::Print(service::systemd::UNIT.into()));
     }
     let parsed = Args {
         conf: args
@@ -116,382 +87,15 @@ fn parse_args() -> Result<Command, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(Command::Serve(args)) => args,
+    match parse_args() {
+        Ok(Command::Serve(args)) => service::run(&args),
         Ok(Command::Print(text)) => {
             print!("{text}");
-            return ExitCode::SUCCESS;
+            ExitCode::SUCCESS
         }
         Err(message) => {
             eprintln!("blackhole: {message}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    if args.background && daemon::is_detached() {
-        daemon::leave_session();
-    }
-    init_logging(&args);
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err((code, message)) => {
-            eprintln!("blackhole: {message}");
-            ExitCode::from(code)
+            ExitCode::from(EXIT_USAGE)
         }
     }
-}
-
-fn init_logging(args: &Args) {
-    let level = if args.debug {
-        LevelFilter::Debug
-    } else if args.quiet {
-        LevelFilter::Error
-    } else {
-        LevelFilter::Info
-    };
-    let config = simplelog::ConfigBuilder::new()
-        .set_target_level(LevelFilter::Off)
-        .set_thread_level(LevelFilter::Off)
-        .set_location_level(LevelFilter::Off)
-        .build();
-    let _ = simplelog::TermLogger::init(
-        level,
-        config,
-        simplelog::TerminalMode::Stderr,
-        simplelog::ColorChoice::Never,
-    );
-}
-
-type Failure = (u8, String);
-
-/// Everything checked before serving: what `-t` checks, too.
-struct Checked {
-    config: Config,
-    /// The config file's name, for messages.
-    file: String,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    identity: Option<Identity>,
-}
-
-fn check(args: &Args) -> Result<Checked, Failure> {
-    let config = match (
-        args.worker,
-        std::env::var(supervisor::CONFIG_SNAPSHOT),
-        &args.conf,
-    ) {
-        // A worker reads the configuration its supervisor runs, not whatever the file says
-        // now: a worker restarted after an edit must not bind other addresses.
-        (true, Ok(text), Some(path)) => config::parse(&text, path),
-        _ => config::load(args.conf.as_deref()),
-    }
-    .map_err(|e| (EXIT_USAGE, e.to_string()))?;
-    let file = config.source.as_ref().map_or_else(
-        || "built-in defaults".to_owned(),
-        |p| p.display().to_string(),
-    );
-    let tls = tls::server_config(&config, &file).map_err(|e| (EXIT_USAGE, e))?;
-    let identity = privileges::resolve(config.user.as_deref(), config.group.as_deref(), &file)
-        .map_err(|e| (e.exit_code, e.message))?;
-    Ok(Checked {
-        config,
-        file,
-        tls,
-        identity,
-    })
-}
-
-fn run(args: &Args) -> Result<(), Failure> {
-    let checked = check(args)?;
-    let (config, file) = (&checked.config, &checked.file);
-    if !args.worker {
-        if args.less_secure {
-            info!(
-                "-ls has no effect: the TLS library offers only secure protocol versions and ciphers"
-            );
-        }
-        if config.tls_dhparams.is_some() {
-            warn!(
-                "{file}: option `tls_dhparams` is unused: TLS key exchange is ECDHE, which needs no DH parameters"
-            );
-        }
-    }
-    if args.test {
-        println!("{file}: configuration OK");
-        return Ok(());
-    }
-    if args.background && !daemon::is_detached() {
-        let pid = daemon::start_background()?;
-        println!("blackhole: running in the background as process {pid}");
-        return Ok(());
-    }
-    if args.worker {
-        return serve(args, checked, true);
-    }
-    if let Some(path) = &config.pidfile {
-        pidfile::check_not_running(path, file).map_err(|e| (EXIT_PERMISSION, e))?;
-    }
-    if config.workers > 1 {
-        return supervise(args, &checked);
-    }
-    serve(args, checked, false)
-}
-
-/// One process serving: bind, catch signals, write the pidfile, drop root, serve until told
-/// to stop.
-fn serve(args: &Args, checked: Checked, worker: bool) -> Result<(), Failure> {
-    let Checked {
-        config,
-        file,
-        tls,
-        identity,
-    } = checked;
-    let fqdn = config.mail_name();
-    let mut listeners = Vec::with_capacity(config.listeners.len());
-    for spec in &config.listeners {
-        let socket = listener::bind(spec, worker).map_err(|e| (e.exit_code as u8, e.message))?;
-        if let Ok(addr) = socket.local_addr() {
-            let kind = if spec.tls { "SMTPS" } else { "SMTP" };
-            info!("listening for {kind} on {addr} as {fqdn}");
-        }
-        listeners.push(Listener {
-            socket,
-            tls: spec.tls,
-        });
-    }
-    let settings = settings_for(&config, tls.is_some());
-    let max_connections = settings.max_connections;
-    let reload = reloader(args.conf.clone(), config.clone(), tls.is_some());
-    // Signals are caught from here on, before the pidfile or -b says the server runs.
-    let mut server = Server::new(listeners, tls, settings, seed(), reload)
-        .map_err(|e| (EXIT_SOFTWARE, format!("cannot start the event loop: {e}")))?;
-    let pidfile = config.pidfile.clone().filter(|_| !worker);
-    if let Some(path) = &pidfile {
-        pidfile::write(path, &file).map_err(|e| (EXIT_PERMISSION, e))?;
-        if let Some(identity) = &identity {
-            pidfile::hand_over(path, identity);
-        }
-    }
-    let result = (|| {
-        if let Some(identity) = &identity {
-            privileges::become_identity(identity).map_err(|e| (e.exit_code, e.message))?;
-        }
-        // After the identity change, which clears the parent-death signal.
-        if worker && !supervisor::follow_supervisor() {
-            return Err((EXIT_SOFTWARE, "the supervisor has gone".to_owned()));
-        }
-        info!("serving at most {max_connections} connections at once");
-        if daemon::is_detached() {
-            daemon::release_streams()
-                .map_err(|e| (EXIT_SOFTWARE, format!("cannot detach: {e}")))?;
-        }
-        server
-            .run()
-            .map_err(|e| (EXIT_SOFTWARE, format!("event loop failed: {e}")))
-    })();
-    if let Some(path) = &pidfile {
-        pidfile::remove(path);
-    }
-    result
-}
-
-/// `workers = N`: check the listeners can be bound, write the pidfile, then supervise.
-fn supervise(args: &Args, checked: &Checked) -> Result<(), Failure> {
-    let (config, file) = (&checked.config, &checked.file);
-    // Bind once here so that an address in use or not permitted is reported now, with its
-    // exit code, not by N workers dying in a loop. The sockets close again: the workers bind
-    // their own.
-    for spec in &config.listeners {
-        listener::bind(spec, true).map_err(|e| (e.exit_code as u8, e.message))?;
-    }
-    if let Some(path) = &config.pidfile {
-        pidfile::write(path, file).map_err(|e| (EXIT_PERMISSION, e))?;
-    }
-    if daemon::is_detached() {
-        daemon::release_streams().map_err(|e| (EXIT_SOFTWARE, format!("cannot detach: {e}")))?;
-    }
-    let mut command = worker_command(args, config)?;
-    let conf = args.conf.clone();
-    let running = config.clone();
-    let result = supervisor::run(config.workers, &mut command, move || {
-        match config::load(conf.as_deref()) {
-            Ok(new) => {
-                let restart = restart_needed(&running, &new);
-                if restart.is_empty() {
-                    info!("configuration checked: telling the workers to reload");
-                    return new.source.as_deref().and_then(config_text);
-                }
-                warn!(
-                    "reload: {} changed; that takes a restart, and a worker started again \
-                     meanwhile keeps the running configuration",
-                    restart.join(", ")
-                );
-            }
-            Err(e) => error!("reload: {e}; the workers keep their configuration"),
-        }
-        None
-    })
-    .map_err(|e| (EXIT_SOFTWARE, format!("supervisor failed: {e}")));
-    if let Some(path) = &config.pidfile {
-        pidfile::remove(path);
-    }
-    result
-}
-
-/// This program again, as a worker reading the same configuration.
-fn worker_command(args: &Args, config: &Config) -> Result<WorkerCommand, Failure> {
-    let program = std::env::current_exe().map_err(|e| {
-        (
-            EXIT_SOFTWARE,
-            format!("cannot find this program to start workers: {e}"),
-        )
-    })?;
-    let mut worker_args: Vec<OsString> = vec!["--worker".into()];
-    if let Some(source) = &config.source {
-        worker_args.push("-c".into());
-        worker_args.push(source.clone().into_os_string());
-    }
-    if args.debug {
-        worker_args.push("-d".into());
-    }
-    if args.quiet {
-        worker_args.push("-q".into());
-    }
-    Ok(WorkerCommand {
-        program,
-        args: worker_args,
-        config_text: config.source.as_deref().and_then(config_text),
-    })
-}
-
-/// The text of a config file, for the workers' snapshot.
-fn config_text(path: &std::path::Path) -> Option<String> {
-    std::fs::read(path)
-        .ok()
-        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-}
-
-/// What one listener's sessions are told to do: its flags over the config.
-fn policy_for(config: &Config, spec: &ListenerSpec, fqdn: &str, tls: bool) -> Policy {
-    Policy::new(
-        fqdn.to_owned(),
-        spec.mode.unwrap_or(config.mode),
-        spec.delay.or(config.delay),
-        config.dynamic_switch && !spec.has_flags(),
-        config.max_message_size,
-        tls && !spec.tls,
-    )
-}
-
-fn settings_for(config: &Config, tls: bool) -> Settings {
-    let fqdn = config.mail_name();
-    Settings {
-        policies: config
-            .listeners
-            .iter()
-            .map(|spec| policy_for(config, spec, &fqdn, tls))
-            .collect(),
-        timeout_secs: config.timeout_secs,
-        max_connections: connection_limit(config, config.listeners.len()),
-    }
-}
-
-/// SIGHUP: read the configuration again. Mode, delay, timeout, size, switches, listener
-/// flags, mail name and the connection limit apply at once; what needs a restart is logged.
-fn reloader(conf: Option<PathBuf>, running: Config, tls: bool) -> Reload {
-    Box::new(move || {
-        let mut new = match config::load(conf.as_deref()) {
-            Ok(new) => new,
-            Err(e) => {
-                error!("reload: {e}; keeping the running configuration");
-                return None;
-            }
-        };
-        let restart = restart_needed(&running, &new);
-        if !restart.is_empty() {
-            warn!(
-                "reload: {} changed; that takes a restart, the rest applies now",
-                restart.join(", ")
-            );
-        }
-        // Flags follow their address; listeners are the running ones until a restart.
-        new.listeners = running
-            .listeners
-            .iter()
-            .map(|old| {
-                new.listeners
-                    .iter()
-                    .find(|l| l.addr == old.addr && l.tls == old.tls)
-                    .unwrap_or(old)
-                    .clone()
-            })
-            .collect();
-        Some(settings_for(&new, tls))
-    })
-}
-
-/// The options that changed between `running` and `new` and take a restart to apply.
-fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
-    [
-        (
-            "listen/tls_listen",
-            !same_addresses(&running.listeners, &new.listeners),
-        ),
-        ("tls_cert", running.tls_cert != new.tls_cert),
-        ("tls_key", running.tls_key != new.tls_key),
-        ("user", running.user != new.user),
-        ("group", running.group != new.group),
-        ("workers", running.workers != new.workers),
-        ("pidfile", running.pidfile != new.pidfile),
-    ]
-    .into_iter()
-    .filter_map(|(option, changed)| changed.then_some(option))
-    .collect()
-}
-
-fn same_addresses(a: &[ListenerSpec], b: &[ListenerSpec]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| x.addr == y.addr && x.tls == y.tls)
-}
-
-/// Descriptors a process needs besides its connections: standard streams, the poll
-/// instance, the signal pipe, a few for files, plus one per listener.
-const RESERVED_DESCRIPTORS: u64 = 16;
-
-/// `max_connections`, or as many connections as the descriptor limit leaves room for.
-fn connection_limit(config: &Config, listeners: usize) -> usize {
-    let fds = descriptor_limit();
-    let room = fds.map(|n| {
-        n.saturating_sub(RESERVED_DESCRIPTORS + listeners as u64)
-            .max(1)
-    });
-    match (config.max_connections, room) {
-        (Some(max), Some(room)) if u64::from(max) > room => {
-            warn!(
-                "max_connections = {max} is more than the descriptor limit ({}) allows: \
-                 past {room} connections, new clients wait until one closes; raise it with ulimit -n",
-                fds.unwrap_or(0)
-            );
-            max as usize
-        }
-        (Some(max), _) => max as usize,
-        (None, Some(room)) => room as usize,
-        (None, None) => 1024,
-    }
-}
-
-/// The soft limit on open files, from /proc (Linux).
-fn descriptor_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
-}
-
-/// A seed for replies chosen at random and message ids: different on every start and in
-/// every worker.
-fn seed() -> u128 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    nanos ^ (u128::from(std::process::id()) << 64)
 }

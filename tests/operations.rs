@@ -15,13 +15,17 @@ use std::collections::HashSet;
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::procfs::{
+    alive, all_pids, children, cmdline, kill_every_process_naming, listening_inodes, listens,
+    socket_inodes, stat, status_line,
+};
 use common::{
     Client, MAILNAME, TempDir, assert_bounce, assert_queued, blackhole_bin, config_toml, free_port,
-    require_program, run_blackhole, run_with_limit, send_signal, spawn_blackhole,
+    require_program, run_blackhole, run_with_limit, send_signal, spawn_blackhole, wait_for,
 };
 
 /// How long a start, a restart or a reload may take before the test calls it stuck.
@@ -30,158 +34,6 @@ const SETTLE: Duration = Duration::from_secs(10);
 const PROMPT: Duration = Duration::from_secs(5);
 /// The user and group `nobody` and `nogroup` on Debian.
 const NOBODY: u32 = 65534;
-
-// ---------------------------------------------------------------------------------------------
-// /proc
-
-/// The fields of /proc/PID/stat the tests need.
-struct Stat {
-    state: char,
-    ppid: u32,
-    session: u32,
-    tty_nr: i64,
-}
-
-fn stat(pid: u32) -> Option<Stat> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name, in parentheses, may hold spaces: the fields start after the last ')'.
-    let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
-    Some(Stat {
-        state: fields.first()?.chars().next()?,
-        ppid: fields.get(1)?.parse().ok()?,
-        session: fields.get(3)?.parse().ok()?,
-        tty_nr: fields.get(4)?.parse().ok()?,
-    })
-}
-
-/// The process exists and is not a zombie (PID 1 here need not reap orphans).
-fn alive(pid: u32) -> bool {
-    stat(pid).is_some_and(|s| !matches!(s.state, 'Z' | 'X' | 'x'))
-}
-
-/// The process's command line, arguments separated by spaces.
-fn cmdline(pid: u32) -> String {
-    fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
-        .unwrap_or_default()
-}
-
-fn all_pids() -> Vec<u32> {
-    let mut pids: Vec<u32> = fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-        .collect();
-    pids.sort_unstable();
-    pids
-}
-
-/// The live children of `parent`, by the ppid in /proc/PID/stat.
-fn children(parent: u32) -> Vec<u32> {
-    all_pids()
-        .into_iter()
-        .filter(|&pid| stat(pid).is_some_and(|s| s.ppid == parent) && alive(pid))
-        .collect()
-}
-
-/// The inodes of the process's open sockets (its /proc/PID/fd links `socket:[INODE]`).
-fn socket_inodes(pid: u32) -> Vec<u64> {
-    fs::read_dir(format!("/proc/{pid}/fd"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let target = fs::read_link(entry.path()).ok()?;
-            target
-                .to_str()?
-                .strip_prefix("socket:[")?
-                .strip_suffix(']')?
-                .parse()
-                .ok()
-        })
-        .collect()
-}
-
-/// The inodes of the TCP sockets listening on `port`, any address, from /proc/net/tcp{,6}.
-fn listening_inodes(port: u16) -> HashSet<u64> {
-    let mut inodes = HashSet::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = fs::read_to_string(table).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() < 10 || fields[3] != "0A" {
-                continue;
-            }
-            let local_port = fields[1]
-                .rsplit(':')
-                .next()
-                .and_then(|hex| u16::from_str_radix(hex, 16).ok());
-            if local_port == Some(port)
-                && let Ok(inode) = fields[9].parse()
-            {
-                inodes.insert(inode);
-            }
-        }
-    }
-    inodes
-}
-
-/// The process holds a socket listening on `port`.
-fn listens(pid: u32, port: u16) -> bool {
-    let listening = listening_inodes(port);
-    socket_inodes(pid)
-        .iter()
-        .any(|inode| listening.contains(inode))
-}
-
-/// The value of a `Key:` line of /proc/PID/status, its words separated by one space.
-fn status_line(pid: u32, key: &str) -> String {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{key}:")))
-        .map(|value| value.split_whitespace().collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| panic!("no {key}: line in /proc/{pid}/status:\n{text}"))
-}
-
-/// `kill -s SIGNAL PID`, ignoring failure (for clean-up, where the process may be gone).
-fn kill_quietly(signal: &str, pid: u32) {
-    let _ = Command::new("sh")
-        .args([
-            "-c",
-            "kill -s \"$1\" \"$2\" 2>/dev/null",
-            "sh",
-            signal,
-            &pid.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// Kills every live process whose command line holds `marker` (a test's own config path).
-fn kill_every_process_naming(marker: &str) {
-    let me = std::process::id();
-    for pid in all_pids() {
-        if pid != me && alive(pid) && cmdline(pid).contains(marker) {
-            kill_quietly("KILL", pid);
-        }
-    }
-}
-
-/// Polls `done` every 10 ms until it holds (true) or `limit` passes (false).
-fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// The soft limit on open files of this process is at least `wanted` (raised with `prlimit`
 /// from util-linux where it is lower, e.g. a CI machine's 1024), so that the test can hold

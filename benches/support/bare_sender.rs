@@ -19,7 +19,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use blackhole::clock::wait_for;
+use blackhole::event_loop::clock::wait_for;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 

@@ -5,6 +5,8 @@
 // Each test crate includes this module and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod procfs;
+
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -519,4 +521,18 @@ pub fn assert_bounce(reply: &str) {
         BOUNCES.contains(&reply),
         "not one of the ten bounce replies: {reply:?}"
     );
+}
+
+/// Polls `done` every 10 ms until it holds (true) or `limit` passes (false).
+pub fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -43,7 +43,7 @@ pub fn write(path: &Path, file: &str) -> Result<(), String> {
 
 /// Gives the pidfile to the user the process is about to become, so that user can remove it
 /// on exit (in a sticky directory such as /tmp only the owner may).
-pub fn hand_over(path: &Path, identity: &crate::privileges::Identity) {
+pub fn hand_over(path: &Path, identity: &super::privileges::Identity) {
     let _ = nix::unistd::chown(path, identity.uid, Some(identity.gid));
 }
 

@@ -9,6 +9,7 @@
 //! optionally `BLACKHOLE_FUZZ_SEED`) for a long one.
 
 use super::*;
+use crate::smtp::policy::DelayRange;
 
 const WORDS: [&[u8]; 28] = [
     b"HELO x\r\n",
@@ -61,10 +62,7 @@ fn random_input(rng: &mut Rand64) -> Vec<u8> {
 }
 
 fn policies() -> [Policy; 3] {
-    let delay = Some(DelayRange {
-        min_secs: 0,
-        max_secs: 2,
-    });
+    let delay = DelayRange::new(0, 2);
     [
         Policy::new(
             "mx.example".into(),

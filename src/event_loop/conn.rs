@@ -10,9 +10,9 @@ use std::io::{self, Read, Write};
 use mio::Interest;
 use mio::net::TcpStream;
 
-use crate::session::Session;
-use crate::timer::TimerKey;
-use crate::tls_layer::TlsLayer;
+use super::timer::TimerKey;
+use super::tls::TlsLayer;
+use crate::smtp::session::Session;
 
 /// Buffers larger than this are given back to the allocator once they empty; a smaller
 /// output buffer goes back to the loop, to be lent again.
@@ -172,7 +172,7 @@ impl Conn {
     }
 
     /// Unsent replies, counting only what is still to go (encrypted ones wait in the TLS
-    /// layer, bounded by [`crate::tls_layer::SEND_BUFFER_LIMIT`]).
+    /// layer, bounded by [`super::tls::SEND_BUFFER_LIMIT`]).
     pub fn pending_output(&self) -> usize {
         self.out.len() - self.written
     }

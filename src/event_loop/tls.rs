@@ -16,7 +16,7 @@ use rustls::unbuffered::{
 };
 use rustls::{Error, ServerConfig};
 
-use crate::conn::Received;
+use super::conn::Received;
 
 /// Room asked for per record beyond its plaintext (header, tag, content type, padding).
 const RECORD_OVERHEAD: usize = 64;

@@ -2,6 +2,7 @@
 //! boundary and must give the same replies.
 
 use super::*;
+use crate::smtp::policy::DelayRange;
 
 const FQDN: &str = "mx.example";
 
@@ -795,10 +796,7 @@ fn configured_delay_and_its_override() {
     let delayed = Policy::new(
         FQDN.into(),
         Mode::Accept,
-        Some(DelayRange {
-            min_secs: 2,
-            max_secs: 2,
-        }),
+        DelayRange::new(2, 2),
         true,
         1000,
         false,
@@ -898,10 +896,7 @@ fn random_input_never_panics_and_leaves_a_bounded_tail() {
         Policy::new(
             FQDN.into(),
             Mode::Random,
-            Some(DelayRange {
-                min_secs: 0,
-                max_secs: 1,
-            }),
+            DelayRange::new(0, 1),
             true,
             300,
             true,

@@ -10,10 +10,12 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::{DecodePaddingMode, general_purpose};
 use oorandom::Rand64;
 
-use crate::command::{self, DataScanner, Line, MAX_LINE, Verb};
-use crate::config::{DelayRange, Mode};
-use crate::reply;
-use crate::switches::Switches;
+use super::command::{self, DataScanner, Line, MAX_LINE, Verb};
+use super::decimal;
+use super::policy::Mode;
+pub use super::policy::Policy;
+use super::reply;
+use super::switches::Switches;
 
 /// The 10th unknown command on a connection closes it.
 pub const MAX_UNKNOWN_COMMANDS: u8 = 10;
@@ -22,54 +24,6 @@ pub const MAX_UNKNOWN_COMMANDS: u8 = 10;
 /// session stops taking commands: the caller sends what is there and feeds the rest later, so a pipelining client that never reads cannot make the
 /// server buffer without bound.
 pub const OUTPUT_HIGH_WATER: usize = 64 * 1024;
-
-/// What one listener's sessions are told to do: the config with the listener's flags applied.
-#[derive(Debug, Clone)]
-pub struct Policy {
-    pub fqdn: String,
-    pub mode: Mode,
-    pub delay: Option<DelayRange>,
-    /// Whether `X-Blackhole-*` headers may override `mode` and `delay`.
-    pub dynamic_switch: bool,
-    pub max_message_size: u64,
-    /// Whether STARTTLS is on offer (a certificate is configured).
-    pub starttls: bool,
-    greeting: Vec<u8>,
-    ehlo: Vec<u8>,
-    /// The EHLO reply inside TLS: STARTTLS is not offered again.
-    ehlo_in_tls: Vec<u8>,
-}
-
-impl Policy {
-    pub fn new(
-        fqdn: String,
-        mode: Mode,
-        delay: Option<DelayRange>,
-        dynamic_switch: bool,
-        max_message_size: u64,
-        starttls: bool,
-    ) -> Self {
-        let mut greeting = Vec::new();
-        reply::greeting(&mut greeting, &fqdn);
-        let ehlo = reply::ehlo(&fqdn, max_message_size, starttls);
-        let ehlo_in_tls = reply::ehlo(&fqdn, max_message_size, false);
-        Policy {
-            fqdn,
-            mode,
-            delay,
-            dynamic_switch,
-            max_message_size,
-            starttls,
-            greeting,
-            ehlo,
-            ehlo_in_tls,
-        }
-    }
-
-    pub fn greeting(&self) -> &[u8] {
-        &self.greeting
-    }
-}
 
 /// What the caller must do after [`Session::feed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,11 +251,7 @@ impl Session {
             }
             Verb::Ehlo => {
                 self.transaction = Transaction::None;
-                if self.tls {
-                    &policy.ehlo_in_tls
-                } else {
-                    &policy.ehlo
-                }
+                policy.ehlo(self.tls)
             }
             Verb::Mail => self.mail(arg, policy),
             Verb::Rcpt => self.rcpt(arg),
@@ -570,7 +520,7 @@ impl Session {
             },
         };
         let millis = delay.map_or(0, |d| {
-            rng.rand_range(u64::from(d.min_secs) * 1000..u64::from(d.max_secs) * 1000 + 1)
+            rng.rand_range(u64::from(d.min_secs()) * 1000..u64::from(d.max_secs()) * 1000 + 1)
         });
         if millis == 0 {
             write_outcome(outcome, policy, rng, out);
@@ -640,12 +590,10 @@ fn split_param(param: &[u8]) -> (&[u8], Option<&[u8]>) {
 
 /// RFC 1870: size-value ::= 1*20DIGIT. Values beyond u64 are simply too big.
 fn parse_size(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.len() > 20 {
         return None;
     }
-    Some(digits.iter().fold(0u64, |acc, &d| {
-        acc.saturating_mul(10).saturating_add(u64::from(d - b'0'))
-    }))
+    decimal::saturating(digits)
 }
 
 /// Lenient base64: real clients differ in padding.

@@ -19,12 +19,12 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::clock::Clock;
-use crate::conn::{Conn, Received};
-use crate::reply;
-use crate::session::{Action, OUTPUT_HIGH_WATER, Policy, Session};
-use crate::timer::TimerWheel;
-use crate::tls_layer::TlsLayer;
+use super::clock::Clock;
+use super::conn::{Conn, Received};
+use super::timer::TimerWheel;
+use super::tls::TlsLayer;
+use crate::smtp::reply;
+use crate::smtp::session::{Action, OUTPUT_HIGH_WATER, Policy, Session};
 
 /// The shared read buffer: the most read from one socket in one call.
 const READ_CHUNK: usize = 64 * 1024;

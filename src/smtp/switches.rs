@@ -5,8 +5,9 @@
 //! come first) is the session's business. A switch that does not parse is ignored, never an
 //! error: the sender is testing its own software, not ours.
 
-use crate::command::trim;
-use crate::config::{DelayRange, MAX_DELAY_SECS, Mode};
+use super::command::trim;
+use super::decimal;
+use super::policy::{DelayRange, MAX_DELAY_SECS, Mode};
 
 /// The switches a message has set so far; the last valid header of each kind wins.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -51,24 +52,13 @@ fn parse_delay(value: &[u8]) -> Option<DelayRange> {
             (secs, secs)
         }
     };
-    (min <= max).then_some(DelayRange {
-        min_secs: min,
-        max_secs: max,
-    })
+    DelayRange::new(min, max)
 }
 
+/// Any run of digits is a number of seconds, however long: cut it to the maximum.
 fn seconds(digits: &[u8]) -> Option<u32> {
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    // Any run of digits is a number of seconds, however long: cut it to the maximum.
-    let value = digits
-        .iter()
-        .try_fold(0u32, |acc, &d| {
-            acc.checked_mul(10)?.checked_add(u32::from(d - b'0'))
-        })
-        .unwrap_or(u32::MAX);
-    Some(value.min(MAX_DELAY_SECS))
+    let secs = decimal::saturating(digits)?.min(u64::from(MAX_DELAY_SECS));
+    u32::try_from(secs).ok()
 }
 
 #[cfg(test)]
@@ -84,7 +74,7 @@ mod tests {
     }
 
     fn range(min_secs: u32, max_secs: u32) -> Option<DelayRange> {
-        Some(DelayRange { min_secs, max_secs })
+        DelayRange::new(min_secs, max_secs)
     }
 
     #[test]

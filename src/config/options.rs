@@ -6,8 +6,6 @@
 //! names and its "unknown option" message, and the tests check it against the
 //! parser's fields, the shipped `blackhole.toml` and the documented examples,
 //! so the documentation, the parser and the shipped file cannot drift apart.
-//! The shipped systemd unit ([`SYSTEMD_UNIT`]) lives here too, with a test
-//! that a careless edit of its key lines is caught.
 //!
 //! This module must not validate values: what is allowed is decided in
 //! `config`, and this table only says it in words.
@@ -220,10 +218,6 @@ pub const OPTIONS: &[OptionDoc] = &[
     },
 ];
 
-/// The shipped systemd unit, `src/blackhole.service`, for `blackhole
-/// --print-systemd-unit`.
-pub const SYSTEMD_UNIT: &str = include_str!("blackhole.service");
-
 /// Width of the documentation's lines, indentation included.
 const WIDTH: usize = 79;
 /// Indentation of everything under an option's name.
@@ -374,98 +368,5 @@ mod tests {
         assert_eq!(wrap("a verylongword b", "", 5), "a\nverylongword\nb\n");
         // Runs of spaces and newlines in the source are one space.
         assert_eq!(wrap("a  \n b", "", 10), "a b\n");
-    }
-
-    /// `key = value` lines of the `[section]` sections of a unit file, in
-    /// order, comments and blank lines left out.
-    fn unit_entries(text: &str) -> Vec<(String, String, String)> {
-        let mut section = String::new();
-        let mut entries = Vec::new();
-        for line in text.lines().map(str::trim) {
-            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-                continue;
-            }
-            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                section = name.to_owned();
-                continue;
-            }
-            let (key, value) = line
-                .split_once('=')
-                .unwrap_or_else(|| panic!("not a unit file line: {line:?}"));
-            assert!(!section.is_empty(), "{line:?} is outside any section");
-            entries.push((
-                section.clone(),
-                key.trim().to_owned(),
-                value.trim().to_owned(),
-            ));
-        }
-        entries
-    }
-
-    #[test]
-    fn systemd_unit_key_lines() {
-        let entries = unit_entries(SYSTEMD_UNIT);
-        let values = |section: &str, key: &str| -> Vec<&str> {
-            entries
-                .iter()
-                .filter(|(s, k, _)| s == section && k == key)
-                .map(|(_, _, v)| v.as_str())
-                .collect()
-        };
-        let one = |section: &str, key: &str| -> &str {
-            match values(section, key).as_slice() {
-                [value] => value,
-                found => panic!("[{section}] {key}= should be set once: {found:?}"),
-            }
-        };
-        assert_eq!(
-            one("Service", "ExecStart"),
-            "/usr/local/bin/blackhole -c /etc/blackhole.toml"
-        );
-        assert_eq!(one("Service", "ExecReload"), "/bin/kill -HUP $MAINPID");
-        // Foreground: systemd tracks the process it started.
-        assert_eq!(one("Service", "Type"), "simple");
-        assert_eq!(one("Service", "User"), "blackhole");
-        assert_eq!(one("Service", "Group"), "blackhole");
-        assert_eq!(
-            one("Service", "AmbientCapabilities"),
-            "CAP_NET_BIND_SERVICE"
-        );
-        assert_eq!(
-            one("Service", "CapabilityBoundingSet"),
-            "CAP_NET_BIND_SERVICE"
-        );
-        assert_eq!(one("Service", "NoNewPrivileges"), "yes");
-        assert_eq!(one("Service", "Restart"), "on-failure");
-        assert_eq!(one("Service", "RuntimeDirectory"), "blackhole");
-        assert_eq!(one("Service", "LimitNOFILE"), "65536");
-        assert_eq!(one("Install", "WantedBy"), "multi-user.target");
-        assert!(!one("Unit", "Description").is_empty());
-        // Only known sections.
-        for (section, key, _) in &entries {
-            assert!(
-                ["Unit", "Service", "Install"].contains(&section.as_str()),
-                "[{section}] {key}"
-            );
-        }
-    }
-
-    #[test]
-    fn pidfile_example_is_in_the_units_runtime_directory() {
-        let pidfile = OPTIONS
-            .iter()
-            .find(|o| o.name == "pidfile")
-            .map(|o| o.examples[0].trim_matches('"'))
-            .unwrap();
-        assert_eq!(
-            std::path::Path::new(pidfile).parent(),
-            Some(std::path::Path::new("/run/blackhole"))
-        );
-        assert!(SYSTEMD_UNIT.contains("\nRuntimeDirectory=blackhole\n"));
-        let shipped = include_str!("../blackhole.toml");
-        assert!(
-            shipped.contains(&format!("# pidfile = \"{pidfile}\"\n")),
-            "blackhole.toml should suggest the pidfile the unit can write"
-        );
     }
 }

@@ -6,7 +6,7 @@
 //! which is still read unchanged. Both formats go through one intermediate
 //! form ([`RawOptions`]) and one validation pass, so they cannot drift apart.
 //! Which option names exist comes from the documented table,
-//! [`crate::options::OPTIONS`]; the tests check that the table, the fields of
+//! [`options::OPTIONS`]; the tests check that the table, the fields of
 //! [`RawOptions`] and the shipped `blackhole.toml` agree.
 //!
 //! It must not touch anything but the config file (and, for
@@ -18,16 +18,18 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::Deserialize;
 use toml::Value;
 
-use crate::options::OPTIONS;
+use crate::smtp::decimal;
+use crate::smtp::policy::MAX_DELAY_SECS;
+pub use crate::smtp::policy::{DelayRange, Mode};
 
-/// Longest delay, in seconds, before the final reply to a message: a delay
-/// holds a connection open, so it is capped against denial of service.
-pub const MAX_DELAY_SECS: u32 = 60;
+use options::OPTIONS;
+
+pub mod options;
+
 /// Longest idle timeout, in seconds (the original's cap).
 const MAX_TIMEOUT_SECS: u32 = 180;
 const DEFAULT_TIMEOUT_SECS: u32 = 60;
@@ -38,65 +40,6 @@ const DEFAULT_MAX_MESSAGE_SIZE: u64 = 512_000;
 /// 1 GiB: message bytes are counted, never stored, but the number is
 /// advertised in EHLO and a larger one is a typo more often than a wish.
 const MAX_MAX_MESSAGE_SIZE: u64 = 1_073_741_824;
-
-/// What the final reply to a message is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    Accept,
-    Bounce,
-    Random,
-}
-
-impl Mode {
-    /// The name used in config files and switch headers.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Accept => "accept",
-            Mode::Bounce => "bounce",
-            Mode::Random => "random",
-        }
-    }
-}
-
-impl FromStr for Mode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.eq_ignore_ascii_case("accept") {
-            Ok(Mode::Accept)
-        } else if s.eq_ignore_ascii_case("bounce") {
-            Ok(Mode::Bounce)
-        } else if s.eq_ignore_ascii_case("random") {
-            Ok(Mode::Random)
-        } else {
-            Err(format!("`{s}` is not a mode: use accept, bounce or random"))
-        }
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A delay in whole seconds, fixed (`min_secs == max_secs`) or picked
-/// per message from `min_secs..=max_secs`. Always `min <= max <= 60`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DelayRange {
-    pub min_secs: u32,
-    pub max_secs: u32,
-}
-
-impl fmt::Display for DelayRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.min_secs == self.max_secs {
-            write!(f, "{}", self.min_secs)
-        } else {
-            write!(f, "{}-{}", self.min_secs, self.max_secs)
-        }
-    }
-}
 
 /// One `listen` or `tls_listen` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -589,12 +532,7 @@ fn number(
             if s.is_empty() {
                 return Ok(None);
             }
-            let n = s
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-                .then(|| s.parse::<u64>().ok())
-                .flatten();
-            match n {
+            match decimal::saturating(s.as_bytes()) {
                 Some(n) => Some((n, s.to_owned())),
                 None => {
                     return Err(Problem::option(
@@ -873,11 +811,7 @@ fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
 }
 
 fn parse_port(port: &str) -> Result<u16, String> {
-    let parsed = port
-        .bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| port.parse::<u16>().ok())
-        .flatten();
+    let parsed = decimal::saturating(port.as_bytes()).and_then(|n| u16::try_from(n).ok());
     parsed.ok_or_else(|| {
         format!("`{port}` is not a port: use a number from 0 to 65535 (0 picks a free port)")
     })
@@ -891,17 +825,12 @@ fn parse_delay(s: &str) -> Result<DelayRange, String> {
         None => (s, s),
     };
     let seconds = |part: &str| -> Result<u32, String> {
-        let n = part
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| part.parse::<u64>().ok())
-            .flatten()
-            .ok_or_else(|| {
-                format!(
-                    "`{s}` is not a delay: give seconds as N or MIN-MAX, e.g. 5 or 5-10, \
+        let n = decimal::saturating(part.as_bytes()).ok_or_else(|| {
+            format!(
+                "`{s}` is not a delay: give seconds as N or MIN-MAX, e.g. 5 or 5-10, \
                      from 0 to {MAX_DELAY_SECS}"
-                )
-            })?;
+            )
+        })?;
         u32::try_from(n)
             .ok()
             .filter(|n| *n <= MAX_DELAY_SECS)
@@ -915,7 +844,8 @@ fn parse_delay(s: &str) -> Result<DelayRange, String> {
             "`{s}` has MIN above MAX: write the smaller number first, e.g. {max_secs}-{min_secs}"
         ));
     }
-    Ok(DelayRange { min_secs, max_secs })
+    // Both are at most MAX_DELAY_SECS and MIN is not above MAX: checked just above.
+    DelayRange::new(min_secs, max_secs).ok_or_else(|| format!("`{s}` is not a delay"))
 }
 
 #[cfg(test)]
@@ -956,7 +886,7 @@ mod tests {
     }
 
     fn range(min_secs: u32, max_secs: u32) -> DelayRange {
-        DelayRange { min_secs, max_secs }
+        DelayRange::new(min_secs, max_secs).unwrap()
     }
 
     #[test]
@@ -1608,7 +1538,7 @@ mailname = "mx.example.com"
         assert!(doc("mode").contains("bounce") && doc("mode").contains("random"));
     }
 
-    const SHIPPED: &str = include_str!("../blackhole.toml");
+    const SHIPPED: &str = include_str!("../../blackhole.toml");
 
     /// The option a line of the shipped file sets, or would set once
     /// uncommented (`name = ...` or `# name = ...`).
@@ -1686,7 +1616,7 @@ mailname = "mx.example.com"
     #[test]
     fn shipped_file_parses() {
         let config = parse(
-            include_str!("../blackhole.toml"),
+            include_str!("../../blackhole.toml"),
             Path::new("blackhole.toml"),
         )
         .unwrap();

@@ -1,0 +1,16 @@
+//! The event loop: one thread, one `mio::Poll`, a slab of connections and a timer wheel.
+//!
+//! It owns the sockets, the TLS records, the buffers and the clock: it accepts (`server`),
+//! reads and writes each connection plain or through rustls (`conn`, `tls`), and keeps every
+//! deadline (idle timeouts, delayed replies, accept back-off) in one hierarchical wheel
+//! (`timer`) measured by one clock (`clock`).
+//!
+//! It must not decide anything about SMTP (that is `smtp::session`'s job) nor read files or
+//! the configuration format: it is handed ready-made [`server::Settings`] and listeners.
+//! Nothing here sleeps, spawns a thread or blocks.
+
+pub mod clock;
+pub mod conn;
+pub mod server;
+pub mod timer;
+pub mod tls;

@@ -1,0 +1,426 @@
+//! Running as a service: everything between a parsed command line and the event loop.
+//!
+//! It owns the wiring: the configuration checked (what `-t` checks), the listeners bound
+//! (`bind`), the TLS files loaded (`tls_files`), the pidfile (`pidfile`), root dropped
+//! (`privileges`), `-b` (`background`), `workers = N` (`supervisor`), and the turning of a
+//! [`Config`] into the loop's [`Settings`], again on every SIGHUP.
+//!
+//! Everything a person can get wrong before the first connection (config, a port in use, a
+//! user that does not exist) is told in one line naming the file, the option and the fix,
+//! with a distinct exit code: 64 usage or config, 77 permission or an address in use.
+//! It must not speak SMTP or drive sockets once they are handed to the loop.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use log::{LevelFilter, error, info, warn};
+
+use crate::config::{self, Config, ListenerSpec};
+use crate::event_loop::server::{Listener, Reload, Server, Settings};
+use crate::smtp::policy::Policy;
+use privileges::Identity;
+use supervisor::WorkerCommand;
+
+pub mod background;
+pub mod bind;
+pub mod pidfile;
+pub mod privileges;
+pub mod supervisor;
+pub mod systemd;
+pub mod tls_files;
+
+pub const EXIT_USAGE: u8 = 64;
+pub const EXIT_SOFTWARE: u8 = 70;
+pub const EXIT_PERMISSION: u8 = 77;
+
+/// What the command line asked for.
+pub struct Args {
+    pub conf: Option<PathBuf>,
+    pub test: bool,
+    pub debug: bool,
+    pub quiet: bool,
+    pub background: bool,
+    pub less_secure: bool,
+    /// Started by a supervisor as one of its workers.
+    pub worker: bool,
+}
+
+/// What `--help-config` prints: every configuration option, documented.
+pub fn config_documentation() -> String {
+    config::options::options_documentation()
+}
+
+/// Serves (or checks, or detaches) as `args` say, and says how it ended.
+pub fn run(args: &Args) -> ExitCode {
+    if args.background && background::is_detached() {
+        background::leave_session();
+    }
+    init_logging(args);
+    match start(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, message)) => {
+            eprintln!("blackhole: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_logging(args: &Args) {
+    let level = if args.debug {
+        LevelFilter::Debug
+    } else if args.quiet {
+        LevelFilter::Error
+    } else {
+        LevelFilter::Info
+    };
+    let config = simplelog::ConfigBuilder::new()
+        .set_target_level(LevelFilter::Off)
+        .set_thread_level(LevelFilter::Off)
+        .set_location_level(LevelFilter::Off)
+        .build();
+    let _ = simplelog::TermLogger::init(
+        level,
+        config,
+        simplelog::TerminalMode::Stderr,
+        simplelog::ColorChoice::Never,
+    );
+}
+
+type Failure = (u8, String);
+
+/// Everything checked before serving: what `-t` checks, too.
+struct Checked {
+    config: Config,
+    /// The config file's name, for messages.
+    file: String,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    identity: Option<Identity>,
+}
+
+fn check(args: &Args) -> Result<Checked, Failure> {
+    let config = match (
+        args.worker,
+        std::env::var(supervisor::CONFIG_SNAPSHOT),
+        &args.conf,
+    ) {
+        // A worker reads the configuration its supervisor runs, not whatever the file says
+        // now: a worker restarted after an edit must not bind other addresses.
+        (true, Ok(text), Some(path)) => config::parse(&text, path),
+        _ => config::load(args.conf.as_deref()),
+    }
+    .map_err(|e| (EXIT_USAGE, e.to_string()))?;
+    let file = config.source.as_ref().map_or_else(
+        || "built-in defaults".to_owned(),
+        |p| p.display().to_string(),
+    );
+    let tls = tls_files::server_config(&config, &file).map_err(|e| (EXIT_USAGE, e))?;
+    let identity = privileges::resolve(config.user.as_deref(), config.group.as_deref(), &file)
+        .map_err(|e| (e.exit_code, e.message))?;
+    Ok(Checked {
+        config,
+        file,
+        tls,
+        identity,
+    })
+}
+
+fn start(args: &Args) -> Result<(), Failure> {
+    let checked = check(args)?;
+    let (config, file) = (&checked.config, &checked.file);
+    if !args.worker {
+        if args.less_secure {
+            info!(
+                "-ls has no effect: the TLS library offers only secure protocol versions and ciphers"
+            );
+        }
+        if config.tls_dhparams.is_some() {
+            warn!(
+                "{file}: option `tls_dhparams` is unused: TLS key exchange is ECDHE, which needs no DH parameters"
+            );
+        }
+    }
+    if args.test {
+        println!("{file}: configuration OK");
+        return Ok(());
+    }
+    if args.background && !background::is_detached() {
+        let pid = background::start_background()?;
+        println!("blackhole: running in the background as process {pid}");
+        return Ok(());
+    }
+    if args.worker {
+        return serve(args, checked, true);
+    }
+    if let Some(path) = &config.pidfile {
+        pidfile::check_not_running(path, file).map_err(|e| (EXIT_PERMISSION, e))?;
+    }
+    if config.workers > 1 {
+        return supervise(args, &checked);
+    }
+    serve(args, checked, false)
+}
+
+/// One process serving: bind, catch signals, write the pidfile, drop root, serve until told
+/// to stop.
+fn serve(args: &Args, checked: Checked, worker: bool) -> Result<(), Failure> {
+    let Checked {
+        config,
+        file,
+        tls,
+        identity,
+    } = checked;
+    let fqdn = config.mail_name();
+    let mut listeners = Vec::with_capacity(config.listeners.len());
+    for spec in &config.listeners {
+        let socket = bind::bind(spec, worker).map_err(|e| (e.exit_code as u8, e.message))?;
+        if let Ok(addr) = socket.local_addr() {
+            let kind = if spec.tls { "SMTPS" } else { "SMTP" };
+            info!("listening for {kind} on {addr} as {fqdn}");
+        }
+        listeners.push(Listener {
+            socket,
+            tls: spec.tls,
+        });
+    }
+    let settings = settings_for(&config, tls.is_some());
+    let max_connections = settings.max_connections;
+    let reload = reloader(args.conf.clone(), config.clone(), tls.is_some());
+    // Signals are caught from here on, before the pidfile or -b says the server runs.
+    let mut server = Server::new(listeners, tls, settings, seed(), reload)
+        .map_err(|e| (EXIT_SOFTWARE, format!("cannot start the event loop: {e}")))?;
+    let pidfile = config.pidfile.clone().filter(|_| !worker);
+    if let Some(path) = &pidfile {
+        pidfile::write(path, &file).map_err(|e| (EXIT_PERMISSION, e))?;
+        if let Some(identity) = &identity {
+            pidfile::hand_over(path, identity);
+        }
+    }
+    let result = (|| {
+        if let Some(identity) = &identity {
+            privileges::become_identity(identity).map_err(|e| (e.exit_code, e.message))?;
+        }
+        // After the identity change, which clears the parent-death signal.
+        if worker && !supervisor::follow_supervisor() {
+            return Err((EXIT_SOFTWARE, "the supervisor has gone".to_owned()));
+        }
+        info!("serving at most {max_connections} connections at once");
+        if background::is_detached() {
+            background::release_streams()
+                .map_err(|e| (EXIT_SOFTWARE, format!("cannot detach: {e}")))?;
+        }
+        server
+            .run()
+            .map_err(|e| (EXIT_SOFTWARE, format!("event loop failed: {e}")))
+    })();
+    if let Some(path) = &pidfile {
+        pidfile::remove(path);
+    }
+    result
+}
+
+/// `workers = N`: check the listeners can be bound, write the pidfile, then supervise.
+fn supervise(args: &Args, checked: &Checked) -> Result<(), Failure> {
+    let (config, file) = (&checked.config, &checked.file);
+    // Bind once here so that an address in use or not permitted is reported now, with its
+    // exit code, not by N workers dying in a loop. The sockets close again: the workers bind
+    // their own.
+    for spec in &config.listeners {
+        bind::bind(spec, true).map_err(|e| (e.exit_code as u8, e.message))?;
+    }
+    if let Some(path) = &config.pidfile {
+        pidfile::write(path, file).map_err(|e| (EXIT_PERMISSION, e))?;
+    }
+    if background::is_detached() {
+        background::release_streams()
+            .map_err(|e| (EXIT_SOFTWARE, format!("cannot detach: {e}")))?;
+    }
+    let mut command = worker_command(args, config)?;
+    let conf = args.conf.clone();
+    let running = config.clone();
+    let result = supervisor::run(config.workers, &mut command, move || {
+        match config::load(conf.as_deref()) {
+            Ok(new) => {
+                let restart = restart_needed(&running, &new);
+                if restart.is_empty() {
+                    info!("configuration checked: telling the workers to reload");
+                    return new.source.as_deref().and_then(config_text);
+                }
+                warn!(
+                    "reload: {} changed; that takes a restart, and a worker started again \
+                     meanwhile keeps the running configuration",
+                    restart.join(", ")
+                );
+            }
+            Err(e) => error!("reload: {e}; the workers keep their configuration"),
+        }
+        None
+    })
+    .map_err(|e| (EXIT_SOFTWARE, format!("supervisor failed: {e}")));
+    if let Some(path) = &config.pidfile {
+        pidfile::remove(path);
+    }
+    result
+}
+
+/// This program again, as a worker reading the same configuration.
+fn worker_command(args: &Args, config: &Config) -> Result<WorkerCommand, Failure> {
+    let program = std::env::current_exe().map_err(|e| {
+        (
+            EXIT_SOFTWARE,
+            format!("cannot find this program to start workers: {e}"),
+        )
+    })?;
+    let mut worker_args: Vec<OsString> = vec!["--worker".into()];
+    if let Some(source) = &config.source {
+        worker_args.push("-c".into());
+        worker_args.push(source.clone().into_os_string());
+    }
+    if args.debug {
+        worker_args.push("-d".into());
+    }
+    if args.quiet {
+        worker_args.push("-q".into());
+    }
+    Ok(WorkerCommand {
+        program,
+        args: worker_args,
+        config_text: config.source.as_deref().and_then(config_text),
+    })
+}
+
+/// The text of a config file, for the workers' snapshot.
+fn config_text(path: &std::path::Path) -> Option<String> {
+    std::fs::read(path)
+        .ok()
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// What one listener's sessions are told to do: its flags over the config.
+fn policy_for(config: &Config, spec: &ListenerSpec, fqdn: &str, tls: bool) -> Policy {
+    Policy::new(
+        fqdn.to_owned(),
+        spec.mode.unwrap_or(config.mode),
+        spec.delay.or(config.delay),
+        config.dynamic_switch && !spec.has_flags(),
+        config.max_message_size,
+        tls && !spec.tls,
+    )
+}
+
+fn settings_for(config: &Config, tls: bool) -> Settings {
+    let fqdn = config.mail_name();
+    Settings {
+        policies: config
+            .listeners
+            .iter()
+            .map(|spec| policy_for(config, spec, &fqdn, tls))
+            .collect(),
+        timeout_secs: config.timeout_secs,
+        max_connections: connection_limit(config, config.listeners.len()),
+    }
+}
+
+/// SIGHUP: read the configuration again. Mode, delay, timeout, size, switches, listener
+/// flags, mail name and the connection limit apply at once; what needs a restart is logged.
+fn reloader(conf: Option<PathBuf>, running: Config, tls: bool) -> Reload {
+    Box::new(move || {
+        let mut new = match config::load(conf.as_deref()) {
+            Ok(new) => new,
+            Err(e) => {
+                error!("reload: {e}; keeping the running configuration");
+                return None;
+            }
+        };
+        let restart = restart_needed(&running, &new);
+        if !restart.is_empty() {
+            warn!(
+                "reload: {} changed; that takes a restart, the rest applies now",
+                restart.join(", ")
+            );
+        }
+        // Flags follow their address; listeners are the running ones until a restart.
+        new.listeners = running
+            .listeners
+            .iter()
+            .map(|old| {
+                new.listeners
+                    .iter()
+                    .find(|l| l.addr == old.addr && l.tls == old.tls)
+                    .unwrap_or(old)
+                    .clone()
+            })
+            .collect();
+        Some(settings_for(&new, tls))
+    })
+}
+
+/// The options that changed between `running` and `new` and take a restart to apply.
+fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
+    [
+        (
+            "listen/tls_listen",
+            !same_addresses(&running.listeners, &new.listeners),
+        ),
+        ("tls_cert", running.tls_cert != new.tls_cert),
+        ("tls_key", running.tls_key != new.tls_key),
+        ("user", running.user != new.user),
+        ("group", running.group != new.group),
+        ("workers", running.workers != new.workers),
+        ("pidfile", running.pidfile != new.pidfile),
+    ]
+    .into_iter()
+    .filter_map(|(option, changed)| changed.then_some(option))
+    .collect()
+}
+
+fn same_addresses(a: &[ListenerSpec], b: &[ListenerSpec]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.addr == y.addr && x.tls == y.tls)
+}
+
+/// Descriptors a process needs besides its connections: standard streams, the poll
+/// instance, the signal pipe, a few for files, plus one per listener.
+const RESERVED_DESCRIPTORS: u64 = 16;
+
+/// `max_connections`, or as many connections as the descriptor limit leaves room for.
+fn connection_limit(config: &Config, listeners: usize) -> usize {
+    let fds = descriptor_limit();
+    let room = fds.map(|n| {
+        n.saturating_sub(RESERVED_DESCRIPTORS + listeners as u64)
+            .max(1)
+    });
+    match (config.max_connections, room) {
+        (Some(max), Some(room)) if u64::from(max) > room => {
+            warn!(
+                "max_connections = {max} is more than the descriptor limit ({}) allows: \
+                 past {room} connections, new clients wait until one closes; raise it with ulimit -n",
+                fds.unwrap_or(0)
+            );
+            max as usize
+        }
+        (Some(max), _) => max as usize,
+        (None, Some(room)) => room as usize,
+        (None, None) => 1024,
+    }
+}
+
+/// The soft limit on open files, from /proc (Linux).
+fn descriptor_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// A seed for replies chosen at random and message ids: different on every start and in
+/// every worker.
+fn seed() -> u128 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    nanos ^ (u128::from(std::process::id()) << 64)
+}

@@ -1,0 +1,175 @@
+//! What the tests read of a process from /proc (Linux): its state, parent, session, CPU
+//! time, memory, sockets and wake-ups. One parser for every test file.
+
+use std::collections::HashSet;
+use std::fs;
+use std::process::{Command, Stdio};
+
+/// The fields of /proc/PID/stat the tests need.
+pub struct Stat {
+    pub state: char,
+    pub ppid: u32,
+    pub session: u32,
+    pub tty_nr: i64,
+    /// User plus system CPU time, in clock ticks (1/100 s on Linux).
+    pub cpu_ticks: u64,
+}
+
+pub fn stat(pid: u32) -> Option<Stat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: the fields start after the last ')'.
+    let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
+        session: fields.get(3)?.parse().ok()?,
+        tty_nr: fields.get(4)?.parse().ok()?,
+        cpu_ticks: fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?,
+    })
+}
+
+/// The process exists and is not a zombie (PID 1 here need not reap orphans).
+pub fn alive(pid: u32) -> bool {
+    stat(pid).is_some_and(|s| !matches!(s.state, 'Z' | 'X' | 'x'))
+}
+
+/// The process's command line, arguments separated by spaces.
+pub fn cmdline(pid: u32) -> String {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+pub fn all_pids() -> Vec<u32> {
+    let mut pids: Vec<u32> = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// The live children of `parent`, by the ppid in /proc/PID/stat.
+pub fn children(parent: u32) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|&pid| stat(pid).is_some_and(|s| s.ppid == parent) && alive(pid))
+        .collect()
+}
+
+/// The inodes of the process's open sockets (its /proc/PID/fd links `socket:[INODE]`).
+pub fn socket_inodes(pid: u32) -> Vec<u64> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let target = fs::read_link(entry.path()).ok()?;
+            target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// The inodes of the TCP sockets listening on `port`, any address, from /proc/net/tcp{,6}.
+pub fn listening_inodes(port: u16) -> HashSet<u64> {
+    let mut inodes = HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 10 || fields[3] != "0A" {
+                continue;
+            }
+            let local_port = fields[1]
+                .rsplit(':')
+                .next()
+                .and_then(|hex| u16::from_str_radix(hex, 16).ok());
+            if local_port == Some(port)
+                && let Ok(inode) = fields[9].parse()
+            {
+                inodes.insert(inode);
+            }
+        }
+    }
+    inodes
+}
+
+/// The process holds a socket listening on `port`.
+pub fn listens(pid: u32, port: u16) -> bool {
+    let listening = listening_inodes(port);
+    socket_inodes(pid)
+        .iter()
+        .any(|inode| listening.contains(inode))
+}
+
+/// The value of a `Key:` line of /proc/PID/status, its words separated by one space.
+pub fn status_line(pid: u32, key: &str) -> String {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{key}:")))
+        .map(|value| value.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| panic!("no {key}: line in /proc/{pid}/status:\n{text}"))
+}
+
+/// `kill -s SIGNAL PID`, ignoring failure (for clean-up, where the process may be gone).
+pub fn kill_quietly(signal: &str, pid: u32) {
+    let _ = Command::new("sh")
+        .args([
+            "-c",
+            "kill -s \"$1\" \"$2\" 2>/dev/null",
+            "sh",
+            signal,
+            &pid.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Kills every live process whose command line holds `marker` (a test's own config path).
+pub fn kill_every_process_naming(marker: &str) {
+    let me = std::process::id();
+    for pid in all_pids() {
+        if pid != me && alive(pid) && cmdline(pid).contains(marker) {
+            kill_quietly("KILL", pid);
+        }
+    }
+}
+
+/// The process's resident memory, in KiB (`VmRSS`), or `None` once it is gone.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let value = text.lines().find_map(|line| line.strip_prefix("VmRSS:"))?;
+    value.split_whitespace().next()?.parse().ok()
+}
+
+/// Context switches of every thread of `pid` so far: each wake-up of the process counts one.
+pub fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let status = fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        for line in status.lines() {
+            if let Some(("voluntary_ctxt_switches" | "nonvoluntary_ctxt_switches", count)) =
+                line.split_once(':')
+            {
+                total += count.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+/// The number of threads of `pid`.
+pub fn threads(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |tasks| tasks.count())
+}
