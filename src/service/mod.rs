@@ -1,14 +1,16 @@
 //! Running as a service: everything between a parsed command line and the event loop.
 //!
-//! It owns the wiring: the configuration checked (what `-t` checks), the listeners bound
-//! (`bind`), the TLS files loaded (`tls_files`), the pidfile (`pidfile`), root dropped
-//! (`privileges`), `-b` (`background`), `workers = N` (`supervisor`), and the turning of a
-//! [`Config`] into the loop's [`Settings`], again on every SIGHUP.
+//! It owns the process around the loop: the configuration checked (what `-t` checks), the
+//! listeners bound (`bind`), the TLS files loaded (`tls_files`), the pidfile (`pidfile`),
+//! root dropped (`privileges`), `-b` (`background`) and `workers = N` (`supervisor`). What
+//! the loop is told, at start and on every SIGHUP, is decided in `settings` by pure
+//! functions of the configuration.
 //!
 //! Everything a person can get wrong before the first connection (config, a port in use, a
 //! user that does not exist) is told in one line naming the file, the option and the fix,
 //! with a distinct exit code: 64 usage or config, 77 permission or an address in use.
-//! It must not speak SMTP or drive sockets once they are handed to the loop.
+//! It must not speak SMTP, must not touch a socket once it is handed to the loop, and must
+//! not leave a file half-written where another program may read it.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
