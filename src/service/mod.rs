@@ -1,14 +1,16 @@
 //! Running as a service: everything between a parsed command line and the event loop.
 //!
-//! It owns the wiring: the configuration checked (what `-t` checks), the listeners bound
-//! (`bind`), the TLS files loaded (`tls_files`), the pidfile (`pidfile`), root dropped
-//! (`privileges`), `-b` (`background`), `workers = N` (`supervisor`), and the turning of a
-//! [`Config`] into the loop's [`Settings`], again on every SIGHUP.
+//! It owns the process around the loop: the configuration checked (what `-t` checks), the
+//! listeners bound (`bind`), the TLS files loaded (`tls_files`), the pidfile (`pidfile`),
+//! root dropped (`privileges`), `-b` (`background`) and `workers = N` (`supervisor`). What
+//! the loop is told, at start and on every SIGHUP, is decided in `settings` by pure
+//! functions of the configuration.
 //!
 //! Everything a person can get wrong before the first connection (config, a port in use, a
 //! user that does not exist) is told in one line naming the file, the option and the fix,
 //! with a distinct exit code: 64 usage or config, 77 permission or an address in use.
-//! It must not speak SMTP or drive sockets once they are handed to the loop.
+//! It must not speak SMTP, must not touch a socket once it is handed to the loop, and must
+//! not leave a file half-written where another program may read it.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -18,16 +20,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{LevelFilter, error, info, warn};
 
-use crate::config::{self, Config, ListenerSpec};
-use crate::event_loop::server::{Listener, Reload, Server, Settings};
-use crate::smtp::policy::Policy;
+use crate::config::{self, Config};
+use crate::event_loop::server::{Listener, Server};
 use privileges::Identity;
+use settings::{descriptor_limit, reloader, restart_needed, settings_for};
 use supervisor::WorkerCommand;
 
 pub mod background;
 pub mod bind;
 pub mod pidfile;
 pub mod privileges;
+pub mod settings;
 pub mod supervisor;
 pub mod systemd;
 pub mod tls_files;
@@ -185,7 +188,7 @@ fn serve(args: &Args, checked: Checked, worker: bool) -> Result<(), Failure> {
             tls: spec.tls,
         });
     }
-    let settings = settings_for(&config, tls.is_some());
+    let settings = settings_for(&config, tls.is_some(), descriptor_limit());
     let max_connections = settings.max_connections;
     let reload = reloader(args.conf.clone(), config.clone(), tls.is_some());
     // Signals are caught from here on, before the pidfile or -b says the server runs.
@@ -296,124 +299,6 @@ fn config_text(path: &std::path::Path) -> Option<String> {
     std::fs::read(path)
         .ok()
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-}
-
-/// What one listener's sessions are told to do: its flags over the config.
-fn policy_for(config: &Config, spec: &ListenerSpec, fqdn: &str, tls: bool) -> Policy {
-    Policy::new(
-        fqdn.to_owned(),
-        spec.mode.unwrap_or(config.mode),
-        spec.delay.or(config.delay),
-        config.dynamic_switch && !spec.has_flags(),
-        config.max_message_size,
-        tls && !spec.tls,
-    )
-}
-
-fn settings_for(config: &Config, tls: bool) -> Settings {
-    let fqdn = config.mail_name();
-    Settings {
-        policies: config
-            .listeners
-            .iter()
-            .map(|spec| policy_for(config, spec, &fqdn, tls))
-            .collect(),
-        timeout_secs: config.timeout_secs,
-        max_connections: connection_limit(config, config.listeners.len()),
-    }
-}
-
-/// SIGHUP: read the configuration again. Mode, delay, timeout, size, switches, listener
-/// flags, mail name and the connection limit apply at once; what needs a restart is logged.
-fn reloader(conf: Option<PathBuf>, running: Config, tls: bool) -> Reload {
-    Box::new(move || {
-        let mut new = match config::load(conf.as_deref()) {
-            Ok(new) => new,
-            Err(e) => {
-                error!("reload: {e}; keeping the running configuration");
-                return None;
-            }
-        };
-        let restart = restart_needed(&running, &new);
-        if !restart.is_empty() {
-            warn!(
-                "reload: {} changed; that takes a restart, the rest applies now",
-                restart.join(", ")
-            );
-        }
-        // Flags follow their address; listeners are the running ones until a restart.
-        new.listeners = running
-            .listeners
-            .iter()
-            .map(|old| {
-                new.listeners
-                    .iter()
-                    .find(|l| l.addr == old.addr && l.tls == old.tls)
-                    .unwrap_or(old)
-                    .clone()
-            })
-            .collect();
-        Some(settings_for(&new, tls))
-    })
-}
-
-/// The options that changed between `running` and `new` and take a restart to apply.
-fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
-    [
-        (
-            "listen/tls_listen",
-            !same_addresses(&running.listeners, &new.listeners),
-        ),
-        ("tls_cert", running.tls_cert != new.tls_cert),
-        ("tls_key", running.tls_key != new.tls_key),
-        ("user", running.user != new.user),
-        ("group", running.group != new.group),
-        ("workers", running.workers != new.workers),
-        ("pidfile", running.pidfile != new.pidfile),
-    ]
-    .into_iter()
-    .filter_map(|(option, changed)| changed.then_some(option))
-    .collect()
-}
-
-fn same_addresses(a: &[ListenerSpec], b: &[ListenerSpec]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| x.addr == y.addr && x.tls == y.tls)
-}
-
-/// Descriptors a process needs besides its connections: standard streams, the poll
-/// instance, the signal pipe, a few for files, plus one per listener.
-const RESERVED_DESCRIPTORS: u64 = 16;
-
-/// `max_connections`, or as many connections as the descriptor limit leaves room for.
-fn connection_limit(config: &Config, listeners: usize) -> usize {
-    let fds = descriptor_limit();
-    let room = fds.map(|n| {
-        n.saturating_sub(RESERVED_DESCRIPTORS + listeners as u64)
-            .max(1)
-    });
-    match (config.max_connections, room) {
-        (Some(max), Some(room)) if u64::from(max) > room => {
-            warn!(
-                "max_connections = {max} is more than the descriptor limit ({}) allows: \
-                 past {room} connections, new clients wait until one closes; raise it with ulimit -n",
-                fds.unwrap_or(0)
-            );
-            max as usize
-        }
-        (Some(max), _) => max as usize,
-        (None, Some(room)) => room as usize,
-        (None, None) => 1024,
-    }
-}
-
-/// The soft limit on open files, from /proc (Linux).
-fn descriptor_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// A seed for replies chosen at random and message ids: different on every start and in
