@@ -30,13 +30,9 @@ pub(super) fn options(text: &str) -> Result<RawOptions, Problem> {
             problem.message = format!("line {number}: {}", problem.message);
             return Err(problem);
         }
+        // An empty value stays, to unset an earlier one; the table drops it later.
         let value: String = value.chars().filter(|c| *c != '"' && *c != '\'').collect();
-        let value = value.trim();
-        if value.is_empty() {
-            table.remove(key);
-        } else {
-            table.insert(key.to_owned(), Value::String(value.to_owned()));
-        }
+        table.insert(key.to_owned(), Value::String(value));
     }
     toml_file::options(table)
 }

@@ -471,6 +471,42 @@ fn legacy_empty_values_are_unset() {
 }
 
 #[test]
+fn blank_strings_are_unset() {
+    // Either format: an empty value means the option is not set.
+    for option in OPTIONS {
+        for blank in ["\"\"", "\"   \"", "\" \\t \""] {
+            let text = format!("{} = {blank}", option.name);
+            let mut config = toml(&text).unwrap_or_else(|err| panic!("{text:?}: {err}"));
+            config.source = None;
+            assert_eq!(config, Config::default(), "{text:?}");
+        }
+    }
+}
+
+#[test]
+fn string_values_are_trimmed() {
+    let config = toml(
+        "timeout = \" 30 \"\nworkers = \"2 \"\nmax_message_size = \" 1000\"\n\
+         dynamic_switch = \" false \"\nmode = \" bounce \"\ndelay = \" 1-2 \"\n\
+         mailname = \" mx.example.com \"\nuser = \" nobody \"\npidfile = \" /run/b.pid \"\n\
+         listen = \" :25 , :26 mode=random \"",
+    )
+    .unwrap();
+    assert_eq!(
+        (config.timeout_secs, config.workers, config.max_message_size),
+        (30, 2, 1000)
+    );
+    assert!(!config.dynamic_switch);
+    assert_eq!(config.mode, Mode::Bounce);
+    assert_eq!(config.delay, Some(range(1, 2)));
+    assert_eq!(config.mailname.as_deref(), Some("mx.example.com"));
+    assert_eq!(config.user.as_deref(), Some("nobody"));
+    assert_eq!(config.pidfile.as_deref(), Some(Path::new("/run/b.pid")));
+    let texts: Vec<_> = config.listeners.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(texts, [":25", ":26 mode=random"]);
+}
+
+#[test]
 fn legacy_values_are_checked() {
     for (text, option) in [
         ("timeout = 181", "timeout"),

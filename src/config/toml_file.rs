@@ -11,6 +11,8 @@ use super::options::OPTIONS;
 /// The options as found in either format, before validation. Legacy files
 /// give every value as a string; TOML files may give strings too (an
 /// original file that happens to be valid TOML means the same thing).
+/// Strings come trimmed, and a blank one is left out: in both formats an
+/// empty value means the option is not set.
 ///
 /// One field per entry of [`OPTIONS`], in its order (a test checks it).
 #[derive(Debug, Deserialize)]
@@ -51,13 +53,20 @@ pub(super) fn unknown_option(key: &str) -> Problem {
 }
 
 /// The options of a parsed TOML table, which the original format builds too.
-pub(super) fn options(table: toml::Table) -> Result<RawOptions, Problem> {
+pub(super) fn options(mut table: toml::Table) -> Result<RawOptions, Problem> {
     // Checked here rather than left to serde so the message can name the
     // option in `ConfigError::option`; `deny_unknown_fields` stays as the
     // guarantee that nothing is silently dropped.
     if let Some(key) = table.keys().find(|key| !is_option(key)) {
         return Err(unknown_option(key));
     }
+    table.retain(|_, value| match value {
+        Value::String(s) => {
+            *s = s.trim().to_owned();
+            !s.is_empty()
+        }
+        _ => true,
+    });
     table
         .try_into::<RawOptions>()
         .map_err(|err| Problem::general(err.message().to_owned()))

@@ -103,14 +103,11 @@ fn wrong_type(option: &str, expected: &str, found: &Value) -> Problem {
     )
 }
 
-/// A string option; empty means unset.
+/// A string option.
 fn text(value: Option<Value>, option: &str) -> Result<Option<String>, Problem> {
     match value {
         None => Ok(None),
-        Some(Value::String(s)) => {
-            let s = s.trim();
-            Ok((!s.is_empty()).then(|| s.to_owned()))
-        }
+        Some(Value::String(s)) => Ok(Some(s)),
         Some(other) => Err(wrong_type(option, "a string", &other)),
     }
 }
@@ -129,39 +126,35 @@ fn number(
     unit: &str,
 ) -> Result<Option<u64>, Problem> {
     let allowed = || format!("give a whole number of {unit} from {min} to {max}");
-    let n = match value {
+    let (n, shown) = match value {
         None => return Ok(None),
-        Some(Value::Integer(i)) => u64::try_from(i).ok().map(|n| (n, i.to_string())),
-        Some(Value::String(s)) => {
-            let s = s.trim();
-            if s.is_empty() {
-                return Ok(None);
+        Some(Value::Integer(i)) => match u64::try_from(i) {
+            Ok(n) => (n, i.to_string()),
+            Err(_) => {
+                return Err(Problem::option(
+                    option,
+                    format!("a negative value is not allowed: {}", allowed()),
+                ));
             }
-            match decimal::saturating(s.as_bytes()) {
-                Some(n) => Some((n, s.to_owned())),
-                None => {
-                    return Err(Problem::option(
-                        option,
-                        format!("`{s}` is not a number: {}", allowed()),
-                    ));
-                }
+        },
+        Some(Value::String(s)) => match decimal::saturating(s.as_bytes()) {
+            Some(n) => (n, s),
+            None => {
+                return Err(Problem::option(
+                    option,
+                    format!("`{s}` is not a number: {}", allowed()),
+                ));
             }
-        }
-        Some(other) => {
-            return Err(wrong_type(option, "a whole number", &other));
-        }
+        },
+        Some(other) => return Err(wrong_type(option, "a whole number", &other)),
     };
-    match n {
-        Some((n, _)) if (min..=max).contains(&n) => Ok(Some(n)),
-        Some((_, shown)) => Err(Problem::option(
+    if (min..=max).contains(&n) {
+        Ok(Some(n))
+    } else {
+        Err(Problem::option(
             option,
             format!("`{shown}` is out of range: {}", allowed()),
-        )),
-        // A negative TOML integer.
-        None => Err(Problem::option(
-            option,
-            format!("a negative value is not allowed: {}", allowed()),
-        )),
+        ))
     }
 }
 
@@ -170,10 +163,7 @@ fn boolean(value: Option<Value>, option: &str) -> Result<Option<bool>, Problem> 
         None => Ok(None),
         Some(Value::Boolean(b)) => Ok(Some(b)),
         Some(Value::String(s)) => {
-            let s = s.trim();
-            if s.is_empty() {
-                Ok(None)
-            } else if s.eq_ignore_ascii_case("true") {
+            if s.eq_ignore_ascii_case("true") {
                 Ok(Some(true))
             } else if s.eq_ignore_ascii_case("false") {
                 Ok(Some(false))
@@ -203,12 +193,7 @@ fn delay(value: Option<Value>) -> Result<Option<DelayRange>, Problem> {
     let range = match value {
         None => return Ok(None),
         Some(Value::Integer(i)) => parse_delay(&i.to_string()),
-        Some(Value::String(s)) => {
-            if s.trim().is_empty() {
-                return Ok(None);
-            }
-            parse_delay(&s)
-        }
+        Some(Value::String(s)) => parse_delay(&s),
         Some(other) => {
             return Err(wrong_type(
                 "delay",
@@ -246,12 +231,7 @@ fn listeners(
 ) -> Result<Option<Vec<ListenerSpec>>, Problem> {
     let entries: Vec<String> = match value {
         None => return Ok(None),
-        Some(Value::String(s)) => {
-            if s.trim().is_empty() {
-                return Ok(None);
-            }
-            s.split(',').map(str::to_owned).collect()
-        }
+        Some(Value::String(s)) => s.split(',').map(str::to_owned).collect(),
         Some(Value::Array(items)) => items
             .into_iter()
             .map(|item| match item {
