@@ -87,13 +87,9 @@ pub(super) fn build(raw: RawOptions) -> Result<Config, Problem> {
 
 /// A whole number from 1 to `max`, as a u32.
 fn count(value: Option<Value>, option: &str, max: u32, unit: &str) -> Result<Option<u32>, Problem> {
-    number(value, option, 1, u64::from(max), unit)?
-        .map(|n| to_u32(n, option))
-        .transpose()
-}
-
-fn to_u32(n: u64, option: &str) -> Result<u32, Problem> {
-    u32::try_from(n).map_err(|_| Problem::option(option, format!("`{n}` is too large")))
+    let n = number(value, option, 1, u64::from(max), unit)?;
+    // `number` checked `n <= max`, so it fits.
+    Ok(n.map(|n| u32::try_from(n).unwrap_or(max)))
 }
 
 fn wrong_type(option: &str, expected: &str, found: &Value) -> Problem {
