@@ -1,0 +1,817 @@
+//! The configuration's tests: both formats, every option's values and limits, the listener
+//! syntax, the one-line errors, and the agreement between the option table, `RawOptions` and
+//! the shipped `blackhole.toml`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::options::OPTIONS;
+use super::toml_file::{RawOptions, is_option};
+use super::values::{MAX_MAX_CONNECTIONS, MAX_MAX_MESSAGE_SIZE, MAX_TIMEOUT_SECS, MAX_WORKERS};
+use super::*;
+use crate::smtp::policy::MAX_DELAY_SECS;
+
+fn v4(a: [u8; 4], port: u16) -> SocketAddr {
+    SocketAddr::from((a, port))
+}
+
+fn v6(s: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V6(s.parse().unwrap()), port)
+}
+
+fn addr_of(entry: &str) -> SocketAddr {
+    parse_listener(entry, false)
+        .unwrap_or_else(|e| panic!("{entry}: {e}"))
+        .addr
+}
+
+fn toml(text: &str) -> Result<Config, ConfigError> {
+    parse(text, Path::new("test.toml"))
+}
+
+fn legacy(text: &str) -> Result<Config, ConfigError> {
+    parse(text, Path::new("blackhole.conf"))
+}
+
+/// The error for `text` read as the file `origin`: one line, naming the file and `option`.
+fn option_error_in(origin: &str, text: &str, option: &str) -> ConfigError {
+    match parse(text, Path::new(origin)) {
+        Ok(config) => panic!("{text:?} was accepted: {config:?}"),
+        Err(err) => {
+            assert_eq!(err.option.as_deref(), Some(option), "{text:?}: {err}");
+            let shown = err.to_string();
+            assert!(!shown.contains('\n'), "{shown}");
+            let start = format!("{origin}: option `{option}`: ");
+            assert!(shown.starts_with(&start), "{shown}");
+            err
+        }
+    }
+}
+
+/// [`option_error_in`] a TOML file.
+fn option_error(text: &str, option: &str) -> ConfigError {
+    option_error_in("test.toml", text, option)
+}
+
+/// [`option_error_in`] a file in the original's format.
+fn legacy_option_error(text: &str, option: &str) -> ConfigError {
+    option_error_in("blackhole.conf", text, option)
+}
+
+fn range(min_secs: u32, max_secs: u32) -> DelayRange {
+    DelayRange::new(min_secs, max_secs).unwrap()
+}
+
+#[test]
+fn address_forms() {
+    assert_eq!(addr_of(":25"), v4([0, 0, 0, 0], 25));
+    assert_eq!(addr_of("0.0.0.0:25"), v4([0, 0, 0, 0], 25));
+    assert_eq!(addr_of(":::25"), v6("::", 25));
+    assert_eq!(addr_of("127.0.0.1:25"), v4([127, 0, 0, 1], 25));
+    assert_eq!(addr_of("[::1]:25"), v6("::1", 25));
+    assert_eq!(addr_of("[::]:2525"), v6("::", 2525));
+    assert_eq!(addr_of("::1:25"), v6("::1", 25));
+    assert_eq!(addr_of("fe80::1:2525"), v6("fe80::1", 2525));
+    assert_eq!(addr_of("localhost:587"), v4([127, 0, 0, 1], 587));
+    assert_eq!(addr_of("127.0.0.1:0"), v4([127, 0, 0, 1], 0));
+    assert_eq!(addr_of(":65535"), v4([0, 0, 0, 0], 65535));
+    assert_eq!(addr_of("  10.1.2.3:25  "), v4([10, 1, 2, 3], 25));
+}
+
+#[test]
+fn bad_addresses() {
+    for entry in [
+        "",
+        "   ",
+        "25",
+        "127.0.0.1",
+        ":65536",
+        ":-1",
+        ":+25",
+        ":",
+        "127.0.0.1:",
+        "[::1]25",
+        "[::1]",
+        "[127.0.0.1]:25",
+        "example.com:25",
+        "1.2.3:25",
+        "256.0.0.1:25",
+    ] {
+        assert!(parse_listener(entry, false).is_err(), "{entry:?} accepted");
+    }
+}
+
+#[test]
+fn listener_keeps_text_and_tls() {
+    let spec = parse_listener("  :465 mode=bounce ", true).unwrap();
+    assert_eq!(spec.text, ":465 mode=bounce");
+    assert!(spec.tls);
+    assert!(spec.has_flags());
+    let plain = parse_listener(":25", false).unwrap();
+    assert!(!plain.tls);
+    assert!(!plain.has_flags());
+}
+
+#[test]
+fn flags() {
+    let spec = parse_listener(":25 mode=bounce", false).unwrap();
+    assert_eq!((spec.mode, spec.delay), (Some(Mode::Bounce), None));
+    let spec = parse_listener(":25 delay=5", false).unwrap();
+    assert_eq!((spec.mode, spec.delay), (None, Some(range(5, 5))));
+    assert!(spec.has_flags());
+    let spec = parse_listener(":25 delay=1-5 mode=RANDOM", false).unwrap();
+    assert_eq!(
+        (spec.mode, spec.delay),
+        (Some(Mode::Random), Some(range(1, 5)))
+    );
+    let spec = parse_listener("[::1]:25   mode=accept\tdelay=0-60", false).unwrap();
+    assert_eq!(
+        (spec.mode, spec.delay),
+        (Some(Mode::Accept), Some(range(0, 60)))
+    );
+    let spec = parse_listener(":25 delay=7-7", false).unwrap();
+    assert_eq!(spec.delay, Some(range(7, 7)));
+}
+
+#[test]
+fn bad_flags() {
+    for entry in [
+        ":25 mode=bogus",
+        ":25 mode=",
+        ":25 delay=61",
+        ":25 delay=5-61",
+        ":25 delay=10-5",
+        ":25 delay=a",
+        ":25 delay=-5",
+        ":25 delay=",
+        ":25 delay=1-2-3",
+        ":25 delay=99999999999",
+        ":25 speed=1",
+        ":25 mode",
+        ":25 mode=bounce mode=accept",
+        ":25 delay=1 delay=2",
+        ":25, :26",
+    ] {
+        assert!(parse_listener(entry, false).is_err(), "{entry:?} accepted");
+    }
+    let err = parse_listener(":25 speed=1", false).unwrap_err();
+    assert!(err.contains("speed") && err.contains("mode="), "{err}");
+    let err = parse_listener(":25 delay=10-5", false).unwrap_err();
+    assert!(err.contains("5-10"), "{err}");
+}
+
+#[test]
+fn mode_from_str() {
+    assert_eq!("accept".parse::<Mode>(), Ok(Mode::Accept));
+    assert_eq!("Bounce".parse::<Mode>(), Ok(Mode::Bounce));
+    assert_eq!("RANDOM".parse::<Mode>(), Ok(Mode::Random));
+    assert!("".parse::<Mode>().is_err());
+    assert!("accepted".parse::<Mode>().is_err());
+    assert_eq!(Mode::Bounce.to_string(), "bounce");
+}
+
+#[test]
+fn defaults() {
+    let config = Config::default();
+    assert_eq!(config.source, None);
+    assert_eq!(config.listeners.len(), 1);
+    assert_eq!(config.listeners[0].addr, v4([0, 0, 0, 0], 25));
+    assert!(!config.listeners[0].tls && !config.listeners[0].has_flags());
+    assert_eq!(config.timeout_secs, 60);
+    assert_eq!(config.delay, None);
+    assert_eq!(config.mode, Mode::Accept);
+    assert_eq!(config.max_message_size, 512_000);
+    assert!(config.dynamic_switch);
+    assert_eq!(config.workers, 1);
+    assert_eq!(
+        (&config.tls_cert, &config.tls_key, &config.tls_dhparams),
+        (&None, &None, &None)
+    );
+    assert_eq!(
+        (
+            &config.user,
+            &config.group,
+            &config.pidfile,
+            &config.mailname
+        ),
+        (&None, &None, &None, &None)
+    );
+
+    // An empty file (or comments only) means every default.
+    for text in ["", "# nothing here\n\n"] {
+        let mut parsed = toml(text).unwrap();
+        assert_eq!(parsed.source.as_deref(), Some(Path::new("test.toml")));
+        parsed.source = None;
+        assert_eq!(parsed, config);
+    }
+}
+
+/// Every option set to something other than its default.
+const FULL_TOML: &str = r#"
+listen = [":25", ":::25 mode=bounce", "127.0.0.1:587 delay=1-5"]
+tls_listen = ["[::1]:465 mode=random delay=3"]
+tls_cert = "/etc/ssl/blackhole.crt"
+tls_key = "/etc/ssl/blackhole.key"
+tls_dhparams = "/etc/ssl/dhparams.pem"
+user = "nobody"
+group = "nogroup"
+pidfile = "/run/blackhole.pid"
+timeout = 180
+delay = "2-4"
+mode = "Random"
+max_message_size = 1073741824
+dynamic_switch = false
+workers = 256
+max_connections = 5000
+mailname = "mx.example.com"
+"#;
+
+#[test]
+fn full_toml_file() {
+    let config = toml(FULL_TOML).unwrap();
+    let addrs: Vec<_> = config.listeners.iter().map(|l| (l.addr, l.tls)).collect();
+    assert_eq!(
+        addrs,
+        [
+            (v4([0, 0, 0, 0], 25), false),
+            (v6("::", 25), false),
+            (v4([127, 0, 0, 1], 587), false),
+            (v6("::1", 465), true),
+        ]
+    );
+    assert_eq!(config.listeners[1].mode, Some(Mode::Bounce));
+    assert_eq!(config.listeners[2].delay, Some(range(1, 5)));
+    assert_eq!(config.listeners[3].mode, Some(Mode::Random));
+    assert_eq!(config.listeners[3].delay, Some(range(3, 3)));
+    assert_eq!(
+        config.tls_cert.as_deref(),
+        Some(Path::new("/etc/ssl/blackhole.crt"))
+    );
+    assert_eq!(
+        config.tls_key.as_deref(),
+        Some(Path::new("/etc/ssl/blackhole.key"))
+    );
+    assert_eq!(
+        config.tls_dhparams.as_deref(),
+        Some(Path::new("/etc/ssl/dhparams.pem"))
+    );
+    assert_eq!(config.user.as_deref(), Some("nobody"));
+    assert_eq!(config.group.as_deref(), Some("nogroup"));
+    assert_eq!(
+        config.pidfile.as_deref(),
+        Some(Path::new("/run/blackhole.pid"))
+    );
+    assert_eq!(config.timeout_secs, 180);
+    assert_eq!(config.delay, Some(range(2, 4)));
+    assert_eq!(config.mode, Mode::Random);
+    assert_eq!(config.max_message_size, 1_073_741_824);
+    assert!(!config.dynamic_switch);
+    assert_eq!(config.workers, 256);
+    assert_eq!(config.max_connections, Some(5000));
+    assert_eq!(config.mailname.as_deref(), Some("mx.example.com"));
+    assert_eq!(config.mail_name(), "mx.example.com");
+}
+
+#[test]
+fn delay_forms() {
+    assert_eq!(toml("delay = 0").unwrap().delay, Some(range(0, 0)));
+    assert_eq!(toml("delay = 60").unwrap().delay, Some(range(60, 60)));
+    assert_eq!(toml("delay = \"7\"").unwrap().delay, Some(range(7, 7)));
+    assert_eq!(toml("delay = \"5-10\"").unwrap().delay, Some(range(5, 10)));
+    assert_eq!(toml("delay = \"\"").unwrap().delay, None);
+}
+
+#[test]
+fn bad_option_values() {
+    let cases = [
+        ("timeout = 0", "timeout"),
+        ("timeout = 181", "timeout"),
+        ("timeout = -1", "timeout"),
+        ("timeout = \"soon\"", "timeout"),
+        ("timeout = 1.5", "timeout"),
+        ("timeout = true", "timeout"),
+        ("delay = 61", "delay"),
+        ("delay = -1", "delay"),
+        ("delay = \"10-5\"", "delay"),
+        ("delay = \"5-61\"", "delay"),
+        ("delay = \"soon\"", "delay"),
+        ("delay = [1, 2]", "delay"),
+        ("mode = \"bogus\"", "mode"),
+        ("mode = 1", "mode"),
+        ("max_message_size = 0", "max_message_size"),
+        ("max_message_size = 1073741825", "max_message_size"),
+        ("max_message_size = -5", "max_message_size"),
+        ("max_message_size = \"big\"", "max_message_size"),
+        ("dynamic_switch = \"yes\"", "dynamic_switch"),
+        ("dynamic_switch = 1", "dynamic_switch"),
+        ("workers = 0", "workers"),
+        ("workers = 257", "workers"),
+        ("workers = \"many\"", "workers"),
+        ("mailname = \"mail example\"", "mailname"),
+        ("mailname = \"a\\r\\nb\"", "mailname"),
+        ("mailname = 5", "mailname"),
+        ("user = 1000", "user"),
+        ("group = false", "group"),
+        ("pidfile = 3", "pidfile"),
+        ("tls_cert = 3", "tls_cert"),
+        ("tls_key = []", "tls_key"),
+        ("tls_dhparams = 1", "tls_dhparams"),
+        ("listen = \":99999\"", "listen"),
+        ("listen = [\":25 mode=x\"]", "listen"),
+        ("listen = [25]", "listen"),
+        ("listen = 25", "listen"),
+        ("listen = [\"\"]", "listen"),
+        ("tls_listen = [\"foo\"]", "tls_listen"),
+        ("listen = []\ntls_listen = []", "listen"),
+        ("listen = []", "listen"),
+    ];
+    for (text, option) in cases {
+        option_error(text, option);
+    }
+    let err = option_error("timeout = 500", "timeout");
+    assert!(err.message.contains("1 to 180"), "{err}");
+    let err = option_error("workers = 0", "workers");
+    assert!(err.message.contains("1 to 256"), "{err}");
+    let err = option_error("mode = \"bogus\"", "mode");
+    assert!(err.message.contains("accept, bounce or random"), "{err}");
+    let err = option_error("dynamic_switch = \"yes\"", "dynamic_switch");
+    assert!(err.message.contains("true or false"), "{err}");
+    let err = option_error("delay = 61", "delay");
+    assert!(err.message.contains("60"), "{err}");
+    let err = option_error("listen = []", "listen");
+    assert!(err.message.contains("nothing to listen on"), "{err}");
+}
+
+#[test]
+fn tls_listen_needs_cert_and_key() {
+    let err = option_error("tls_listen = [\":465\"]\ntls_key = \"k.pem\"", "tls_cert");
+    assert!(err.message.contains("tls_listen"), "{err}");
+    option_error("tls_listen = [\":465\"]\ntls_cert = \"c.pem\"", "tls_key");
+    option_error("tls_listen = [\":465\"]", "tls_cert");
+    // Half a certificate is an error even without tls_listen (STARTTLS).
+    option_error("tls_cert = \"c.pem\"", "tls_key");
+    option_error("tls_key = \"k.pem\"", "tls_cert");
+    // Both without tls_listen: STARTTLS on the plain listeners.
+    let config = toml("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"").unwrap();
+    assert!(config.listeners.iter().all(|l| !l.tls));
+    // tls_listen alone, with listen emptied, is enough to listen on.
+    let config =
+        toml("listen = []\ntls_listen = [\":465\"]\ntls_cert = \"c\"\ntls_key = \"k\"").unwrap();
+    assert_eq!(config.listeners.len(), 1);
+    assert!(config.listeners[0].tls);
+    // Leaving listen out keeps its default next to tls_listen.
+    let config = toml("tls_listen = [\":465\"]\ntls_cert = \"c\"\ntls_key = \"k\"").unwrap();
+    let texts: Vec<_> = config.listeners.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(texts, [":25", ":465"]);
+}
+
+#[test]
+fn unknown_option_names_it() {
+    let err = option_error("listen = [\":25\"]\nlisten_on = \":25\"", "listen_on");
+    assert!(err.message.contains("mailname"), "{err}");
+    assert!(err.message.contains("max_message_size"), "{err}");
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with("test.toml: option `listen_on`: unknown option"),
+        "{shown}"
+    );
+    option_error("[server]\nlisten = [\":25\"]", "server");
+
+    // Not TOML (an unquoted string), so read as the original's format.
+    let err = legacy_option_error("timeout = 30\nspeed = 9\nmode = bounce\n", "speed");
+    assert!(err.message.contains("line 2"), "{err}");
+    assert!(err.message.contains("dynamic_switch"), "{err}");
+}
+
+#[test]
+fn duplicate_listeners() {
+    let err = option_error("listen = [\":25\", \"0.0.0.0:25\"]", "listen");
+    assert!(
+        err.message.contains(":25") && err.message.contains("0.0.0.0:25"),
+        "{err}"
+    );
+    option_error("listen = [\":::25\", \"[::]:25\"]", "listen");
+    option_error(
+        "listen = [\":25\"]\ntls_listen = [\":25\"]\ntls_cert = \"c\"\ntls_key = \"k\"",
+        "tls_listen",
+    );
+    // IPv4 and IPv6 wildcards are different sockets; so are two ports.
+    let config = toml("listen = [\":25\", \":::25\", \":587\", \"127.0.0.1:25\"]").unwrap();
+    assert_eq!(config.listeners.len(), 4);
+    // Port 0 gets a fresh port each time: tests bind several.
+    let config = toml("listen = [\"127.0.0.1:0\", \"127.0.0.1:0 mode=bounce\"]").unwrap();
+    assert_eq!(config.listeners.len(), 2);
+}
+
+#[test]
+fn legacy_file_equivalent_to_toml() {
+    // FULL_TOML in the original's format.
+    let old = "\
+# The original's configuration file
+listen = :25, :::25 mode=bounce, 127.0.0.1:587 delay=1-5   # IPv4 and IPv6
+tls_listen=[::1]:465 mode=random delay=3
+tls_cert = /etc/ssl/blackhole.crt
+tls_key=/etc/ssl/blackhole.key
+tls_dhparams = \"/etc/ssl/dhparams.pem\"
+
+user = nobody
+group = 'nogroup'
+pidfile = /run/blackhole.pid
+timeout = 180
+delay = 2-4
+mode = RANDOM
+max_message_size = 1073741824
+dynamic_switch = False
+workers = 256
+max_connections = 5000
+mailname = mx.example.com
+";
+    let mut from_old = legacy(old).unwrap();
+    let mut from_new = toml(FULL_TOML).unwrap();
+    assert_eq!(
+        from_old.source.as_deref(),
+        Some(Path::new("blackhole.conf"))
+    );
+    from_old.source = None;
+    from_new.source = None;
+    assert_eq!(from_old, from_new);
+    assert_eq!(from_old.listeners.len(), 4);
+    assert_eq!(from_old.mode, Mode::Random);
+    assert!(!from_old.dynamic_switch);
+
+    // The same file named .toml is read the same way.
+    let mut as_toml_name = toml(old).unwrap();
+    as_toml_name.source = None;
+    assert_eq!(as_toml_name, from_new);
+}
+
+#[test]
+fn legacy_empty_values_are_unset() {
+    let config = legacy(
+        "listen =\ntls_listen=\ntls_cert=\ntls_key=\ntls_dhparams =\nuser=\ngroup=\n\
+         pidfile=\ntimeout=\ndelay=\nmode=\nmax_message_size=\ndynamic_switch=\n\
+         workers=\nmailname=\n",
+    )
+    .unwrap();
+    let expected = Config {
+        source: config.source.clone(),
+        ..Config::default()
+    };
+    assert_eq!(config, expected);
+
+    // A later empty value unsets an earlier one; the last setting wins.
+    let config = legacy("tls_key = k.pem\ntls_key =\nmode = bounce\nmode = random\n").unwrap();
+    assert_eq!(config.tls_key, None);
+    assert_eq!(config.mode, Mode::Random);
+}
+
+#[test]
+fn blank_strings_are_unset() {
+    // Either format: an empty value means the option is not set.
+    for option in OPTIONS {
+        for blank in ["\"\"", "\"   \"", "\" \\t \""] {
+            let text = format!("{} = {blank}", option.name);
+            let mut config = toml(&text).unwrap_or_else(|err| panic!("{text:?}: {err}"));
+            config.source = None;
+            assert_eq!(config, Config::default(), "{text:?}");
+        }
+    }
+}
+
+#[test]
+fn string_values_are_trimmed() {
+    let config = toml(
+        "timeout = \" 30 \"\nworkers = \"2 \"\nmax_message_size = \" 1000\"\n\
+         dynamic_switch = \" false \"\nmode = \" bounce \"\ndelay = \" 1-2 \"\n\
+         mailname = \" mx.example.com \"\nuser = \" nobody \"\npidfile = \" /run/b.pid \"\n\
+         listen = \" :25 , :26 mode=random \"",
+    )
+    .unwrap();
+    assert_eq!(
+        (config.timeout_secs, config.workers, config.max_message_size),
+        (30, 2, 1000)
+    );
+    assert!(!config.dynamic_switch);
+    assert_eq!(config.mode, Mode::Bounce);
+    assert_eq!(config.delay, Some(range(1, 2)));
+    assert_eq!(config.mailname.as_deref(), Some("mx.example.com"));
+    assert_eq!(config.user.as_deref(), Some("nobody"));
+    assert_eq!(config.pidfile.as_deref(), Some(Path::new("/run/b.pid")));
+    let texts: Vec<_> = config.listeners.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(texts, [":25", ":26 mode=random"]);
+}
+
+#[test]
+fn legacy_values_are_checked() {
+    for (text, option) in [
+        ("timeout = 181", "timeout"),
+        ("delay = 61", "delay"),
+        ("mode = sideways", "mode"),
+        ("dynamic_switch = yes", "dynamic_switch"),
+        ("workers = 0", "workers"),
+        ("max_message_size = lots", "max_message_size"),
+        ("listen = :25, 0.0.0.0:25", "listen"),
+        ("listen = :25 mode=nope", "listen"),
+        ("listen = :25,", "listen"),
+        ("tls_listen = :465", "tls_cert"),
+    ] {
+        legacy_option_error(text, option);
+    }
+}
+
+#[test]
+fn legacy_line_without_equals() {
+    let err = legacy("timeout = 30\n\n  # fine\nlisten :25\n").unwrap_err();
+    assert_eq!(err.option, None);
+    assert!(err.message.contains("line 4"), "{err}");
+    assert!(err.message.contains("listen :25"), "{err}");
+    assert_eq!(err.file, "blackhole.conf");
+}
+
+#[test]
+fn neither_format() {
+    // A .toml file gets the TOML error, with its position.
+    let text = "listen = [\":25\"\nmode = \"accept\"\n";
+    let err = toml(text).unwrap_err();
+    assert_eq!(err.option, None);
+    assert!(err.message.contains("not valid TOML at line"), "{err}");
+    assert!(!err.to_string().contains('\n'), "{err}");
+    // Anything else gets the legacy error.
+    let err = legacy("this is not a config\n").unwrap_err();
+    assert!(err.message.contains("line 1"), "{err}");
+    assert!(!err.message.contains("TOML at"), "{err}");
+}
+
+#[test]
+fn display_is_one_line() {
+    let err = ConfigError {
+        file: "/etc/blackhole.toml".to_owned(),
+        option: Some("timeout".to_owned()),
+        message: "bad".to_owned(),
+    };
+    assert_eq!(
+        err.to_string(),
+        "/etc/blackhole.toml: option `timeout`: bad"
+    );
+    let err = ConfigError {
+        option: None,
+        ..err
+    };
+    assert_eq!(err.to_string(), "/etc/blackhole.toml: bad");
+    let err = ConfigError {
+        message: "`a\r\nb` is bad".to_owned(),
+        ..err
+    };
+    assert_eq!(err.to_string(), "/etc/blackhole.toml: `a\\r\\nb` is bad");
+}
+
+fn scratch_file(name: &str, contents: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("blackhole-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[test]
+fn load_reads_the_named_file() {
+    let path = scratch_file("load.toml", "listen = [\"127.0.0.1:0\"]\nworkers = 2\n");
+    let config = load(Some(&path)).unwrap();
+    assert_eq!(config.source.as_deref(), Some(path.as_path()));
+    assert_eq!(config.workers, 2);
+
+    let missing = path.with_file_name("missing.toml");
+    let err = load(Some(&missing)).unwrap_err();
+    assert_eq!(err.file, missing.display().to_string());
+    assert!(err.message.contains("cannot read"), "{err}");
+}
+
+#[test]
+fn mail_name_sources() {
+    let blank = scratch_file("mailname-blank", "\n   \n");
+    let named = scratch_file("mailname", "\n  mx.example.org \nother\n");
+    let host = scratch_file("hostname", "box\n");
+    let spaced = scratch_file("mailname-spaced", "two words\n");
+    let missing = blank.with_file_name("absent");
+    assert_eq!(mail_name_from(&[&named, &host]), "mx.example.org");
+    assert_eq!(mail_name_from(&[&missing, &blank, &host]), "box");
+    assert_eq!(mail_name_from(&[&spaced, &host]), "box");
+    assert_eq!(mail_name_from(&[&missing]), "localhost");
+    // Without the option it is whatever the host says, never empty.
+    let name = Config::default().mail_name();
+    assert!(is_host_name_like(&name), "{name:?}");
+}
+
+/// The field names serde knows `T` by: the list its derived
+/// `Deserialize` hands to `deserialize_struct`.
+fn serde_fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    use serde::de::{self, Visitor};
+    use std::cell::Cell;
+
+    struct FieldsOf<'a>(&'a Cell<&'static [&'static str]>);
+
+    impl<'de> serde::Deserializer<'de> for FieldsOf<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0.set(fields);
+            Err(de::Error::custom("fields recorded"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    let fields = Cell::new(&[][..]);
+    let _ = T::deserialize(FieldsOf(&fields));
+    fields.get()
+}
+
+#[test]
+fn raw_options_are_the_table() {
+    let names: Vec<&str> = OPTIONS.iter().map(|option| option.name).collect();
+    assert_eq!(serde_fields::<RawOptions>(), names.as_slice());
+}
+
+/// `tls_cert` and `tls_key`, which `tls_listen` needs, except `option`.
+fn tls_companions(option: &str) -> String {
+    [("tls_cert", "\"c.pem\""), ("tls_key", "\"k.pem\"")]
+        .iter()
+        .filter(|(name, _)| *name != option)
+        .map(|(name, value)| format!("{name} = {value}\n"))
+        .collect()
+}
+
+#[test]
+fn every_option_is_accepted() {
+    for option in OPTIONS {
+        let base = tls_companions(option.name);
+        let without = toml(&tls_companions("")).unwrap();
+        for example in option.examples {
+            let text = format!("{base}{} = {example}\n", option.name);
+            let with = toml(&text).unwrap_or_else(|err| panic!("{text:?}: {err}"));
+            assert_ne!(with, without, "{text:?} changed nothing");
+        }
+        // The original's format knows every option too; empty is unset.
+        let text = format!("{} =\n", option.name);
+        assert!(legacy(&text).is_ok(), "{text:?}");
+    }
+    // Nothing outside the table.
+    for key in ["listen_on", "Listen", "server", "tls", "max_connection"] {
+        option_error(&format!("{key} = 1"), key);
+        legacy_option_error(&format!("{key} = 1"), key);
+    }
+}
+
+#[test]
+fn documented_defaults_are_the_defaults() {
+    let mut spelled = 0;
+    for option in OPTIONS {
+        // A default the file could spell must mean what leaving the
+        // option out means; the others are words, not TOML.
+        let text = format!("{} = {}", option.name, option.default);
+        if text.parse::<toml::Table>().is_ok() {
+            let mut config = toml(&text).unwrap_or_else(|err| panic!("{text:?}: {err}"));
+            config.source = None;
+            assert_eq!(config, Config::default(), "{text:?}");
+            spelled += 1;
+        }
+    }
+    assert_eq!(
+        spelled, 7,
+        "listen, tls_listen, timeout, mode, size, switch, workers"
+    );
+}
+
+#[test]
+fn documented_limits_are_the_limits() {
+    let doc = |name: &str| {
+        OPTIONS
+            .iter()
+            .find(|option| option.name == name)
+            .map(|option| option.doc)
+            .unwrap()
+    };
+    let limits = [
+        ("timeout", 1, u64::from(MAX_TIMEOUT_SECS)),
+        ("delay", 0, u64::from(MAX_DELAY_SECS)),
+        ("max_message_size", 1, MAX_MAX_MESSAGE_SIZE),
+        ("max_connections", 1, u64::from(MAX_MAX_CONNECTIONS)),
+        ("workers", 1, u64::from(MAX_WORKERS)),
+    ];
+    for (name, min, max) in limits {
+        let range = format!("{min} to {max}");
+        assert!(doc(name).contains(&range), "{name}: doc should say {range}");
+        toml(&format!("{name} = {min}")).unwrap();
+        toml(&format!("{name} = {max}")).unwrap();
+        option_error(&format!("{name} = {}", max + 1), name);
+        if min > 0 {
+            option_error(&format!("{name} = {}", min - 1), name);
+        }
+    }
+    assert!(doc("listen").contains(&format!("0 to {MAX_DELAY_SECS}")));
+    assert!(doc("mode").contains("bounce") && doc("mode").contains("random"));
+}
+
+const SHIPPED: &str = include_str!("../../blackhole.toml");
+
+/// The option a line of the shipped file sets, or would set once
+/// uncommented (`name = ...` or `# name = ...`).
+fn shipped_setting(line: &str) -> Option<(&str, bool)> {
+    let (line, commented) = match line.strip_prefix("# ") {
+        Some(rest) => (rest, true),
+        None => (line, false),
+    };
+    let (name, _) = line.split_once(" = ")?;
+    let plain = !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    plain.then_some((name, commented))
+}
+
+#[test]
+fn shipped_file_shows_every_option_in_order() {
+    let named: Vec<&str> = SHIPPED
+        .lines()
+        .filter_map(shipped_setting)
+        .map(|(name, _)| name)
+        .collect();
+    for name in &named {
+        assert!(is_option(name), "blackhole.toml sets unknown option {name}");
+    }
+    let mut first: Vec<&str> = Vec::new();
+    for name in named {
+        if !first.contains(&name) {
+            first.push(name);
+        }
+    }
+    let table: Vec<&str> = OPTIONS.iter().map(|option| option.name).collect();
+    assert_eq!(
+        first, table,
+        "blackhole.toml should show every option, as `name = ` or `# name = `, in the table's order"
+    );
+}
+
+#[test]
+fn shipped_suggestions_parse() {
+    // Uncommenting the suggestions (one per option at a time, the first
+    // for the others) still gives a valid file.
+    let lines: Vec<&str> = SHIPPED.lines().collect();
+    let suggestions: Vec<(usize, &str)> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, line)| match shipped_setting(line) {
+            Some((name, true)) => Some((i, name)),
+            _ => None,
+        })
+        .collect();
+    assert!(suggestions.len() >= 8, "{suggestions:?}");
+    for &(chosen, chosen_name) in &suggestions {
+        let mut taken: Vec<&str> = Vec::new();
+        let text: String = lines
+            .iter()
+            .enumerate()
+            .map(|(i, line)| {
+                let name = suggestions.iter().find(|(at, _)| *at == i).map(|(_, n)| *n);
+                let uncomment = match name {
+                    Some(name) if name == chosen_name => i == chosen,
+                    Some(name) if !taken.contains(&name) => {
+                        taken.push(name);
+                        true
+                    }
+                    _ => false,
+                };
+                let line = if uncomment { &line[2..] } else { line };
+                format!("{line}\n")
+            })
+            .collect();
+        let config = toml(&text).unwrap_or_else(|err| panic!("line {}: {err}", chosen + 1));
+        assert!(config.tls_cert.is_some() && config.pidfile.is_some());
+    }
+}
+
+#[test]
+fn shipped_file_parses() {
+    let config = parse(SHIPPED, Path::new("blackhole.toml")).unwrap();
+    assert_eq!(config.listeners.len(), 1);
+    assert_eq!(config.listeners[0].addr, v4([127, 0, 0, 1], 2525));
+    assert!(!config.listeners[0].has_flags());
+    let expected = Config {
+        source: config.source.clone(),
+        listeners: config.listeners.clone(),
+        ..Config::default()
+    };
+    assert_eq!(config, expected);
+}
