@@ -25,6 +25,16 @@ fn accepted_and_waiting(server: &Server, clients: Vec<Client>) -> (Vec<Client>, 
     })
 }
 
+/// The CPU time (user plus system, in 1/100 s ticks) the process uses over the next `span`:
+/// CPU time, not wall time, so that a busy machine does not count against the server. The
+/// wait is the measurement itself.
+fn cpu_ticks_during(pid: u32, span: Duration) -> u64 {
+    let cpu_ticks = || procfs::stat(pid).expect("the server's stat").cpu_ticks;
+    let before = cpu_ticks();
+    thread::sleep(span);
+    cpu_ticks() - before
+}
+
 #[test]
 fn out_of_descriptors_the_server_serves_what_it_holds_and_recovers() {
     const FDS: u32 = 256;
@@ -48,12 +58,8 @@ fn out_of_descriptors_the_server_serves_what_it_holds_and_recovers() {
         assert_eq!(client.reply(), GREETING);
         assert_eq!(client.command("NOOP"), "250 2.0.0 OK");
     }
-    // Descriptors exhausted, clients waiting: the accept back-off keeps the CPU idle. The three
-    // seconds are the measurement itself.
-    let cpu_ticks = || procfs::stat(pid).expect("the server's stat").cpu_ticks;
-    let before = cpu_ticks();
-    thread::sleep(Duration::from_secs(3));
-    let spent = cpu_ticks() - before;
+    // Descriptors exhausted, clients waiting: the accept back-off keeps the CPU idle.
+    let spent = cpu_ticks_during(pid, Duration::from_secs(3));
     assert!(
         spent <= 30,
         "{spent} ticks of CPU in 3 s while out of descriptors"
@@ -135,11 +141,7 @@ fn a_client_that_reads_late_gets_every_reply_without_the_server_spinning() {
         )),
         "the server never stopped reading a client that reads nothing"
     );
-    // Two seconds of a server waiting on its reader are the measurement itself.
-    let cpu_ticks = || procfs::stat(pid).expect("the server's stat").cpu_ticks;
-    let before = cpu_ticks();
-    thread::sleep(Duration::from_secs(2));
-    let spent = cpu_ticks() - before;
+    let spent = cpu_ticks_during(pid, Duration::from_secs(2));
     assert!(
         spent <= 20,
         "{spent} ticks of CPU in 2 s while the client did not read"
