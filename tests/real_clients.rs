@@ -14,6 +14,34 @@ use std::time::Duration;
 const MECHANISMS: [&str; 3] = ["PLAIN", "LOGIN", "CRAM-MD5"];
 const CLIENT_LIMIT: Duration = Duration::from_secs(30);
 
+/// Whether a client puts its first response on the AUTH line (RFC 4954's initial response):
+/// both ways for PLAIN and LOGIN; CRAM-MD5 has none (the server's challenge comes first), so
+/// asking for one changes nothing and is not a case of its own.
+fn initial_response_choices(mechanism: &str) -> &'static [bool] {
+    if mechanism == "CRAM-MD5" {
+        &[false]
+    } else {
+        &[false, true]
+    }
+}
+
+/// Asserts that `text` shows the client's AUTH command (in a line starting with `sent`, e.g.
+/// "> ") and that the command held an initial response exactly when `initial` says so.
+fn assert_auth_line(text: &str, sent: &str, mechanism: &str, initial: bool, what: &str) {
+    let command = format!("{sent}AUTH {mechanism}");
+    let line = text
+        .lines()
+        .map(str::trim_end)
+        .find(|line| line.starts_with(&command))
+        .unwrap_or_else(|| panic!("{what}: no {command:?} line:\n{text}"));
+    let argument = line[command.len()..].trim();
+    assert_eq!(
+        !argument.is_empty(),
+        initial,
+        "{what}: initial response {argument:?}:\n{text}"
+    );
+}
+
 /// stdout and stderr together, for assertions and failure messages.
 fn transcript(out: &Output) -> String {
     format!(
@@ -81,13 +109,29 @@ fn smtplib_login_succeeds_unless_the_user_says_fail() {
 fn smtplib_auth_with_each_mechanism_succeeds_unless_the_user_says_fail() {
     let server = Server::start("");
     for mechanism in MECHANISMS {
-        // CRAM-MD5 has no initial response; smtplib sends none whatever the flag says.
-        for initial in ["initial", "noinitial"] {
-            let what = format!("smtplib AUTH {mechanism} ({initial})");
-            let refused = smtplib(&server, &["auth", mechanism, "fail=alice", "pw", initial]);
-            assert_smtplib_refused(&refused, &format!("{what} as fail=alice"));
-            let accepted = smtplib(&server, &["auth", mechanism, "alice", "pw", initial]);
-            assert_smtplib_authenticated(&accepted, &format!("{what} as alice"));
+        for &initial in initial_response_choices(mechanism) {
+            let flag = if initial { "initial" } else { "noinitial" };
+            let what = format!("smtplib AUTH {mechanism} ({flag})");
+            let refused = smtplib(&server, &["auth", mechanism, "fail=alice", "pw", flag]);
+            let what_refused = format!("{what} as fail=alice");
+            assert_smtplib_refused(&refused, &what_refused);
+            assert_auth_line(
+                &transcript(&refused),
+                "> ",
+                mechanism,
+                initial,
+                &what_refused,
+            );
+            let accepted = smtplib(&server, &["auth", mechanism, "alice", "pw", flag]);
+            let what_accepted = format!("{what} as alice");
+            assert_smtplib_authenticated(&accepted, &what_accepted);
+            assert_auth_line(
+                &transcript(&accepted),
+                "> ",
+                mechanism,
+                initial,
+                &what_accepted,
+            );
         }
     }
 }
@@ -139,13 +183,15 @@ fn curl_auth_with_each_mechanism_succeeds_unless_the_user_says_fail() {
     let server = Server::start("");
     let (_dir, message) = curl_message();
     for mechanism in MECHANISMS {
-        // With --sasl-ir curl puts the first response on the AUTH line (PLAIN and LOGIN).
-        for sasl_ir in [&[][..], &["--sasl-ir"][..]] {
+        // With --sasl-ir curl puts the first response on the AUTH line.
+        for &initial in initial_response_choices(mechanism) {
             let login_options = format!("AUTH={mechanism}");
-            let what = format!("curl AUTH {mechanism} {sasl_ir:?}");
+            let what = format!("curl AUTH {mechanism} (initial response: {initial})");
             let with_user = |user: &str| {
                 let mut args = vec!["--user", user, "--login-options", &login_options];
-                args.extend_from_slice(sasl_ir);
+                if initial {
+                    args.push("--sasl-ir");
+                }
                 curl(&server, &message, &args)
             };
 
@@ -156,9 +202,12 @@ fn curl_auth_with_each_mechanism_succeeds_unless_the_user_says_fail() {
                 Some(CURLE_LOGIN_DENIED),
                 "{what} fail=alice:\n{text}"
             );
-            assert!(
-                text.contains(&format!("> AUTH {mechanism}")),
-                "{what} fail=alice:\n{text}"
+            assert_auth_line(
+                &text,
+                "> ",
+                mechanism,
+                initial,
+                &format!("{what} fail=alice"),
             );
             assert!(
                 text.contains("< 535 5.7.8 Authentication failed"),
@@ -168,6 +217,7 @@ fn curl_auth_with_each_mechanism_succeeds_unless_the_user_says_fail() {
             let accepted = with_user("alice:pw");
             let text = transcript(&accepted);
             assert_eq!(accepted.status.code(), Some(0), "{what} alice:\n{text}");
+            assert_auth_line(&text, "> ", mechanism, initial, &format!("{what} alice"));
             assert!(
                 text.contains("< 235 2.7.0 Authentication successful"),
                 "{what} alice:\n{text}"

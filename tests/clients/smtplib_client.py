@@ -12,6 +12,7 @@ send:  sendmail() one message; prints "SENT".
 login: login(), letting smtplib pick the mechanism from the EHLO reply.
 auth:  auth() with one mechanism forced (PLAIN, LOGIN or CRAM-MD5), with or without the
        initial response on the AUTH line.
+Before authenticating, it prints the AUTH command line it sends as "> AUTH ...".
 After a successful login or auth it prints "AUTH CODE TEXT" and sends one message ("SENT"),
 to show the session goes on; a refused one prints "AUTHFAIL CODE TEXT" and exits 3.
 Any other error is a traceback and exit 1.
@@ -33,8 +34,21 @@ def send(smtp):
     print("SENT")
 
 
+def show_auth_line(smtp):
+    """Print the AUTH command line as it goes out, to show whether it held an initial response."""
+    docmd = smtp.docmd
+
+    def shown(cmd, args=""):
+        if cmd.upper() == "AUTH":
+            print(">", cmd, args)
+        return docmd(cmd, args)
+
+    smtp.docmd = shown
+
+
 def authenticate(smtp, args):
     smtp.ehlo()
+    show_auth_line(smtp)
     if args[0] == "login":
         _, user, password = args
         return smtp.login(user, password)

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 pub const MAILNAME: &str = "blackhole.test";
 
+/// The greeting of a server with `MAILNAME`.
+pub const GREETING: &str = "220 blackhole.test ESMTP";
+
 /// How long a reply may take before the test calls the server stuck.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -97,19 +100,22 @@ pub fn spawn_blackhole(
     extra_toml: &str,
 ) -> (Child, PathBuf) {
     let config = dir.write("blackhole.toml", &config_toml(listen, extra_toml));
+    let mut command = Command::new(blackhole_bin());
+    command.args(args).arg("-c").arg(&config);
+    (spawn_logging(dir, &mut command), config)
+}
+
+/// Starts `command` with no stdin or stdout and its stderr in `dir`'s `stderr.log`.
+fn spawn_logging(dir: &TempDir, command: &mut Command) -> Child {
     // stderr goes to a file, not a pipe: nobody reads a pipe while the test runs, and a full
     // pipe would block the server's logging and so the server.
     let log = fs::File::create(dir.path().join("stderr.log")).expect("create stderr.log");
-    let child = Command::new(blackhole_bin())
-        .args(args)
-        .arg("-c")
-        .arg(&config)
+    command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .expect("spawn blackhole");
-    (child, config)
+        .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"))
 }
 
 /// A running `blackhole` with its own config; killed and reaped on drop.
@@ -135,19 +141,42 @@ impl Server {
         Server::start_with(args, "", extra_toml)
     }
 
+    /// Like `start`, under `ulimit -n FDS`: at most `fds` descriptors, listeners included.
+    pub fn start_with_fd_limit(fds: u32, extra_toml: &str) -> Server {
+        Server::launch("", |dir, listen| {
+            let config = dir.write("blackhole.toml", &config_toml(listen, extra_toml));
+            let mut command = Command::new("sh");
+            // `exec` keeps the process id, so `pid()` is the server's own.
+            command
+                .arg("-c")
+                .arg(format!("ulimit -n {fds} && exec \"$0\" -c \"$1\""))
+                .arg(blackhole_bin())
+                .arg(config);
+            spawn_logging(dir, &mut command)
+        })
+    }
+
     fn start_with(args: &[&str], listener_flags: &str, extra_toml: &str) -> Server {
+        Server::launch(listener_flags, |dir, listen| {
+            spawn_blackhole(dir, args, listen, extra_toml).0
+        })
+    }
+
+    /// Picks a free port, starts the server there with `spawn(dir, listen)` and waits until
+    /// it listens.
+    fn launch(listener_flags: &str, spawn: impl FnOnce(&TempDir, &str) -> Child) -> Server {
         let dir = TempDir::new();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
         let listen = format!("{addr} {listener_flags}");
-        let (child, _) = spawn_blackhole(&dir, args, listen.trim_end(), extra_toml);
+        let child = spawn(&dir, listen.trim_end());
         let mut server = Server { child, addr, dir };
         server.wait_until_listening();
         server
     }
 
     fn wait_until_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        let limit = Duration::from_secs(10);
+        let listening = wait_for(limit, || {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 panic!(
                     "blackhole exited ({status}) before listening on {}; stderr:\n{}",
@@ -155,18 +184,14 @@ impl Server {
                     self.stderr_log()
                 );
             }
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "blackhole did not listen on {} within 10 s; stderr:\n{}",
-                    self.addr,
-                    self.stderr_log()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+            TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
+        });
+        assert!(
+            listening,
+            "blackhole did not listen on {} within {limit:?}; stderr:\n{}",
+            self.addr,
+            self.stderr_log()
+        );
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -188,6 +213,11 @@ impl Server {
 
     pub fn connect(&self) -> Client {
         Client::connect(self.addr)
+    }
+
+    /// A new connection that has read its greeting.
+    pub fn greeted(&self) -> Client {
+        greeted(self.addr)
     }
 
     /// The server process has not exited.
@@ -241,16 +271,12 @@ pub fn send_signal(signal: &str, pid: u32) {
 }
 
 fn wait_with_limit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    let mut status = None;
+    wait_for(limit, || {
+        status = child.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    status
 }
 
 /// Runs `blackhole ARGS` to its end, killing it (and failing) if it outlives `limit`.
@@ -401,6 +427,43 @@ impl Client {
         read_reply(&mut self.stream, &mut self.pending)
     }
 
+    /// Reads `count` copies of `unit` (raw bytes, CRLFs included), failing at the first
+    /// difference: for long runs of one reply, which `reply` would take long to split.
+    pub fn expect_repeated(&mut self, unit: &[u8], count: usize) {
+        let total = unit.len() * count;
+        let mut matched = 0;
+        let mut chunk = std::mem::take(&mut self.pending);
+        let mut at = 0;
+        while matched < total {
+            if at == chunk.len() {
+                chunk.resize(64 * 1024, 0);
+                let n = self.stream.read(&mut chunk).unwrap_or_else(|e| {
+                    panic!("{matched} of {total} bytes of repeated replies, then {e}")
+                });
+                assert!(
+                    n > 0,
+                    "closed after {matched} of {total} bytes of repeated replies"
+                );
+                chunk.truncate(n);
+                at = 0;
+            }
+            let offset = matched % unit.len();
+            let n = (chunk.len() - at)
+                .min(unit.len() - offset)
+                .min(total - matched);
+            if chunk[at..at + n] != unit[offset..offset + n] {
+                panic!(
+                    "at byte {matched} of {count} repeated replies: {:?} instead of {:?}",
+                    String::from_utf8_lossy(&chunk[at..at + n]),
+                    String::from_utf8_lossy(&unit[offset..offset + n]),
+                );
+            }
+            at += n;
+            matched += n;
+        }
+        self.pending = chunk.split_off(at);
+    }
+
     /// Asserts that nothing arrives for `quiet` (no reply, no close).
     pub fn expect_silence(&mut self, quiet: Duration) {
         match self.reply_within(quiet) {
@@ -429,7 +492,7 @@ impl Client {
 
     /// Greeting, EHLO, MAIL, RCPT and DATA, each checked, ready for the message.
     pub fn start_message(&mut self) {
-        assert_eq!(self.reply(), format!("220 {MAILNAME} ESMTP"));
+        assert_eq!(self.reply(), GREETING);
         self.ehlo();
         self.open_data();
     }
@@ -448,6 +511,13 @@ impl Client {
         assert_eq!(self.command("RCPT TO:<b@example.net>"), "250 2.1.5 OK");
         assert_eq!(self.command("DATA"), "354 End data with <CR><LF>.<CR><LF>");
     }
+}
+
+/// A new connection to `addr` that has read its greeting.
+pub fn greeted(addr: SocketAddr) -> Client {
+    let mut client = Client::connect(addr);
+    assert_eq!(client.reply(), GREETING);
+    client
 }
 
 /// One whole reply from `source`: its lines without CRLF, joined by "\n". `pending` holds bytes

@@ -77,28 +77,77 @@ pub fn socket_inodes(pid: u32) -> Vec<u64> {
         .collect()
 }
 
-/// The inodes of the TCP sockets listening on `port`, any address, from /proc/net/tcp{,6}.
+/// One TCP socket, as a row of /proc/net/tcp or /proc/net/tcp6 shows it.
+pub struct TcpSocket {
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// The kernel's TCP state: 0x01 established, 0x0A listening.
+    pub state: u8,
+    /// Bytes received but not yet read by the socket's owner.
+    pub rx_queue: u64,
+    pub inode: u64,
+}
+
+const TCP_LISTEN: u8 = 0x0A;
+
+/// Every TCP socket of this network namespace, IPv4 and IPv6.
+pub fn tcp_sockets() -> Vec<TcpSocket> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .into_iter()
+        .flat_map(|table| {
+            let text = fs::read_to_string(table).unwrap_or_default();
+            text.lines().skip(1).filter_map(tcp_row).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// `sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode`,
+/// addresses as `HEXADDR:HEXPORT`.
+fn tcp_row(line: &str) -> Option<TcpSocket> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let port = |address: &str| u16::from_str_radix(address.rsplit(':').next()?, 16).ok();
+    Some(TcpSocket {
+        local_port: port(fields.get(1)?)?,
+        remote_port: port(fields.get(2)?)?,
+        state: u8::from_str_radix(fields.get(3)?, 16).ok()?,
+        rx_queue: u64::from_str_radix(fields.get(4)?.split_once(':')?.1, 16).ok()?,
+        inode: fields.get(9)?.parse().ok()?,
+    })
+}
+
+/// The inodes of the TCP sockets listening on `port`, any address.
 pub fn listening_inodes(port: u16) -> HashSet<u64> {
-    let mut inodes = HashSet::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = fs::read_to_string(table).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() < 10 || fields[3] != "0A" {
-                continue;
-            }
-            let local_port = fields[1]
-                .rsplit(':')
-                .next()
-                .and_then(|hex| u16::from_str_radix(hex, 16).ok());
-            if local_port == Some(port)
-                && let Ok(inode) = fields[9].parse()
-            {
-                inodes.insert(inode);
-            }
-        }
-    }
-    inodes
+    tcp_sockets()
+        .into_iter()
+        .filter(|socket| socket.state == TCP_LISTEN && socket.local_port == port)
+        .map(|socket| socket.inode)
+        .collect()
+}
+
+/// The process's TCP connections (its listening sockets left out).
+pub fn connections(pid: u32) -> Vec<TcpSocket> {
+    let own: HashSet<u64> = socket_inodes(pid).into_iter().collect();
+    tcp_sockets()
+        .into_iter()
+        .filter(|socket| socket.state != TCP_LISTEN && own.contains(&socket.inode))
+        .collect()
+}
+
+/// The process sleeps while its connection from `peer_port` holds bytes it has not read: it
+/// has stopped reading that connection, rather than fallen behind.
+pub fn stopped_reading(pid: u32, peer_port: u16) -> bool {
+    let asleep = || stat(pid).is_some_and(|s| s.state == 'S');
+    let unread = || {
+        connections(pid)
+            .iter()
+            .any(|socket| socket.remote_port == peer_port && socket.rx_queue > 0)
+    };
+    asleep() && unread() && asleep()
+}
+
+/// How many descriptors the process has open.
+pub fn open_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |fds| fds.count())
 }
 
 /// The process holds a socket listening on `port`.
