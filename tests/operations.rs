@@ -146,16 +146,24 @@ impl Blackhole {
         send_signal(signal, self.pid());
     }
 
-    /// Sends one message on a new connection at a time, for up to `SETTLE`, until its reply
-    /// is not a 250 (a reload to another mode has happened). Returns whether that came, and
-    /// the last reply.
-    fn first_reply_not_accepted(&self) -> (bool, String) {
+    /// Rewrites the config with `extra_toml`, which must make messages bounce, and sends
+    /// SIGHUP. A new connection tells when the reload has happened: one message on a new
+    /// connection at a time, for up to `SETTLE`, until one is not accepted; it must bounce.
+    fn reload_to_bounce(&self, extra_toml: &str) {
+        self.rewrite_config(extra_toml);
+        self.signal("HUP");
         let mut reply = String::new();
         let changed = wait_for(SETTLE, || {
             reply = one_message(self.addr);
             !reply.starts_with("250 ")
         });
-        (changed, reply)
+        assert!(
+            changed,
+            "messages still accepted {SETTLE:?} after SIGHUP with {extra_toml:?}: {reply:?}; \
+             stderr:\n{}",
+            self.log()
+        );
+        assert_bounce(&reply);
     }
 
     /// Waits up to `SETTLE` for `done`, failing if the process exits first or it never holds.
@@ -248,6 +256,15 @@ fn workers_of(supervisor: u32) -> Vec<u32> {
 /// daemons, which are no child of the test.
 struct KillOnDrop {
     marker: String,
+}
+
+impl KillOnDrop {
+    /// For the processes started with `config`.
+    fn naming(config: &Path) -> KillOnDrop {
+        KillOnDrop {
+            marker: config.display().to_string(),
+        }
+    }
 }
 
 impl Drop for KillOnDrop {
@@ -567,17 +584,7 @@ fn sighup_applies_the_new_config_to_open_and_new_connections() {
     assert_eq!(ehlo_size(&mut open), 100000);
     assert_queued(&send_message(&mut open));
 
-    server.rewrite_config("mode = \"bounce\"\ntimeout = 5\nmax_message_size = 200000");
-    server.signal("HUP");
-    // A new connection tells when the reload has happened.
-    let (reloaded, reply) = server.first_reply_not_accepted();
-    assert!(
-        reloaded,
-        "messages still accepted {SETTLE:?} after SIGHUP with mode = \"bounce\": {reply:?}; \
-         stderr:\n{}",
-        server.log()
-    );
-    assert_bounce(&reply);
+    server.reload_to_bounce("mode = \"bounce\"\ntimeout = 5\nmax_message_size = 200000");
 
     // The connection opened before the reload, still open, follows the new config.
     for _ in 0..5 {
@@ -646,14 +653,7 @@ fn sighup_with_a_config_that_does_not_parse_keeps_the_old_one() {
     }
 
     // And a good config on the next SIGHUP still applies.
-    server.rewrite_config("mode = \"bounce\"");
-    server.signal("HUP");
-    let (reloaded, reply) = server.first_reply_not_accepted();
-    assert!(
-        reloaded,
-        "a good config after a bad one was not applied: {reply:?}"
-    );
-    assert_bounce(&reply);
+    server.reload_to_bounce("mode = \"bounce\"");
     assert_bounce(&send_message(&mut open));
     assert_eq!(open.command("QUIT"), "221 2.0.0 Goodbye");
 }
@@ -665,15 +665,7 @@ fn sighup_to_the_supervisor_reaches_the_workers() {
     for _ in 0..4 {
         assert_queued(&one_message(server.addr));
     }
-    server.rewrite_config("workers = 2\nmode = \"bounce\"");
-    server.signal("HUP");
-    let (reloaded, reply) = server.first_reply_not_accepted();
-    assert!(
-        reloaded,
-        "messages still accepted {SETTLE:?} after SIGHUP to the supervisor: {reply:?}; \
-         stderr:\n{}",
-        server.log()
-    );
+    server.reload_to_bounce("workers = 2\nmode = \"bounce\"");
     // Twenty connections: with two workers, both serve some of them (all on one: 2 in a
     // million); every one bounces.
     for _ in 0..20 {
@@ -758,9 +750,7 @@ fn switching_user_without_the_right_exits_77() {
     let dir = TempDir::new();
     let port = free_port();
     let config = config_file(&dir, &loopback(port), "user = \"root\"");
-    let _cleanup = KillOnDrop {
-        marker: config.display().to_string(),
-    };
+    let _cleanup = KillOnDrop::naming(&config);
     let output = run_with_limit(
         as_nobody().arg(blackhole_bin()).arg("-c").arg(&config),
         PROMPT,
@@ -772,6 +762,16 @@ fn switching_user_without_the_right_exits_77() {
 
 // ---------------------------------------------------------------------------------------------
 // -b
+
+/// `blackhole.toml` in `dir`, listening on `port`, with `blackhole.pid` beside it as its
+/// pidfile; and the guard that kills whatever runs with it.
+fn config_with_pidfile(dir: &TempDir, port: u16) -> (PathBuf, PathBuf, KillOnDrop) {
+    let pidfile = dir.path().join("blackhole.pid");
+    let pidfile_line = format!("pidfile = \"{}\"", pidfile.display());
+    let config = config_file(dir, &loopback(port), &pidfile_line);
+    let guard = KillOnDrop::naming(&config);
+    (config, pidfile, guard)
+}
 
 /// `blackhole -b -c CONFIG`: its output, and the pid it says it runs as.
 fn start_background(config: &Path) -> (Output, Option<u32>) {
@@ -794,15 +794,7 @@ fn background_daemon_serves_from_its_own_session_and_cleans_up_on_sigterm() {
     let dir = TempDir::new();
     let port = free_port();
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let pidfile = dir.path().join("blackhole.pid");
-    let config = config_file(
-        &dir,
-        &loopback(port),
-        &format!("pidfile = \"{}\"", pidfile.display()),
-    );
-    let _cleanup = KillOnDrop {
-        marker: config.display().to_string(),
-    };
+    let (config, pidfile, _cleanup) = config_with_pidfile(&dir, port);
     let (output, pid) = start_background(&config);
     assert_exit(&output, 0, "blackhole -b");
     let pid = pid.unwrap_or_else(|| {
@@ -844,22 +836,16 @@ fn background_daemon_serves_from_its_own_session_and_cleans_up_on_sigterm() {
 fn a_second_start_on_the_same_pidfile_is_refused() {
     let dir = TempDir::new();
     let (port, other_port) = (free_port(), free_port());
-    let pidfile = dir.path().join("blackhole.pid");
-    let pidfile_line = format!("pidfile = \"{}\"", pidfile.display());
-    let config = config_file(&dir, &loopback(port), &pidfile_line);
+    let (config, pidfile, _first) = config_with_pidfile(&dir, port);
     // Another port: only the pidfile stands in the way of the second start.
     let second = dir.write(
         "second.toml",
-        &config_toml(&loopback(other_port), &pidfile_line),
+        &config_toml(
+            &loopback(other_port),
+            &format!("pidfile = \"{}\"", pidfile.display()),
+        ),
     );
-    let _cleanup = (
-        KillOnDrop {
-            marker: config.display().to_string(),
-        },
-        KillOnDrop {
-            marker: second.display().to_string(),
-        },
-    );
+    let _second = KillOnDrop::naming(&second);
     let (output, pid) = start_background(&config);
     assert_exit(&output, 0, "the first blackhole -b");
     let pid = pid.expect("the first daemon's pid on stdout");
@@ -903,15 +889,7 @@ fn a_bind_error_under_background_is_reported_by_the_command() {
     let dir = TempDir::new();
     let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a port");
     let port = taken.local_addr().expect("local_addr").port();
-    let pidfile = dir.path().join("blackhole.pid");
-    let config = config_file(
-        &dir,
-        &loopback(port),
-        &format!("pidfile = \"{}\"", pidfile.display()),
-    );
-    let _cleanup = KillOnDrop {
-        marker: config.display().to_string(),
-    };
+    let (config, _, _cleanup) = config_with_pidfile(&dir, port);
     let (output, pid) = start_background(&config);
     assert_exit(&output, 77, "blackhole -b on a port in use");
     assert_stderr_names(&output, &loopback(port), "blackhole -b on a port in use");
@@ -947,9 +925,7 @@ fn a_port_in_use_exits_77_naming_the_address() {
     let port = taken.local_addr().expect("local_addr").port();
     for extra in ["", "workers = 2"] {
         let config = config_file(&dir, &loopback(port), extra);
-        let _cleanup = KillOnDrop {
-            marker: config.display().to_string(),
-        };
+        let _cleanup = KillOnDrop::naming(&config);
         let what = format!("a port in use, config {extra:?}");
         let output = run_blackhole(&["-c", config.to_str().expect("utf-8")], PROMPT);
         assert_exit(&output, 77, &what);
@@ -964,9 +940,7 @@ fn a_second_server_on_a_running_servers_port_exits_77_and_the_first_serves_on() 
     let dir = TempDir::new();
     for extra in ["", "workers = 2"] {
         let config = config_file(&dir, &loopback(port), extra);
-        let _cleanup = KillOnDrop {
-            marker: config.display().to_string(),
-        };
+        let _cleanup = KillOnDrop::naming(&config);
         let what = format!("a second server on the first one's port, config {extra:?}");
         let output = run_blackhole(&["-c", config.to_str().expect("utf-8")], PROMPT);
         assert_exit(&output, 77, &what);
@@ -986,9 +960,7 @@ fn a_second_server_on_a_running_servers_port_exits_77_and_the_first_serves_on() 
 fn a_port_below_1024_without_the_right_exits_77() {
     let dir = TempDir::new();
     let config = config_file(&dir, "127.0.0.1:25", "");
-    let _cleanup = KillOnDrop {
-        marker: config.display().to_string(),
-    };
+    let _cleanup = KillOnDrop::naming(&config);
     let output = run_with_limit(
         as_nobody().arg(blackhole_bin()).arg("-c").arg(&config),
         PROMPT,
@@ -1055,9 +1027,7 @@ fn test_flag_checks_without_serving() {
             ),
         ),
     );
-    let _cleanup = KillOnDrop {
-        marker: good.display().to_string(),
-    };
+    let _cleanup = KillOnDrop::naming(&good);
     let started = Instant::now();
     let output = run_blackhole(&["-t", "-c", good.to_str().expect("utf-8")], PROMPT);
     println!("-t on a good config took {:?}", started.elapsed());
