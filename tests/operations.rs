@@ -30,8 +30,9 @@ use common::{
 
 /// How long a start, a restart or a reload may take before the test calls it stuck.
 const SETTLE: Duration = Duration::from_secs(10);
-/// "Promptly": how long a stop, or a command that only checks and exits, may take.
-const PROMPT: Duration = Duration::from_secs(5);
+/// "Promptly": how long a stop, or a command that only checks and exits, may take. Far more
+/// than either needs, so that a loaded machine does not fail it: it catches a hang, not slowness.
+const PROMPT: Duration = Duration::from_secs(10);
 /// The user and group `nobody` and `nogroup` on Debian.
 const NOBODY: u32 = 65534;
 
@@ -128,10 +129,6 @@ impl Blackhole {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    fn is_running(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-
     /// Replaces the config file (same listener), e.g. before a SIGHUP.
     fn rewrite_config(&self, extra_toml: &str) {
         fs::write(
@@ -149,16 +146,24 @@ impl Blackhole {
         send_signal(signal, self.pid());
     }
 
-    /// Sends one message on a new connection at a time, for up to `SETTLE`, until its reply
-    /// is not a 250 (a reload to another mode has happened). Returns whether that came, and
-    /// the last reply.
-    fn first_reply_not_accepted(&self) -> (bool, String) {
+    /// Rewrites the config with `extra_toml`, which must make messages bounce, and sends
+    /// SIGHUP. A new connection tells when the reload has happened: one message on a new
+    /// connection at a time, for up to `SETTLE`, until one is not accepted; it must bounce.
+    fn reload_to_bounce(&self, extra_toml: &str) {
+        self.rewrite_config(extra_toml);
+        self.signal("HUP");
         let mut reply = String::new();
         let changed = wait_for(SETTLE, || {
             reply = one_message(self.addr);
             !reply.starts_with("250 ")
         });
-        (changed, reply)
+        assert!(
+            changed,
+            "messages still accepted {SETTLE:?} after SIGHUP with {extra_toml:?}: {reply:?}; \
+             stderr:\n{}",
+            self.log()
+        );
+        assert_bounce(&reply);
     }
 
     /// Waits up to `SETTLE` for `done`, failing if the process exits first or it never holds.
@@ -184,12 +189,9 @@ impl Blackhole {
         );
     }
 
-    /// The supervisor's live worker processes (`--worker` children), sorted.
+    /// The supervisor's live worker processes, sorted.
     fn workers(&self) -> Vec<u32> {
-        children(self.pid())
-            .into_iter()
-            .filter(|&pid| cmdline(pid).contains("--worker"))
-            .collect()
+        workers_of(self.pid())
     }
 
     /// Waits until the supervisor has exactly `count` workers, each listening; returns them.
@@ -198,10 +200,7 @@ impl Blackhole {
         let mut found = Vec::new();
         self.wait_until(&format!("{count} workers, each listening"), || {
             found = Vec::new();
-            let workers = children(pid)
-                .into_iter()
-                .filter(|&pid| cmdline(pid).contains("--worker"))
-                .collect::<Vec<_>>();
+            let workers = workers_of(pid);
             if workers.len() == count && workers.iter().all(|&pid| listens(pid, port)) {
                 found = workers;
                 return true;
@@ -214,6 +213,11 @@ impl Blackhole {
     /// Sends `signal` and waits up to `limit` for the exit.
     fn stop(&mut self, signal: &str, limit: Duration) -> ExitStatus {
         self.signal(signal);
+        self.wait_exit(&format!("SIG{signal}"), limit)
+    }
+
+    /// Waits up to `limit` for the exit that `cause` (a signal already sent) should bring.
+    fn wait_exit(&mut self, cause: &str, limit: Duration) -> ExitStatus {
         let mut status = None;
         wait_for(limit, || {
             status = self.child.try_wait().expect("try_wait");
@@ -221,7 +225,7 @@ impl Blackhole {
         });
         status.unwrap_or_else(|| {
             panic!(
-                "blackhole still running {limit:?} after SIG{signal}; stderr:\n{}",
+                "blackhole still running {limit:?} after {cause}; stderr:\n{}",
                 self.log()
             )
         })
@@ -240,10 +244,27 @@ impl Drop for Blackhole {
     }
 }
 
+/// The live `--worker` children of `supervisor`, sorted.
+fn workers_of(supervisor: u32) -> Vec<u32> {
+    children(supervisor)
+        .into_iter()
+        .filter(|&pid| cmdline(pid).contains("--worker"))
+        .collect()
+}
+
 /// Kills, on drop, every process still naming `marker` in its command line: for `-b`
 /// daemons, which are no child of the test.
 struct KillOnDrop {
     marker: String,
+}
+
+impl KillOnDrop {
+    /// For the processes started with `config`.
+    fn naming(config: &Path) -> KillOnDrop {
+        KillOnDrop {
+            marker: config.display().to_string(),
+        }
+    }
 }
 
 impl Drop for KillOnDrop {
@@ -351,6 +372,40 @@ fn nothing_listens(port: u16) -> bool {
         .is_err()
 }
 
+/// Waits up to `SETTLE` for `pidfile`, then asserts that it holds exactly `pid` and a newline.
+/// The server writes a temp file and renames it, so the file is whole from the moment it
+/// exists: whatever is read then is what the server meant.
+fn assert_pidfile_holds(pidfile: &Path, pid: u32) {
+    assert!(
+        wait_for(SETTLE, || pidfile.exists()),
+        "no pidfile {} within {SETTLE:?}",
+        pidfile.display()
+    );
+    assert_eq!(
+        fs::read_to_string(pidfile).ok(),
+        Some(format!("{pid}\n")),
+        "the pidfile {} should hold the pid {pid} and a newline",
+        pidfile.display()
+    );
+}
+
+/// The names of the files in `dir`, sorted: to see that no pidfile, nor a temp file on its
+/// way to becoming one, is left behind.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .expect("list a temp dir")
+        .map(|entry| {
+            entry
+                .expect("a temp dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 // ---------------------------------------------------------------------------------------------
 // workers = N
 
@@ -393,11 +448,16 @@ fn supervisor_starts_workers_restarts_a_killed_one_and_stops_them_on_sigterm() {
     );
     let (now, took) = replaced.expect("replaced");
     println!("worker {victim} killed with SIGKILL: a new worker ran after {took:?}");
+    // The supervisor restarts within 100 ms; the rest is headroom for a loaded machine.
     assert!(
-        took <= Duration::from_secs(1),
-        "the killed worker was restarted only after {took:?} (at most 1 s)"
+        took <= Duration::from_secs(3),
+        "the killed worker was restarted only after {took:?} (at most 3 s)"
     );
-    assert!(!alive(victim), "the killed worker {victim} is still there");
+    // Reaped before it was replaced: no zombie of it is left under the supervisor.
+    assert!(
+        stat(victim).is_none_or(|s| s.ppid != server.pid()),
+        "the killed worker {victim} was not reaped"
+    );
     for pid in workers.iter().filter(|&&pid| pid != victim) {
         assert!(
             now.contains(pid),
@@ -454,7 +514,8 @@ fn four_workers_share_the_connections_evenly() {
     let workers = server.wait_workers(WORKERS);
     let sockets =
         |pids: &[u32]| -> Vec<usize> { pids.iter().map(|&pid| socket_inodes(pid).len()).collect() };
-    // The baseline (listener, signal sockets): the same twice in a row.
+    // The baseline (listener, signal sockets): the same twice in a row, 100 ms apart. The
+    // sleep is the measurement's interval, not a wait for something: the wait is `wait_for`.
     let mut baseline = sockets(&workers);
     assert!(
         wait_for(SETTLE, || {
@@ -518,23 +579,12 @@ fn four_workers_share_the_connections_evenly() {
 
 #[test]
 fn sighup_applies_the_new_config_to_open_and_new_connections() {
-    let mut server = Blackhole::serving("mode = \"accept\"\nmax_message_size = 100000");
+    let server = Blackhole::serving("mode = \"accept\"\nmax_message_size = 100000");
     let mut open = server.greeted();
     assert_eq!(ehlo_size(&mut open), 100000);
     assert_queued(&send_message(&mut open));
 
-    server.rewrite_config("mode = \"bounce\"\ntimeout = 5\nmax_message_size = 200000");
-    server.signal("HUP");
-    // A new connection tells when the reload has happened.
-    let (reloaded, reply) = server.first_reply_not_accepted();
-    assert!(
-        reloaded,
-        "messages still accepted {SETTLE:?} after SIGHUP with mode = \"bounce\": {reply:?}; \
-         stderr:\n{}",
-        server.log()
-    );
-    assert_bounce(&reply);
-    assert!(server.is_running(), "SIGHUP stopped the server");
+    server.reload_to_bounce("mode = \"bounce\"\ntimeout = 5\nmax_message_size = 200000");
 
     // The connection opened before the reload, still open, follows the new config.
     for _ in 0..5 {
@@ -550,9 +600,10 @@ fn sighup_applies_the_new_config_to_open_and_new_connections() {
     }
     assert_eq!(open.command("QUIT"), "221 2.0.0 Goodbye");
 
-    // timeout = 5: an idle connection is closed after 5 s, not the old 60.
-    let mut idle = server.greeted();
+    // timeout = 5: an idle connection is closed after 5 s, not the old 60. Timed from before
+    // the connect, so that a slow greeting cannot make the close look early.
     let since = Instant::now();
+    let mut idle = server.greeted();
     let timed_out = idle.reply_within(Duration::from_secs(30));
     let waited = since.elapsed();
     assert_eq!(
@@ -577,22 +628,19 @@ fn sighup_with_a_config_that_does_not_parse_keeps_the_old_one() {
 
     server.write_config_text("mode = \"bounce\"\nthis is [not toml\n");
     server.signal("HUP");
-    let log_path = server.log_path();
-    server.wait_until("the failed reload logged", || {
-        fs::read_to_string(&log_path).unwrap_or_default().len() > logged_before
-    });
-    // Let the whole line land.
-    thread::sleep(Duration::from_millis(200));
-    let log = server.log();
-    let said = &log[logged_before..];
-    println!("logged on the bad SIGHUP: {said:?}");
-    assert!(
-        said.contains(&server.marker()),
-        "the log should name the config file that does not parse: {said:?}"
+    let (log_path, marker) = (server.log_path(), server.marker());
+    server.wait_until(
+        "a whole log line after the SIGHUP naming the config file that does not parse",
+        || {
+            let log = fs::read_to_string(&log_path).unwrap_or_default();
+            log.get(logged_before..)
+                .is_some_and(|said| said.contains(&marker) && said.ends_with('\n'))
+        },
     );
-    assert!(
-        server.is_running(),
-        "a bad config on SIGHUP stopped the server"
+    let log = server.log();
+    println!(
+        "logged on the bad SIGHUP: {:?}",
+        log.get(logged_before..).unwrap_or_default()
     );
 
     // The old config goes on: the open connection, and new ones.
@@ -605,14 +653,7 @@ fn sighup_with_a_config_that_does_not_parse_keeps_the_old_one() {
     }
 
     // And a good config on the next SIGHUP still applies.
-    server.rewrite_config("mode = \"bounce\"");
-    server.signal("HUP");
-    let (reloaded, reply) = server.first_reply_not_accepted();
-    assert!(
-        reloaded,
-        "a good config after a bad one was not applied: {reply:?}"
-    );
-    assert_bounce(&reply);
+    server.reload_to_bounce("mode = \"bounce\"");
     assert_bounce(&send_message(&mut open));
     assert_eq!(open.command("QUIT"), "221 2.0.0 Goodbye");
 }
@@ -624,23 +665,21 @@ fn sighup_to_the_supervisor_reaches_the_workers() {
     for _ in 0..4 {
         assert_queued(&one_message(server.addr));
     }
-    server.rewrite_config("workers = 2\nmode = \"bounce\"");
-    server.signal("HUP");
-    let (reloaded, reply) = server.first_reply_not_accepted();
-    assert!(
-        reloaded,
-        "messages still accepted {SETTLE:?} after SIGHUP to the supervisor: {reply:?}; \
-         stderr:\n{}",
-        server.log()
-    );
+    server.reload_to_bounce("workers = 2\nmode = \"bounce\"");
     // Twenty connections: with two workers, both serve some of them (all on one: 2 in a
     // million); every one bounces.
     for _ in 0..20 {
         assert_bounce(&one_message(server.addr));
     }
+    // Reloaded in place: the same worker processes serve on, none was started again.
     let after = server.wait_workers(2);
     println!("workers before SIGHUP {workers:?}, after {after:?}");
-    assert!(server.is_running(), "SIGHUP stopped the supervisor");
+    assert_eq!(
+        after,
+        workers,
+        "SIGHUP replaced workers instead of reloading them; stderr:\n{}",
+        server.log()
+    );
     assert_eq!(server.stop("TERM", PROMPT).code(), Some(0));
 }
 
@@ -711,9 +750,7 @@ fn switching_user_without_the_right_exits_77() {
     let dir = TempDir::new();
     let port = free_port();
     let config = config_file(&dir, &loopback(port), "user = \"root\"");
-    let _cleanup = KillOnDrop {
-        marker: config.display().to_string(),
-    };
+    let _cleanup = KillOnDrop::naming(&config);
     let output = run_with_limit(
         as_nobody().arg(blackhole_bin()).arg("-c").arg(&config),
         PROMPT,
@@ -725,6 +762,16 @@ fn switching_user_without_the_right_exits_77() {
 
 // ---------------------------------------------------------------------------------------------
 // -b
+
+/// `blackhole.toml` in `dir`, listening on `port`, with `blackhole.pid` beside it as its
+/// pidfile; and the guard that kills whatever runs with it.
+fn config_with_pidfile(dir: &TempDir, port: u16) -> (PathBuf, PathBuf, KillOnDrop) {
+    let pidfile = dir.path().join("blackhole.pid");
+    let pidfile_line = format!("pidfile = \"{}\"", pidfile.display());
+    let config = config_file(dir, &loopback(port), &pidfile_line);
+    let guard = KillOnDrop::naming(&config);
+    (config, pidfile, guard)
+}
 
 /// `blackhole -b -c CONFIG`: its output, and the pid it says it runs as.
 fn start_background(config: &Path) -> (Output, Option<u32>) {
@@ -747,15 +794,7 @@ fn background_daemon_serves_from_its_own_session_and_cleans_up_on_sigterm() {
     let dir = TempDir::new();
     let port = free_port();
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let pidfile = dir.path().join("blackhole.pid");
-    let config = config_file(
-        &dir,
-        &loopback(port),
-        &format!("pidfile = \"{}\"", pidfile.display()),
-    );
-    let _cleanup = KillOnDrop {
-        marker: config.display().to_string(),
-    };
+    let (config, pidfile, _cleanup) = config_with_pidfile(&dir, port);
     let (output, pid) = start_background(&config);
     assert_exit(&output, 0, "blackhole -b");
     let pid = pid.unwrap_or_else(|| {
@@ -764,12 +803,7 @@ fn background_daemon_serves_from_its_own_session_and_cleans_up_on_sigterm() {
             text(&output.stdout)
         )
     });
-    let written = fs::read_to_string(&pidfile).unwrap_or_default();
-    assert_eq!(
-        written.trim(),
-        pid.to_string(),
-        "the pidfile should hold the daemon's pid"
-    );
+    assert_pidfile_holds(&pidfile, pid);
     assert!(alive(pid), "the daemon {pid} is not running");
     assert!(
         cmdline(pid).contains(&config.display().to_string()),
@@ -790,10 +824,10 @@ fn background_daemon_serves_from_its_own_session_and_cleans_up_on_sigterm() {
         wait_for(PROMPT, || !alive(pid)),
         "the daemon {pid} still runs {PROMPT:?} after SIGTERM"
     );
-    assert!(
-        !pidfile.exists(),
-        "the pidfile is left after a clean stop: {:?}",
-        fs::read_to_string(&pidfile)
+    assert_eq!(
+        files_in(dir.path()),
+        ["blackhole.toml"],
+        "the pidfile, or a temp file of it, is left after a clean stop"
     );
     assert!(nothing_listens(port));
 }
@@ -802,26 +836,22 @@ fn background_daemon_serves_from_its_own_session_and_cleans_up_on_sigterm() {
 fn a_second_start_on_the_same_pidfile_is_refused() {
     let dir = TempDir::new();
     let (port, other_port) = (free_port(), free_port());
-    let pidfile = dir.path().join("blackhole.pid");
-    let pidfile_line = format!("pidfile = \"{}\"", pidfile.display());
-    let config = config_file(&dir, &loopback(port), &pidfile_line);
+    let (config, pidfile, _first) = config_with_pidfile(&dir, port);
     // Another port: only the pidfile stands in the way of the second start.
     let second = dir.write(
         "second.toml",
-        &config_toml(&loopback(other_port), &pidfile_line),
+        &config_toml(
+            &loopback(other_port),
+            &format!("pidfile = \"{}\"", pidfile.display()),
+        ),
     );
-    let _cleanup = (
-        KillOnDrop {
-            marker: config.display().to_string(),
-        },
-        KillOnDrop {
-            marker: second.display().to_string(),
-        },
-    );
+    let _second = KillOnDrop::naming(&second);
     let (output, pid) = start_background(&config);
     assert_exit(&output, 0, "the first blackhole -b");
     let pid = pid.expect("the first daemon's pid on stdout");
     assert!(alive(pid));
+    // The second start must find the first one's pidfile, so it has to be there first.
+    assert_pidfile_holds(&pidfile, pid);
 
     let background = run_blackhole(&["-b", "-c", second.to_str().expect("utf-8")], PROMPT);
     let foreground = run_blackhole(&["-c", second.to_str().expect("utf-8")], PROMPT);
@@ -838,10 +868,12 @@ fn a_second_start_on_the_same_pidfile_is_refused() {
         );
     }
     assert!(nothing_listens(other_port));
+    // Unchanged by the refused starts, and no temp file of theirs left beside it.
+    assert_pidfile_holds(&pidfile, pid);
     assert_eq!(
-        fs::read_to_string(&pidfile).unwrap_or_default().trim(),
-        pid.to_string(),
-        "the refused starts changed the pidfile"
+        files_in(dir.path()),
+        ["blackhole.pid", "blackhole.toml", "second.toml"],
+        "files beside the pidfile after the refused starts"
     );
     assert!(alive(pid), "the first daemon died");
     assert_queued(&one_message(SocketAddr::from((Ipv4Addr::LOCALHOST, port))));
@@ -857,28 +889,29 @@ fn a_bind_error_under_background_is_reported_by_the_command() {
     let dir = TempDir::new();
     let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a port");
     let port = taken.local_addr().expect("local_addr").port();
-    let pidfile = dir.path().join("blackhole.pid");
-    let config = config_file(
-        &dir,
-        &loopback(port),
-        &format!("pidfile = \"{}\"", pidfile.display()),
-    );
-    let _cleanup = KillOnDrop {
-        marker: config.display().to_string(),
-    };
+    let (config, _, _cleanup) = config_with_pidfile(&dir, port);
     let (output, pid) = start_background(&config);
     assert_exit(&output, 77, "blackhole -b on a port in use");
     assert_stderr_names(&output, &loopback(port), "blackhole -b on a port in use");
     assert_eq!(pid, None, "it says it runs in the background");
-    assert!(!pidfile.exists(), "a pidfile was written");
-    thread::sleep(Duration::from_millis(200));
-    let left: Vec<u32> = all_pids()
-        .into_iter()
-        .filter(|&p| alive(p) && cmdline(p).contains(&config.display().to_string()))
-        .collect();
+    assert_eq!(
+        files_in(dir.path()),
+        ["blackhole.toml"],
+        "a pidfile, or a temp file of it, was written"
+    );
+    // The command has returned, so every process it started exists by now: any still there
+    // after the wait is left running.
+    let marker = config.display().to_string();
+    let ours = || -> Vec<u32> {
+        all_pids()
+            .into_iter()
+            .filter(|&p| alive(p) && cmdline(p).contains(&marker))
+            .collect()
+    };
     assert!(
-        left.is_empty(),
-        "blackhole processes left running: {left:?}"
+        wait_for(PROMPT, || ours().is_empty()),
+        "blackhole processes left running: {:?}",
+        ours()
     );
 }
 
@@ -892,9 +925,7 @@ fn a_port_in_use_exits_77_naming_the_address() {
     let port = taken.local_addr().expect("local_addr").port();
     for extra in ["", "workers = 2"] {
         let config = config_file(&dir, &loopback(port), extra);
-        let _cleanup = KillOnDrop {
-            marker: config.display().to_string(),
-        };
+        let _cleanup = KillOnDrop::naming(&config);
         let what = format!("a port in use, config {extra:?}");
         let output = run_blackhole(&["-c", config.to_str().expect("utf-8")], PROMPT);
         assert_exit(&output, 77, &what);
@@ -903,12 +934,33 @@ fn a_port_in_use_exits_77_naming_the_address() {
 }
 
 #[test]
+fn a_second_server_on_a_running_servers_port_exits_77_and_the_first_serves_on() {
+    let first = Blackhole::serving("");
+    let port = first.addr.port();
+    let dir = TempDir::new();
+    for extra in ["", "workers = 2"] {
+        let config = config_file(&dir, &loopback(port), extra);
+        let _cleanup = KillOnDrop::naming(&config);
+        let what = format!("a second server on the first one's port, config {extra:?}");
+        let output = run_blackhole(&["-c", config.to_str().expect("utf-8")], PROMPT);
+        assert_exit(&output, 77, &what);
+        assert_stderr_names(&output, &loopback(port), &what);
+    }
+    // The first server alone still holds the port, and serves.
+    let theirs: HashSet<u64> = socket_inodes(first.pid()).into_iter().collect();
+    let listening = listening_inodes(port);
+    assert!(
+        !listening.is_empty() && listening.is_subset(&theirs),
+        "listeners on {port} not the first server's: {listening:?} (its sockets {theirs:?})"
+    );
+    assert_queued(&one_message(first.addr));
+}
+
+#[test]
 fn a_port_below_1024_without_the_right_exits_77() {
     let dir = TempDir::new();
     let config = config_file(&dir, "127.0.0.1:25", "");
-    let _cleanup = KillOnDrop {
-        marker: config.display().to_string(),
-    };
+    let _cleanup = KillOnDrop::naming(&config);
     let output = run_with_limit(
         as_nobody().arg(blackhole_bin()).arg("-c").arg(&config),
         PROMPT,
@@ -948,6 +1000,7 @@ fn test_flag_checks_without_serving() {
     let output = run_blackhole(&["-t", "-c", bad_value.to_str().expect("utf-8")], PROMPT);
     assert_exit(&output, 64, "-t, a bad mode");
     assert_stderr_names(&output, "mode", "-t, a bad mode");
+    assert_stderr_names(&output, &bad_value.display().to_string(), "-t, a bad mode");
 
     let unknown_user = dir.write(
         "unknown-user.toml",
@@ -960,20 +1013,21 @@ fn test_flag_checks_without_serving() {
     assert_exit(&output, 64, "--test, an unknown user");
     assert_stderr_names(&output, "user", "--test, an unknown user");
 
+    // Every kind of option set, listener flags too, so that -t has all of them to check.
     let pidfile = dir.path().join("blackhole.pid");
     let good = dir.write(
         "good.toml",
         &config_toml(
-            &listen,
+            &format!("{listen} mode=bounce delay=1"),
             &format!(
-                "pidfile = \"{}\"\nuser = \"nobody\"\ngroup = \"nogroup\"\nworkers = 2",
+                "pidfile = \"{}\"\nuser = \"nobody\"\ngroup = \"nogroup\"\nworkers = 2\n\
+                 mode = \"random\"\ntimeout = 30\ndelay = \"1-2\"\nmax_message_size = 1000\n\
+                 dynamic_switch = false",
                 pidfile.display()
             ),
         ),
     );
-    let _cleanup = KillOnDrop {
-        marker: good.display().to_string(),
-    };
+    let _cleanup = KillOnDrop::naming(&good);
     let started = Instant::now();
     let output = run_blackhole(&["-t", "-c", good.to_str().expect("utf-8")], PROMPT);
     println!("-t on a good config took {:?}", started.elapsed());
@@ -982,7 +1036,16 @@ fn test_flag_checks_without_serving() {
         nothing_listens(port),
         "-t left something listening on {listen}"
     );
-    assert!(!pidfile.exists(), "-t wrote the pidfile");
+    assert_eq!(
+        files_in(dir.path()),
+        [
+            "bad-value.toml",
+            "blackhole.toml",
+            "good.toml",
+            "unknown-user.toml"
+        ],
+        "-t wrote a file (the pidfile, or a temp file of it)"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1000,15 +1063,40 @@ fn an_unknown_argument_exits_64() {
 
 #[test]
 fn help_and_version_exit_0() {
-    for args in [&["-h"][..], &["--help"], &["-v"], &["--version"]] {
-        let output = run_blackhole(args, PROMPT);
-        let what = format!("blackhole {args:?}");
-        assert_exit(&output, 0, &what);
-        assert!(
-            text(&output.stdout).contains("blackhole"),
-            "{what}: {:?}",
-            text(&output.stdout)
+    for flag in ["-v", "--version"] {
+        let output = run_blackhole(&[flag], PROMPT);
+        assert_exit(&output, 0, flag);
+        assert_eq!(
+            text(&output.stdout),
+            format!("blackhole {}\n", env!("CARGO_PKG_VERSION")),
+            "blackhole {flag}"
         );
+        assert_eq!(text(&output.stderr), "", "blackhole {flag}");
+    }
+    for flag in ["-h", "--help"] {
+        let output = run_blackhole(&[flag], PROMPT);
+        assert_exit(&output, 0, flag);
+        let stdout = text(&output.stdout);
+        assert!(
+            stdout.contains("Usage: blackhole "),
+            "blackhole {flag}: no usage line:\n{stdout}"
+        );
+        for option in [
+            "-c, --conf",
+            "-t, --test",
+            "-d, --debug",
+            "-b, --background",
+            "-q, --quiet",
+            "-ls, --less-secure",
+            "-v, --version",
+            "-h, --help",
+        ] {
+            assert!(
+                stdout.contains(option),
+                "blackhole {flag} does not name {option}:\n{stdout}"
+            );
+        }
+        assert_eq!(text(&output.stderr), "", "blackhole {flag}");
     }
 }
 
@@ -1074,13 +1162,22 @@ fn a_restarted_worker_keeps_the_running_configuration() {
     // The file now names another port: a worker started again must not bind it.
     let other = free_port();
     server.write_config_text(&config_toml(&loopback(other), "workers = 2"));
-    send_signal("KILL", workers[0]);
-    let restarted = server.wait_workers(2);
+    let victim = workers[0];
+    send_signal("KILL", victim);
+    let (supervisor, port) = (server.pid(), server.addr.port());
+    let mut restarted = Vec::new();
+    server.wait_until("2 workers again, the killed one replaced", || {
+        restarted = workers_of(supervisor);
+        restarted.len() == 2 && !restarted.contains(&victim)
+    });
+    assert!(
+        restarted.contains(&workers[1]),
+        "the worker not killed was replaced too: before {workers:?}, now {restarted:?}"
+    );
     let new = *restarted
         .iter()
-        .find(|pid| !workers.contains(pid))
+        .find(|&&pid| pid != workers[1])
         .expect("the new worker");
-    let port = server.addr.port();
     server.wait_until("the new worker listening", || listens(new, port));
     assert!(
         !listens(new, other),
@@ -1113,22 +1210,27 @@ fn workers_that_dropped_root_die_with_a_killed_supervisor() {
 fn sigterm_sends_a_delayed_reply_at_once() {
     let mut server = Blackhole::serving("delay = 30");
     let mut client = greeted(server.addr);
-    client.send_line("HELO c");
-    client.send_line("MAIL FROM:<a@b>");
-    client.send_line("RCPT TO:<c@d>");
-    client.send_line("DATA");
-    for _ in 0..4 {
-        client.reply();
+    // Pipelined: only the final reply after the data waits for the delay.
+    client.send(b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n");
+    for expected in [
+        "250 OK",
+        "250 2.1.0 OK",
+        "250 2.1.5 OK",
+        "354 End data with <CR><LF>.<CR><LF>",
+    ] {
+        assert_eq!(client.reply(), expected);
     }
     client.send(b"Subject: x\r\n\r\nbody\r\n.\r\n");
+    // The silence is what is tested here: the delay holds the reply back.
     client.expect_silence(Duration::from_millis(300));
-    let asked = Instant::now();
     server.signal("TERM");
+    // Well within the 30 s delay, with room for a loaded machine.
     let reply = client
-        .reply_within(Duration::from_secs(3))
+        .reply_within(Duration::from_secs(10))
         .expect("the delayed reply after SIGTERM");
     assert_queued(&reply);
-    assert!(asked.elapsed() < Duration::from_secs(3));
-    let status = server.stop("TERM", PROMPT);
+    client.expect_closed();
+    // That one SIGTERM is enough: nothing pending is left to hold the exit up.
+    let status = server.wait_exit("SIGTERM", PROMPT);
     assert_eq!(status.code(), Some(0), "stderr:\n{}", server.log());
 }

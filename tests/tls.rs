@@ -11,7 +11,7 @@ mod common;
 
 use base64::Engine as _;
 use common::{
-    MAILNAME, Server, TempDir, assert_queued, config_toml, free_port, read_reply,
+    Client, MAILNAME, Server, TempDir, assert_queued, config_toml, free_port, read_reply,
     require_perl_module, require_program, run_blackhole, run_with_input, run_with_limit,
 };
 use rustls::pki_types::pem::PemObject;
@@ -243,16 +243,9 @@ fn client_config(cert: &Path, version: &'static SupportedProtocolVersion) -> Arc
     Arc::new(config)
 }
 
+/// A raw connection to `addr`, for TLS or for bytes that are not SMTP.
 fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect_timeout(&addr, PATIENCE)
-        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(PATIENCE))
-        .expect("set_read_timeout");
-    stream
-        .set_write_timeout(Some(PATIENCE))
-        .expect("set_write_timeout");
-    stream
+    Client::connect(addr).into_stream()
 }
 
 /// An SMTP client inside TLS, reading whole replies like `common::Client`.
@@ -303,6 +296,9 @@ impl TlsClient {
         stream
             .set_read_timeout(Some(PATIENCE))
             .expect("set_read_timeout");
+        stream
+            .set_write_timeout(Some(PATIENCE))
+            .expect("set_write_timeout");
         let name = ServerName::try_from("localhost").expect("a valid server name");
         let mut conn =
             ClientConnection::new(client_config(cert, version), name).expect("a TLS client");
@@ -473,6 +469,17 @@ fn transcript(out: &Output) -> String {
     )
 }
 
+/// Asserts that a real client's run ended with exit code `code` and that its transcript holds
+/// each of `expected`. Returns the transcript.
+fn assert_run(what: &str, out: &Output, code: i32, expected: &[&str]) -> String {
+    let text = transcript(out);
+    assert_eq!(out.status.code(), Some(code), "{what}: exit code\n{text}");
+    for needle in expected {
+        assert!(text.contains(needle), "{what}: no {needle:?} in\n{text}");
+    }
+    text
+}
+
 /// Runs tests/clients/smtplib_client.py, come `way`, with `args`.
 fn smtplib(server: &TlsServer, way: Way, args: &[&str]) -> Output {
     let python = require_program("python3", "python3");
@@ -496,11 +503,8 @@ fn smtplib_sends_each_way() {
     let server = TlsServer::start("");
     for way in WAYS {
         let out = smtplib(&server, way, &["send"]);
-        let text = transcript(&out);
-        assert_eq!(out.status.code(), Some(0), "{way:?}:\n{text}");
         // The script prints the TLS version once the connection is encrypted.
-        assert!(text.contains("TLS TLSv1."), "{way:?}:\n{text}");
-        assert!(text.contains("SENT"), "{way:?}:\n{text}");
+        assert_run(&format!("{way:?}"), &out, 0, &["TLS TLSv1.", "SENT"]);
     }
 }
 
@@ -509,23 +513,25 @@ fn smtplib_login_inside_tls_succeeds_unless_the_user_says_fail() {
     let server = TlsServer::start("");
     for way in WAYS {
         let refused = smtplib(&server, way, &["login", "fail=alice", "pw"]);
-        let text = transcript(&refused);
         // The script exits 3 when smtplib raises SMTPAuthenticationError.
-        assert_eq!(refused.status.code(), Some(3), "{way:?}:\n{text}");
-        assert!(text.contains("TLS TLSv1."), "{way:?}:\n{text}");
-        assert!(
-            text.contains("AUTHFAIL 535 5.7.8 Authentication failed"),
-            "{way:?}:\n{text}"
+        assert_run(
+            &format!("{way:?} fail=alice"),
+            &refused,
+            3,
+            &["TLS TLSv1.", "AUTHFAIL 535 5.7.8 Authentication failed"],
         );
 
         let accepted = smtplib(&server, way, &["login", "alice", "pw"]);
-        let text = transcript(&accepted);
-        assert_eq!(accepted.status.code(), Some(0), "{way:?}:\n{text}");
-        assert!(
-            text.contains("AUTH 235 2.7.0 Authentication successful"),
-            "{way:?}:\n{text}"
+        assert_run(
+            &format!("{way:?} alice"),
+            &accepted,
+            0,
+            &[
+                "TLS TLSv1.",
+                "AUTH 235 2.7.0 Authentication successful",
+                "SENT",
+            ],
         );
-        assert!(text.contains("SENT"), "{way:?}:\n{text}");
     }
 }
 
@@ -557,15 +563,15 @@ fn curl(server: &TlsServer, way: Way, extra_args: &[&str]) -> Output {
     )
 }
 
-/// curl said the connection was encrypted, and (for STARTTLS) that it asked for it.
-fn assert_curl_used_tls(text: &str, way: Way) {
-    assert!(
-        text.contains("SSL connection using TLSv1."),
-        "{way:?}:\n{text}"
-    );
+/// What curl's verbose transcript shows of a connection encrypted `way`: the TLS version and,
+/// for STARTTLS, that it asked for it; then `more`.
+fn curl_expects<'a>(way: Way, more: &[&'a str]) -> Vec<&'a str> {
+    let mut expected = vec!["SSL connection using TLSv1."];
     if let Way::Starttls = way {
-        assert!(text.contains("> STARTTLS"), "{way:?}:\n{text}");
+        expected.push("> STARTTLS");
     }
+    expected.extend_from_slice(more);
+    expected
 }
 
 #[test]
@@ -573,13 +579,8 @@ fn curl_delivers_each_way() {
     let server = TlsServer::start("");
     for way in WAYS {
         let out = curl(&server, way, &[]);
-        let text = transcript(&out);
-        assert_eq!(out.status.code(), Some(0), "{way:?}:\n{text}");
-        assert_curl_used_tls(&text, way);
-        assert!(
-            text.contains("< 250 2.0.0 OK: queued as <"),
-            "{way:?}:\n{text}"
-        );
+        let expected = curl_expects(way, &["< 250 2.0.0 OK: queued as <"]);
+        assert_run(&format!("{way:?}"), &out, 0, &expected);
     }
 }
 
@@ -589,29 +590,19 @@ fn curl_login_inside_tls_succeeds_unless_the_user_says_fail() {
     let server = TlsServer::start("");
     for way in WAYS {
         let refused = curl(&server, way, &["--user", "fail=alice:pw"]);
-        let text = transcript(&refused);
-        assert_eq!(
-            refused.status.code(),
-            Some(CURLE_LOGIN_DENIED),
-            "{way:?} fail=alice:\n{text}"
-        );
-        assert_curl_used_tls(&text, way);
-        assert!(
-            text.contains("< 535 5.7.8 Authentication failed"),
-            "{way:?} fail=alice:\n{text}"
-        );
+        let expected = curl_expects(way, &["< 535 5.7.8 Authentication failed"]);
+        let what = format!("{way:?} fail=alice");
+        assert_run(&what, &refused, CURLE_LOGIN_DENIED, &expected);
 
         let accepted = curl(&server, way, &["--user", "alice:pw"]);
-        let text = transcript(&accepted);
-        assert_eq!(accepted.status.code(), Some(0), "{way:?} alice:\n{text}");
-        assert!(
-            text.contains("< 235 2.7.0 Authentication successful"),
-            "{way:?} alice:\n{text}"
+        let expected = curl_expects(
+            way,
+            &[
+                "< 235 2.7.0 Authentication successful",
+                "< 250 2.0.0 OK: queued as <",
+            ],
         );
-        assert!(
-            text.contains("< 250 2.0.0 OK: queued as <"),
-            "{way:?} alice:\n{text}"
-        );
+        assert_run(&format!("{way:?} alice"), &accepted, 0, &expected);
     }
 }
 
@@ -654,23 +645,28 @@ fn openssl_s_client_session_each_way_with_each_version() {
         for (flag, protocol) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
             let what = format!("s_client {way:?} {flag}");
             let out = s_client(&server, way, flag);
-            let text = transcript(&out);
-            assert_eq!(out.status.code(), Some(0), "{what}:\n{text}");
             // s_client's summary line: "New, TLSv1.3, Cipher is ...".
-            assert!(
-                text.contains(&format!("New, {protocol}, Cipher is ")),
-                "{what}:\n{text}"
+            let summary = format!("New, {protocol}, Cipher is ");
+            let text = assert_run(
+                &what,
+                &out,
+                0,
+                &[&summary, "Verification: OK", "221 2.0.0 Goodbye"],
             );
-            assert!(text.contains("Verification: OK"), "{what}:\n{text}");
             let queued = text
                 .lines()
                 .find(|line| line.starts_with("250 2.0.0 OK: queued as <"))
                 .unwrap_or_else(|| panic!("{what}: no queued reply:\n{text}"));
             assert_queued(queued);
-            assert!(text.contains("221 2.0.0 Goodbye"), "{what}:\n{text}");
         }
     }
 }
+
+/// What swaks says once the connection is encrypted.
+const SWAKS_TLS_STARTED: &str = "=== TLS started with cipher TLSv1.";
+
+/// swaks's exit code for "error in AUTH transaction".
+const SWAKS_AUTH_ERROR: i32 = 28;
 
 /// Runs swaks to send one message, come `way` (`--tlsc` for SMTPS, `--tls` for STARTTLS).
 fn swaks(server: &TlsServer, way: Way, extra_args: &[&str]) -> Output {
@@ -698,17 +694,9 @@ fn swaks_delivers_each_way() {
     let server = TlsServer::start("");
     for way in WAYS {
         let out = swaks(&server, way, &[]);
-        let text = transcript(&out);
-        assert_eq!(out.status.code(), Some(0), "swaks {way:?}:\n{text}");
-        assert!(
-            text.contains("=== TLS started with cipher TLSv1."),
-            "swaks {way:?}:\n{text}"
-        );
         // swaks marks the lines it receives inside TLS with "<~".
-        assert!(
-            text.contains("<~  250 2.0.0 OK: queued as <"),
-            "swaks {way:?}:\n{text}"
-        );
+        let expected = [SWAKS_TLS_STARTED, "<~  250 2.0.0 OK: queued as <"];
+        assert_run(&format!("swaks {way:?}"), &out, 0, &expected);
     }
 }
 
@@ -728,33 +716,22 @@ fn swaks_auth_plain_inside_tls_succeeds_unless_the_user_says_fail() {
             swaks(&server, way, &auth)
         };
 
-        let refused = with_user("fail=alice");
-        let text = transcript(&refused);
-        assert_ne!(
-            refused.status.code(),
-            Some(0),
-            "swaks {way:?} fail=alice:\n{text}"
-        );
         // "<~*": received inside TLS, and an error.
-        assert!(
-            text.contains("<~* 535 5.7.8 Authentication failed"),
-            "swaks {way:?} fail=alice:\n{text}"
+        assert_run(
+            &format!("swaks {way:?} fail=alice"),
+            &with_user("fail=alice"),
+            SWAKS_AUTH_ERROR,
+            &[SWAKS_TLS_STARTED, "<~* 535 5.7.8 Authentication failed"],
         );
-
-        let accepted = with_user("alice");
-        let text = transcript(&accepted);
-        assert_eq!(
-            accepted.status.code(),
-            Some(0),
-            "swaks {way:?} alice:\n{text}"
-        );
-        assert!(
-            text.contains("<~  235 2.7.0 Authentication successful"),
-            "swaks {way:?} alice:\n{text}"
-        );
-        assert!(
-            text.contains("<~  250 2.0.0 OK: queued as <"),
-            "swaks {way:?} alice:\n{text}"
+        assert_run(
+            &format!("swaks {way:?} alice"),
+            &with_user("alice"),
+            0,
+            &[
+                SWAKS_TLS_STARTED,
+                "<~  235 2.7.0 Authentication successful",
+                "<~  250 2.0.0 OK: queued as <",
+            ],
         );
     }
 }
@@ -986,10 +963,12 @@ fn garbage_instead_of_a_client_hello_gets_an_alert_or_a_close_and_others_are_ser
 }
 
 /// With `timeout = 2`, a connection must be closed after about 2 s: not at once (then it was
-/// not the timeout), and not much later than 2 s plus a busy machine's slack.
+/// not the timeout), and not much later than 2 s plus a busy machine's slack. Each test times
+/// it from before the event that starts the timeout, so that a slow test cannot make the close
+/// look early.
 const IDLE_TIMEOUT_TOML: &str = "timeout = 2";
 const EARLIEST_IDLE_CLOSE: Duration = Duration::from_millis(1500);
-const LATEST_IDLE_CLOSE: Duration = Duration::from_secs(5);
+const LATEST_IDLE_CLOSE: Duration = Duration::from_secs(8);
 
 fn assert_closed_by_idle_timeout(what: &str, stream: &mut TcpStream, since: Instant) {
     let (received, after) = read_until_closed(what, stream, since, PATIENCE);
@@ -1022,27 +1001,28 @@ fn silent_smtps_client_is_closed_by_the_idle_timeout() {
 #[test]
 fn smtps_client_that_stops_mid_handshake_is_closed_by_the_idle_timeout() {
     let server = TlsServer::start(IDLE_TIMEOUT_TOML);
+    let hello = half_a_client_hello(&server.cert);
+    let connected = Instant::now();
     let mut stream = connect(server.smtps);
-    stream
-        .write_all(&half_a_client_hello(&server.cert))
-        .expect("send half a ClientHello");
+    stream.write_all(&hello).expect("send half a ClientHello");
     let what = "half a ClientHello on SMTPS";
-    assert_closed_by_idle_timeout(what, &mut stream, Instant::now());
+    assert_closed_by_idle_timeout(what, &mut stream, connected);
 }
 
 #[test]
 fn client_that_stops_mid_handshake_after_starttls_is_closed_by_the_idle_timeout() {
     let server = TlsServer::start(IDLE_TIMEOUT_TOML);
+    let hello = half_a_client_hello(&server.cert);
     let mut plain = server.server.connect();
     assert_eq!(plain.reply(), format!("220 {MAILNAME} ESMTP"));
     plain.ehlo();
+    // STARTTLS is the last complete line, from which the timeout runs.
+    let asked = Instant::now();
     assert_eq!(plain.command("STARTTLS"), READY_TO_START_TLS);
     let mut stream = plain.into_stream();
-    stream
-        .write_all(&half_a_client_hello(&server.cert))
-        .expect("send half a ClientHello");
+    stream.write_all(&hello).expect("send half a ClientHello");
     let what = "half a ClientHello after STARTTLS";
-    assert_closed_by_idle_timeout(what, &mut stream, Instant::now());
+    assert_closed_by_idle_timeout(what, &mut stream, asked);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1064,14 +1044,7 @@ fn assert_config_refused(what: &str, config: &Path, names: &[&str]) {
         }
         // Without -t a config that passes would start serving; the limit catches that.
         let out = run_blackhole(&args, CLIENT_LIMIT);
-        let text = transcript(&out);
-        assert_eq!(out.status.code(), Some(64), "{what}, {args:?}:\n{text}");
-        for name in names {
-            assert!(
-                text.contains(name),
-                "{what}, {args:?}: the message should name {name:?}:\n{text}"
-            );
-        }
+        assert_run(&format!("{what}, {args:?}"), &out, 64, names);
     }
 }
 
@@ -1104,12 +1077,7 @@ fn bad_tls_configs_exit_64_naming_the_option_and_the_file() {
         &format!("{tls_listen}\n{}", pair(&cert, &key)),
     );
     let out = run_blackhole(&["-t", "-c", path_str(&good)], CLIENT_LIMIT);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "good config:\n{}",
-        transcript(&out)
-    );
+    assert_run("good config", &out, 0, &[]);
 
     let file_cases: [(&str, String, &str, &Path); 7] = [
         (
@@ -1238,6 +1206,8 @@ fn a_tls_client_that_reads_late_gets_every_reply() {
     let mut batch = "EHLO client.example.com\r\n".repeat(COMMANDS);
     batch.push_str("QUIT\r\n");
     client.send(batch.as_bytes());
+    // Reading late is what is tested: the sleep lets the replies fill the socket, so that the
+    // server has to hold the rest back until the reads below drain it.
     thread::sleep(Duration::from_secs(1));
     for n in 0..COMMANDS {
         let reply = client.reply();
