@@ -24,7 +24,7 @@ use common::procfs::{
     socket_inodes, stat, status_line,
 };
 use common::{
-    Client, MAILNAME, TempDir, assert_bounce, assert_queued, blackhole_bin, config_toml, free_port,
+    Client, TempDir, assert_bounce, assert_queued, blackhole_bin, config_toml, free_port, greeted,
     require_program, run_blackhole, run_with_limit, send_signal, spawn_blackhole, wait_for,
 };
 
@@ -275,13 +275,6 @@ impl Drop for KillOnDrop {
 
 // ---------------------------------------------------------------------------------------------
 // SMTP
-
-/// A connection that has read its greeting.
-fn greeted(addr: SocketAddr) -> Client {
-    let mut client = Client::connect(addr);
-    assert_eq!(client.reply(), format!("220 {MAILNAME} ESMTP"));
-    client
-}
 
 /// MAIL, RCPT, DATA and a short message on `client` (after its greeting); the final reply.
 fn send_message(client: &mut Client) -> String {
@@ -935,25 +928,37 @@ fn a_port_in_use_exits_77_naming_the_address() {
 
 #[test]
 fn a_second_server_on_a_running_servers_port_exits_77_and_the_first_serves_on() {
-    let first = Blackhole::serving("");
-    let port = first.addr.port();
-    let dir = TempDir::new();
-    for extra in ["", "workers = 2"] {
-        let config = config_file(&dir, &loopback(port), extra);
-        let _cleanup = KillOnDrop::naming(&config);
-        let what = format!("a second server on the first one's port, config {extra:?}");
-        let output = run_blackhole(&["-c", config.to_str().expect("utf-8")], PROMPT);
-        assert_exit(&output, 77, &what);
-        assert_stderr_names(&output, &loopback(port), &what);
+    // The first server single or with workers (whose sockets share their port with any
+    // process that asks for SO_REUSEPORT), the second likewise: each pair must refuse.
+    for first_extra in ["", "workers = 2"] {
+        let mut first = Blackhole::start(first_extra);
+        let holders = if first_extra.is_empty() {
+            let (pid, port) = (first.pid(), first.addr.port());
+            first.wait_until("listening", || listens(pid, port));
+            vec![pid]
+        } else {
+            first.wait_workers(2)
+        };
+        let port = first.addr.port();
+        let dir = TempDir::new();
+        for extra in ["", "workers = 2"] {
+            let config = config_file(&dir, &loopback(port), extra);
+            let _cleanup = KillOnDrop::naming(&config);
+            let what =
+                format!("a second server ({extra:?}) on the port of a first one ({first_extra:?})");
+            let output = run_blackhole(&["-c", config.to_str().expect("utf-8")], PROMPT);
+            assert_exit(&output, 77, &what);
+            assert_stderr_names(&output, &loopback(port), &what);
+        }
+        // The first server alone still holds the port, and serves.
+        let theirs: HashSet<u64> = holders.iter().flat_map(|&pid| socket_inodes(pid)).collect();
+        let listening = listening_inodes(port);
+        assert!(
+            !listening.is_empty() && listening.is_subset(&theirs),
+            "listeners on {port} not the first server's: {listening:?} (its sockets {theirs:?})"
+        );
+        assert_queued(&one_message(first.addr));
     }
-    // The first server alone still holds the port, and serves.
-    let theirs: HashSet<u64> = socket_inodes(first.pid()).into_iter().collect();
-    let listening = listening_inodes(port);
-    assert!(
-        !listening.is_empty() && listening.is_subset(&theirs),
-        "listeners on {port} not the first server's: {listening:?} (its sockets {theirs:?})"
-    );
-    assert_queued(&one_message(first.addr));
 }
 
 #[test]

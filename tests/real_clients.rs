@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Server, TempDir, require_program, run_with_limit};
+use common::{Server, TempDir, require_program, run_with_limit, transcript};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -40,15 +40,6 @@ fn assert_auth_line(text: &str, sent: &str, mechanism: &str, initial: bool, what
         initial,
         "{what}: initial response {argument:?}:\n{text}"
     );
-}
-
-/// stdout and stderr together, for assertions and failure messages.
-fn transcript(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Runs tests/clients/smtplib_client.py against `server` with `args`.

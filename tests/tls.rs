@@ -13,6 +13,7 @@ use base64::Engine as _;
 use common::{
     Client, MAILNAME, Server, TempDir, assert_queued, config_toml, free_port, read_reply,
     require_perl_module, require_program, run_blackhole, run_with_input, run_with_limit,
+    transcript,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -459,15 +460,6 @@ fn server_reads_every_key_form() {
 
 // ------------------------------------------------------------------------------------------
 // Real clients.
-
-/// stdout and stderr together, for assertions and failure messages.
-fn transcript(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// Asserts that a real client's run ended with exit code `code` and that its transcript holds
 /// each of `expected`. Returns the transcript.

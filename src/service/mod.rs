@@ -229,9 +229,11 @@ fn supervise(args: &Args, checked: &Checked) -> Result<(), Failure> {
     let (config, file) = (&checked.config, &checked.file);
     // Bind once here so that an address in use or not permitted is reported now, with its
     // exit code, not by N workers dying in a loop. The sockets close again: the workers bind
-    // their own.
+    // their own. This bind is not shared (no SO_REUSEPORT), so that another server's workers,
+    // which share their port with any process of the same user that asks to, still count as
+    // "in use" rather than quietly taking half of each other's connections.
     for spec in &config.listeners {
-        bind::bind(spec, true).map_err(|e| (e.exit_code as u8, e.message))?;
+        bind::bind(spec, false).map_err(|e| (e.exit_code as u8, e.message))?;
     }
     if let Some(path) = &config.pidfile {
         pidfile::write(path, file).map_err(|e| (EXIT_PERMISSION, e))?;

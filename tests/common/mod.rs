@@ -520,6 +520,15 @@ pub fn greeted(addr: SocketAddr) -> Client {
     client
 }
 
+/// A real client's stdout and stderr together, for assertions and failure messages.
+pub fn transcript(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// One whole reply from `source`: its lines without CRLF, joined by "\n". `pending` holds bytes
 /// received but not yet handed out, before and after (so any byte stream can carry replies:
 /// a `TcpStream`, or a TLS stream in the TLS tests). A close is `UnexpectedEof`.
