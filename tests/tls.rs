@@ -11,9 +11,9 @@ mod common;
 
 use base64::Engine as _;
 use common::{
-    Client, MAILNAME, Server, TempDir, assert_queued, config_toml, free_port, read_reply,
+    Client, MAILNAME, Server, TempDir, assert_queued, config_toml, free_port, procfs, read_reply,
     require_perl_module, require_program, run_blackhole, run_with_input, run_with_limit,
-    transcript,
+    transcript, wait_for,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -27,7 +27,6 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 /// How long a real client may take for its whole run.
@@ -257,6 +256,11 @@ struct TlsClient {
 }
 
 impl TlsClient {
+    /// The client's own port, as the server sees it.
+    fn local_port(&self) -> u16 {
+        self.tls.sock.local_addr().expect("local address").port()
+    }
+
     /// Connects to the SMTPS port; handshake done, greeting not yet read.
     fn smtps(server: &TlsServer, version: &'static SupportedProtocolVersion) -> TlsClient {
         TlsClient::handshake(connect(server.smtps), &server.cert, version)
@@ -1198,9 +1202,15 @@ fn a_tls_client_that_reads_late_gets_every_reply() {
     let mut batch = "EHLO client.example.com\r\n".repeat(COMMANDS);
     batch.push_str("QUIT\r\n");
     client.send(batch.as_bytes());
-    // Reading late is what is tested: the sleep lets the replies fill the socket, so that the
-    // server has to hold the rest back until the reads below drain it.
-    thread::sleep(Duration::from_secs(1));
+    // Reading late is what is tested: wait until the replies have filled the socket and the
+    // server holds the rest of the commands back, unread, until the reads below drain it.
+    let (pid, port) = (server.server.pid(), client.local_port());
+    assert!(
+        wait_for(Duration::from_secs(10), || procfs::stopped_reading(
+            pid, port
+        )),
+        "the server never stopped reading a client that does not read its replies"
+    );
     for n in 0..COMMANDS {
         let reply = client.reply();
         assert!(reply.ends_with("250 DSN"), "EHLO reply {n}: {reply:?}");
