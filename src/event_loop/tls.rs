@@ -6,7 +6,7 @@
 //! into plaintext and plaintext into records, and sends and receives them on the socket the
 //! caller passes; what the plaintext means is the session's business.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::sync::Arc;
 
 use mio::net::TcpStream;
@@ -16,7 +16,7 @@ use rustls::unbuffered::{
 };
 use rustls::{Error, ServerConfig};
 
-use super::conn::Received;
+use super::conn::{Received, read_socket, write_socket};
 
 /// Room asked for per record beyond its plaintext (header, tag, content type, padding).
 const RECORD_OVERHEAD: usize = 64;
@@ -97,14 +97,11 @@ impl TlsLayer {
             let start = self.incoming.len();
             let room = (limit - start).min(16 * 1024 + 512);
             self.incoming.resize(start + room, 0);
-            let got = stream.read(&mut self.incoming[start..]);
-            self.incoming.truncate(start + *got.as_ref().unwrap_or(&0));
+            let got = read_socket(stream, &mut self.incoming[start..]);
+            let n = if let Received::Bytes(n) = got { n } else { 0 };
+            self.incoming.truncate(start + n);
             match got {
-                Ok(0) => {
-                    release_if_empty(&mut self.incoming);
-                    return Received::End;
-                }
-                Ok(_) => {
+                Received::Bytes(_) => {
                     if let Err(e) = self.guarded_pump(&[]) {
                         self.failed = true;
                         if self.plaintext.is_empty() {
@@ -112,12 +109,11 @@ impl TlsLayer {
                         }
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Received::End | Received::WouldBlock => {
                     release_if_empty(&mut self.incoming);
-                    return Received::WouldBlock;
+                    return got;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Received::Failed(e),
+                Received::Failed(_) => return got,
             }
         }
     }
@@ -140,14 +136,8 @@ impl TlsLayer {
     /// Sends waiting TLS bytes until they are gone or the socket is full. Returns whether
     /// everything went.
     pub fn send(&mut self, stream: &mut TcpStream) -> io::Result<bool> {
-        while self.sent < self.outgoing.len() {
-            match stream.write(&self.outgoing[self.sent..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        if !write_socket(stream, &self.outgoing, &mut self.sent)? {
+            return Ok(false);
         }
         self.outgoing.clear();
         self.sent = 0;
