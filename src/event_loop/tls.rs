@@ -342,15 +342,15 @@ mod tests {
     use std::path::{Path, PathBuf};
     use std::process::Command;
     use std::sync::OnceLock;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     /// A self-signed certificate for `localhost` and its key, made once by `openssl`.
     fn cert_and_key() -> &'static (PathBuf, PathBuf) {
         static FILES: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
         FILES.get_or_init(|| {
-            let dir = std::env::temp_dir().join(format!("blackhole-tls-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).expect("a temp dir");
-            let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+            let name = |what| format!("blackhole-tls-{}-{what}.pem", std::process::id());
+            let dir = std::env::temp_dir();
+            let (cert, key) = (dir.join(name("cert")), dir.join(name("key")));
             let made = Command::new("openssl")
                 .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
                 .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
@@ -375,7 +375,7 @@ mod tests {
             cipher_suites: vec![suite],
             ..rustls::crypto::ring::default_provider()
         };
-        let config = ServerConfig::builder_with_provider(Arc::new(provider))
+        let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
             .with_protocol_versions(&[&rustls::version::TLS13])
             .expect("TLS 1.3")
             .with_no_client_auth()
@@ -384,6 +384,8 @@ mod tests {
                 PrivateKeyDer::from_pem_file(key).expect("the key"),
             )
             .expect("a server config");
+        // Nothing follows the handshake: what the client reads next is what `close` sent.
+        config.send_tls13_tickets = 0;
         Arc::new(config)
     }
 
@@ -409,62 +411,48 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let client =
             std::net::TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
         let (accepted, _) = listener.accept().expect("accept");
         accepted.set_nonblocking(true).expect("non-blocking");
-        client.set_nonblocking(true).expect("non-blocking");
         (TcpStream::from_std(accepted), client)
     }
 
-    /// Moves the handshake on both sides until it is over.
+    /// The handshake, step by step: the client's hello, the server's flight, the client's
+    /// Finished.
     fn handshake(
         layer: &mut TlsLayer,
         stream: &mut TcpStream,
         client: &mut ClientConnection,
         socket: &mut std::net::TcpStream,
     ) {
-        let until = Instant::now() + Duration::from_secs(5);
-        while client.is_handshaking() || layer.is_handshaking() || client.wants_write() {
-            assert!(Instant::now() < until, "the handshake did not end");
-            step_client(client, socket);
-            let mut buf = [0u8; 1024];
-            assert!(matches!(
-                layer.read(stream, &mut buf),
-                Received::WouldBlock | Received::Bytes(0)
-            ));
-            layer.send(stream).expect("send");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        // What follows the handshake (session tickets) reaches the client too.
-        std::thread::sleep(Duration::from_millis(20));
-        step_client(client, socket);
+        client.write_tls(socket).expect("the client hello");
+        read_what_arrived(layer, stream);
+        layer.send(stream).expect("the server's flight");
+        client.complete_io(socket).expect("the client's end of it");
+        read_what_arrived(layer, stream);
+        assert!(!layer.is_handshaking() && !layer.wants_write());
     }
 
-    /// The client sends what it has and takes what has arrived.
-    fn step_client(client: &mut ClientConnection, socket: &mut std::net::TcpStream) {
-        while client.wants_write() {
-            client.write_tls(socket).expect("client write");
-        }
-        match client.read_tls(socket) {
-            Ok(_) => {
-                client.process_new_packets().expect("the server's records");
-            }
-            Err(e) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock),
-        }
-    }
-
-    /// Lets what the client sent arrive, and the layer take it all without plaintext.
+    /// Waits for what the client sent, and lets the layer take it all (it holds no plaintext).
     fn read_what_arrived(layer: &mut TlsLayer, stream: &mut TcpStream) {
-        std::thread::sleep(Duration::from_millis(20));
+        let mut poll = mio::Poll::new().expect("a poll");
+        let mut events = mio::Events::with_capacity(1);
+        let registry = poll.registry();
+        registry
+            .register(stream, mio::Token(0), mio::Interest::READABLE)
+            .expect("register");
+        poll.poll(&mut events, Some(Duration::from_secs(5)))
+            .expect("poll");
+        assert!(!events.is_empty(), "the client's bytes did not come");
+        poll.registry().deregister(stream).expect("deregister");
         let mut buf = [0u8; 64];
         assert!(matches!(layer.read(stream, &mut buf), Received::WouldBlock));
     }
 
     /// Everything the server sent until it closed.
     fn rest_of(socket: &mut std::net::TcpStream) -> Vec<u8> {
-        socket.set_nonblocking(false).expect("blocking");
-        socket
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
         let mut got = Vec::new();
         socket.read_to_end(&mut got).expect("read to the end");
         got
