@@ -96,7 +96,7 @@ impl Conn {
     pub fn read(&mut self, buf: &mut [u8]) -> Received {
         match &mut self.tls {
             Some(tls) => tls.read(&mut self.stream, buf),
-            None => read_plain(&mut self.stream, buf),
+            None => read_socket(&mut self.stream, buf),
         }
     }
 
@@ -120,15 +120,7 @@ impl Conn {
     pub fn flush(&mut self) -> io::Result<std::ops::Range<usize>> {
         let start = self.written;
         let Some(tls) = &mut self.tls else {
-            while self.written < self.out.len() {
-                match self.stream.write(&self.out[self.written..]) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => self.written += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            write_socket(&mut self.stream, &self.out, &mut self.written)?;
             return Ok(start..self.written);
         };
         // Send first, and encrypt only once everything before has gone: the records held
@@ -196,7 +188,24 @@ impl Conn {
     }
 }
 
-fn read_plain(stream: &mut TcpStream, buf: &mut [u8]) -> Received {
+/// Writes `buf[*written..]` until it has all gone (true) or the socket is full (false),
+/// moving `written` on; `Interrupted` is retried, and a socket that takes nothing ends the
+/// connection like any other error.
+pub fn write_socket(stream: &mut TcpStream, buf: &[u8], written: &mut usize) -> io::Result<bool> {
+    while *written < buf.len() {
+        match stream.write(&buf[*written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => *written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Reads once into `buf`, retrying `Interrupted`; `Ok(0)` is the client's end.
+pub fn read_socket(stream: &mut TcpStream, buf: &mut [u8]) -> Received {
     loop {
         return match stream.read(buf) {
             Ok(0) => Received::End,

@@ -289,19 +289,32 @@ impl Server {
         self.stop_by = Some(self.now + STOP_GRACE);
         let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
         for slot in slots {
-            if let Some(c) = self.conns.get_mut(slot)
-                && c.session.is_waiting()
-            {
-                // A final reply held back for a delay goes now: the client gets its answer
-                // rather than a closed connection.
-                if let Some(key) = c.delay_timer.take() {
-                    self.timers.cancel(key);
-                }
-                let policy = &self.listeners[c.listener].policy;
-                c.session.resume(policy, &mut self.rng, &mut c.out);
+            // A final reply held back for a delay goes now: the client gets its answer
+            // rather than a closed connection.
+            if self.conns.get(slot).is_some_and(|c| c.session.is_waiting()) {
+                self.resume_delayed(slot);
+            } else {
+                self.drive(slot);
             }
-            self.drive(slot);
         }
+    }
+
+    /// Sends the reply a session holds back for a delay and goes on with the connection:
+    /// the delay is over, or the server is stopping.
+    fn resume_delayed(&mut self, slot: usize) {
+        let Some(c) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if let Some(key) = c.delay_timer.take() {
+            self.timers.cancel(key);
+        }
+        c.lend_output(&mut self.spare_output);
+        let policy = &self.listeners[c.listener].policy;
+        c.session.resume(policy, &mut self.rng, &mut c.out);
+        // The client has been waiting for us: its idle time starts now.
+        c.last_line_at = self.now;
+        c.tail_fed = false;
+        self.drive(slot);
     }
 
     /// SIGHUP: new settings for new messages and commands; open connections stay.
@@ -427,128 +440,91 @@ impl Server {
     fn drive(&mut self, slot: usize) {
         let mut rounds = ROUNDS_PER_TURN;
         loop {
-            // Every pass starts by sending: the output of the last round goes out too, and
-            // output left unsent means the socket said WouldBlock, so a writable event follows.
-            let Some(conn) = self.conns.get_mut(slot) else {
-                return;
-            };
-            match conn.flush() {
-                Ok(sent) => {
-                    if log_enabled!(Level::Debug) && !sent.is_empty() {
-                        log_lines(conn.id, "S:", &conn.out[sent]);
-                    }
-                    conn.compact(&mut self.spare_output);
-                }
-                Err(e) => {
-                    debug!("[{}] write failed: {e}", conn.id);
-                    return self.close(slot);
-                }
-            }
-            if conn.closing {
-                // Replies that wait for a handshake that will not finish never go.
-                if !conn.can_send() {
-                    return self.close(slot);
-                }
-                break;
-            }
-            if conn.starting_tls {
-                if conn.can_send() {
-                    // The 220 goes out in plaintext first; nothing is read meanwhile.
-                    break;
-                }
-                match new_tls(self.tls.as_ref()) {
-                    Ok(tls) => {
-                        debug!("[{}] TLS handshake after STARTTLS", conn.id);
-                        conn.tls = Some(tls);
-                        conn.starting_tls = false;
-                        // A fresh session; plaintext pipelined after STARTTLS is dropped.
-                        conn.session = Session::new(true);
-                        conn.tail.clear();
-                        conn.tail_fed = false;
-                        continue;
-                    }
-                    Err(e) => {
-                        warn!("[{}] cannot start TLS: {e}", conn.id);
-                        return self.close(slot);
-                    }
-                }
-            }
-            if conn.session.is_waiting()
-                || self.stop_by.is_some()
-                || conn.pending_output() >= OUTPUT_HIGH_WATER
-            {
-                break;
-            }
-            let unfed = !conn.tail.is_empty() && !conn.tail_fed;
-            if !(unfed || conn.peer_closed || conn.read_ready) {
-                break;
-            }
-            if rounds == 0 {
-                // Work is left: let other connections have their turn first.
-                if !conn.queued {
-                    conn.queued = true;
-                    self.ready.push(ConnRef::new(slot, conn.id));
-                }
-                break;
-            }
-            rounds -= 1;
-            let policy = &self.listeners[conn.listener].policy;
-            if unfed {
-                let action = feed(conn, policy, &mut self.rng, &mut self.spare_output, &[]);
-                self.act(slot, action);
-                continue;
-            }
-            if conn.peer_closed {
-                // Nothing more will come: what is left of the input is an unfinished line.
-                conn.closing = true;
-                continue;
-            }
-            match conn.read(&mut self.scratch) {
-                Received::Bytes(n) => {
-                    if n < self.scratch.len() && conn.tls.is_none() && !conn.end_announced {
-                        // A short read emptied the socket, and with edge-triggered readiness
-                        // any later bytes bring a new event: no need for a read that would
-                        // only say WouldBlock (as nginx does). Not when the client's end was
-                        // announced with the bytes: no new event would tell of it.
-                        conn.read_ready = false;
-                    }
-                    let input = &self.scratch[..n];
-                    if log_enabled!(Level::Debug) {
-                        log_lines(conn.id, "C:", input);
-                    }
-                    if memchr::memchr(b'\n', input).is_some() {
-                        conn.last_line_at = self.now;
-                    }
-                    let action = feed(conn, policy, &mut self.rng, &mut self.spare_output, input);
-                    self.act(slot, action);
-                }
-                Received::WouldBlock => conn.read_ready = false,
-                Received::End => {
-                    conn.read_ready = false;
-                    conn.peer_closed = true;
-                }
-                Received::Failed(e) => {
-                    debug!("[{}] read failed: {e}", conn.id);
-                    return self.close(slot);
-                }
+            match self.round(slot, &mut rounds) {
+                Step::Again => {}
+                Step::Wait => return self.watch(slot),
+                Step::Close => return self.close(slot),
             }
         }
+    }
+
+    /// One round of [`Server::drive`]: send, then the one next step the connection is ready
+    /// for. Every round starts by sending, so the output of the last round goes out too, and
+    /// output left unsent means the socket said WouldBlock: a writable event follows.
+    fn round(&mut self, slot: usize, rounds: &mut usize) -> Step {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            // Closed already: nothing is left to close.
+            return Step::Close;
+        };
+        if !send(conn, &mut self.spare_output) {
+            return Step::Close;
+        }
+        if conn.closing {
+            // Replies that wait for a handshake that will not finish never go.
+            return if conn.can_send() {
+                Step::Wait
+            } else {
+                Step::Close
+            };
+        }
+        if conn.starting_tls {
+            return start_tls(conn, self.tls.as_ref());
+        }
+        let unfed = !conn.tail.is_empty() && !conn.tail_fed;
+        if conn.session.is_waiting()
+            || self.stop_by.is_some()
+            || conn.pending_output() >= OUTPUT_HIGH_WATER
+            || !(unfed || conn.peer_closed || conn.read_ready)
+        {
+            return Step::Wait;
+        }
+        if *rounds == 0 {
+            // Work is left: let other connections have their turn first.
+            if !conn.queued {
+                conn.queued = true;
+                self.ready.push(ConnRef::new(slot, conn.id));
+            }
+            return Step::Wait;
+        }
+        *rounds -= 1;
+        let input: &[u8] = if unfed {
+            &[]
+        } else if conn.peer_closed {
+            // Nothing more will come: what is left of the input is an unfinished line.
+            conn.closing = true;
+            return Step::Again;
+        } else {
+            match receive(conn, &mut self.scratch, self.now) {
+                Ok(input) => input,
+                Err(step) => return step,
+            }
+        };
+        let policy = &self.listeners[conn.listener].policy;
+        let action = feed(conn, policy, &mut self.rng, &mut self.spare_output, input);
+        self.act(slot, action);
+        Step::Again
+    }
+
+    /// Watches the socket for what the connection waits for, telling the poll only of a
+    /// change.
+    fn watch(&mut self, slot: usize) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
         let wanted = conn.wanted_interest();
-        if wanted != conn.interest {
-            let token = conn_token(slot, conn.id);
-            match self
-                .poll
-                .registry()
-                .reregister(&mut conn.stream, token, wanted)
-            {
-                Ok(()) => conn.interest = wanted,
-                Err(e) => {
-                    warn!("[{}] cannot watch the connection: {e}", conn.id);
-                    self.close(slot);
-                }
+        if wanted == conn.interest {
+            return;
+        }
+        let token = conn_token(slot, conn.id);
+        match self
+            .poll
+            .registry()
+            .reregister(&mut conn.stream, token, wanted)
+        {
+            Ok(()) => conn.interest = wanted,
+            Err(e) => {
+                warn!("[{}] cannot watch the connection: {e}", conn.id);
+                self.close(slot);
             }
         }
     }
@@ -582,20 +558,11 @@ impl Server {
                 }
             }
             Timer::Delay(conn) => {
-                let Some(c) = lookup(&mut self.conns, conn) else {
-                    return;
-                };
-                c.delay_timer = None;
-                c.lend_output(&mut self.spare_output);
-                c.session.resume(
-                    &self.listeners[c.listener].policy,
-                    &mut self.rng,
-                    &mut c.out,
-                );
-                // The client has been waiting for us: its idle time starts now.
-                c.last_line_at = self.now;
-                c.tail_fed = false;
-                self.drive(conn.slot as usize);
+                if let Some(c) = lookup(&mut self.conns, conn) {
+                    // It has fired: nothing to cancel.
+                    c.delay_timer = None;
+                    self.resume_delayed(conn.slot as usize);
+                }
             }
             Timer::Idle(conn) => {
                 let (now, timeout) = (self.now, self.timeout_ms);
@@ -645,6 +612,93 @@ impl Server {
         // deregistration call is needed, and an event already fetched for it is dropped by
         // its token's generation.
         debug!("[{}] closed", conn.id);
+    }
+}
+
+/// Where [`Server::drive`] goes after a round.
+enum Step {
+    Again,
+    /// Nothing more to do until an event or a timer.
+    Wait,
+    Close,
+}
+
+/// Sends what output can go and gives the buffer back once it has gone; false if the
+/// connection failed.
+fn send(conn: &mut Conn, spare_output: &mut Vec<u8>) -> bool {
+    match conn.flush() {
+        Ok(sent) => {
+            if log_enabled!(Level::Debug) && !sent.is_empty() {
+                log_lines(conn.id, "S:", &conn.out[sent]);
+            }
+            conn.compact(spare_output);
+            true
+        }
+        Err(e) => {
+            debug!("[{}] write failed: {e}", conn.id);
+            false
+        }
+    }
+}
+
+/// Once the `220` to STARTTLS has gone in plaintext (nothing is read meanwhile), the TLS
+/// layer takes over the socket.
+fn start_tls(conn: &mut Conn, config: Option<&Arc<ServerConfig>>) -> Step {
+    if conn.can_send() {
+        return Step::Wait;
+    }
+    match new_tls(config) {
+        Ok(tls) => {
+            debug!("[{}] TLS handshake after STARTTLS", conn.id);
+            conn.tls = Some(tls);
+            conn.starting_tls = false;
+            // A fresh session; plaintext pipelined after STARTTLS is dropped.
+            conn.session = Session::new(true);
+            conn.tail.clear();
+            conn.tail_fed = false;
+            Step::Again
+        }
+        Err(e) => {
+            warn!("[{}] cannot start TLS: {e}", conn.id);
+            Step::Close
+        }
+    }
+}
+
+/// Reads what the socket has into `scratch`: the bytes, or where `drive` goes when there
+/// are none (another round after `WouldBlock` or the client's end, a close after an error).
+fn receive<'a>(conn: &mut Conn, scratch: &'a mut [u8], now: u64) -> Result<&'a [u8], Step> {
+    match conn.read(scratch) {
+        Received::Bytes(n) => {
+            if n < scratch.len() && conn.tls.is_none() && !conn.end_announced {
+                // A short read emptied the socket, and with edge-triggered readiness any
+                // later bytes bring a new event: no need for a read that would only say
+                // WouldBlock (as nginx does). Not when the client's end was announced with
+                // the bytes: no new event would tell of it.
+                conn.read_ready = false;
+            }
+            let input = &scratch[..n];
+            if log_enabled!(Level::Debug) {
+                log_lines(conn.id, "C:", input);
+            }
+            if memchr::memchr(b'\n', input).is_some() {
+                conn.last_line_at = now;
+            }
+            Ok(input)
+        }
+        Received::WouldBlock => {
+            conn.read_ready = false;
+            Err(Step::Again)
+        }
+        Received::End => {
+            conn.read_ready = false;
+            conn.peer_closed = true;
+            Err(Step::Again)
+        }
+        Received::Failed(e) => {
+            debug!("[{}] read failed: {e}", conn.id);
+            Err(Step::Close)
+        }
     }
 }
 

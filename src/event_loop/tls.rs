@@ -6,7 +6,7 @@
 //! into plaintext and plaintext into records, and sends and receives them on the socket the
 //! caller passes; what the plaintext means is the session's business.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::sync::Arc;
 
 use mio::net::TcpStream;
@@ -16,7 +16,7 @@ use rustls::unbuffered::{
 };
 use rustls::{Error, ServerConfig};
 
-use super::conn::Received;
+use super::conn::{Received, read_socket, write_socket};
 
 /// Room asked for per record beyond its plaintext (header, tag, content type, padding).
 const RECORD_OVERHEAD: usize = 64;
@@ -97,14 +97,11 @@ impl TlsLayer {
             let start = self.incoming.len();
             let room = (limit - start).min(16 * 1024 + 512);
             self.incoming.resize(start + room, 0);
-            let got = stream.read(&mut self.incoming[start..]);
-            self.incoming.truncate(start + *got.as_ref().unwrap_or(&0));
+            let got = read_socket(stream, &mut self.incoming[start..]);
+            let n = if let Received::Bytes(n) = got { n } else { 0 };
+            self.incoming.truncate(start + n);
             match got {
-                Ok(0) => {
-                    release_if_empty(&mut self.incoming);
-                    return Received::End;
-                }
-                Ok(_) => {
+                Received::Bytes(_) => {
                     if let Err(e) = self.guarded_pump(&[]) {
                         self.failed = true;
                         if self.plaintext.is_empty() {
@@ -112,12 +109,11 @@ impl TlsLayer {
                         }
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Received::End | Received::WouldBlock => {
                     release_if_empty(&mut self.incoming);
-                    return Received::WouldBlock;
+                    return got;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Received::Failed(e),
+                Received::Failed(_) => return got,
             }
         }
     }
@@ -140,14 +136,8 @@ impl TlsLayer {
     /// Sends waiting TLS bytes until they are gone or the socket is full. Returns whether
     /// everything went.
     pub fn send(&mut self, stream: &mut TcpStream) -> io::Result<bool> {
-        while self.sent < self.outgoing.len() {
-            match stream.write(&self.outgoing[self.sent..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        if !write_socket(stream, &self.outgoing, &mut self.sent)? {
+            return Ok(false);
         }
         self.outgoing.clear();
         self.sent = 0;
@@ -158,27 +148,28 @@ impl TlsLayer {
     /// Queues a close_notify and sends what it can (best effort: the socket closes next).
     pub fn close(&mut self, stream: &mut TcpStream) {
         if !self.failed && !self.is_handshaking() {
-            let UnbufferedStatus { discard, state } =
-                self.conn.process_tls_records(&mut self.incoming);
-            if let Ok(ConnectionState::WriteTraffic(mut traffic)) = state {
-                let _ = write_into(&mut self.outgoing, 64, |out| {
-                    traffic.queue_close_notify(out).map_err(encrypt_size)
-                });
-            }
-            self.incoming.drain(..discard);
+            let _ = self.guarded(Self::queue_last_record);
         }
         let _ = self.send(stream);
     }
 
-    /// [`TlsLayer::pump`], with a rustls panic turned into this connection's error: what one
-    /// client sends must not end every other connection. (A panic there would be a rustls
-    /// bug or a broken contract of its unbuffered API; the connection is closed.)
+    /// [`TlsLayer::pump`], under [`TlsLayer::guarded`].
     fn guarded_pump(&mut self, to_send: &[u8]) -> Result<usize, Error> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.pump(to_send)))
-            .unwrap_or_else(|_| {
-                self.failed = true;
-                Err(Error::General("internal error in the TLS layer".into()))
-            })
+        self.guarded(|layer| layer.pump(to_send))
+    }
+
+    /// Runs `step`, a call into rustls, with a panic turned into this connection's error:
+    /// what one client sends must not end every other connection. (A panic there would be
+    /// a rustls bug or a broken contract of its unbuffered API; the connection is closed.)
+    fn guarded<T>(&mut self, step: impl FnOnce(&mut Self) -> Result<T, Error>) -> Result<T, Error> {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(self)));
+        result.unwrap_or_else(|_| {
+            self.failed = true;
+            // A record may have been left half written: none of it goes out.
+            self.outgoing = Vec::new();
+            self.sent = 0;
+            Err(Error::General("internal error in the TLS layer".into()))
+        })
     }
 
     /// Runs rustls over the received bytes until it needs more of them: decrypted plaintext
@@ -237,29 +228,44 @@ impl TlsLayer {
                 // Closed, BlockedHandshake, and whatever later versions add: wait for input.
                 _ => Ok(true),
             });
-            self.incoming.drain(..discard.min(self.incoming.len()));
+            self.discard_received(discard);
             match step {
                 Ok(false) => {}
                 Ok(true) => return Ok(taken),
                 Err(e) => {
                     self.failed = true;
                     // rustls queued an alert: the next call hands it over to be sent.
-                    self.take_alert();
+                    let _ = self.queue_last_record();
                     return Err(e);
                 }
             }
         }
     }
 
-    /// After a fatal error: the alert rustls queued, into `outgoing`.
-    fn take_alert(&mut self) {
+    /// The last record this side sends, into `outgoing`: after a fatal error the alert
+    /// rustls queued, else a close_notify.
+    fn queue_last_record(&mut self) -> Result<(), Error> {
         // The same buffer as before: rustls remembers positions in it.
         let UnbufferedStatus { discard, state } = self.conn.process_tls_records(&mut self.incoming);
-        if let Ok(ConnectionState::EncodeTlsData(mut encoding)) = state {
-            let _ = write_into(&mut self.outgoing, 64, |out| {
-                encoding.encode(out).map_err(encode_size)
-            });
-        }
+        let queued = match state {
+            Ok(ConnectionState::EncodeTlsData(mut encoding)) => {
+                write_into(&mut self.outgoing, 64, |out| {
+                    encoding.encode(out).map_err(encode_size)
+                })
+            }
+            Ok(ConnectionState::WriteTraffic(mut traffic)) => {
+                write_into(&mut self.outgoing, 64, |out| {
+                    traffic.queue_close_notify(out).map_err(encrypt_size)
+                })
+            }
+            _ => Ok(()),
+        };
+        self.discard_received(discard);
+        queued
+    }
+
+    /// Drops the received bytes rustls is done with: at most all of them, whatever it says.
+    fn discard_received(&mut self, discard: usize) {
         self.incoming.drain(..discard.min(self.incoming.len()));
     }
 }
@@ -316,5 +322,241 @@ fn encrypt_size(e: EncryptError) -> SizeOrError {
 fn release_if_empty(buf: &mut Vec<u8>) {
     if buf.is_empty() && buf.capacity() > 0 {
         *buf = Vec::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::crypto::cipher::{
+        AeadKey, Iv, MessageDecrypter, MessageEncrypter, OutboundOpaqueMessage,
+        OutboundPlainMessage, Tls13AeadAlgorithm, UnsupportedOperationError,
+    };
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use rustls::{
+        CipherSuiteCommon, ClientConfig, ClientConnection, ConnectionTrafficSecrets, ContentType,
+        RootCertStore, SupportedCipherSuite, Tls13CipherSuite,
+    };
+    use std::io::{Read, Write};
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    /// A self-signed certificate for `localhost` and its key, made once by `openssl`.
+    fn cert_and_key() -> &'static (PathBuf, PathBuf) {
+        static FILES: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+        FILES.get_or_init(|| {
+            let name = |what| format!("blackhole-tls-{}-{what}.pem", std::process::id());
+            let dir = std::env::temp_dir();
+            let (cert, key) = (dir.join(name("cert")), dir.join(name("key")));
+            let made = Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+                .args([
+                    "-subj",
+                    "/CN=localhost",
+                    "-addext",
+                    "subjectAltName=DNS:localhost",
+                ])
+                .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+                .args([&key, Path::new("-out"), &cert])
+                .output()
+                .expect("run openssl");
+            assert!(made.status.success(), "openssl: {made:?}");
+            (cert, key)
+        })
+    }
+
+    fn server_config(suite: SupportedCipherSuite) -> Arc<ServerConfig> {
+        let (cert, key) = cert_and_key();
+        let provider = rustls::crypto::CryptoProvider {
+            cipher_suites: vec![suite],
+            ..rustls::crypto::ring::default_provider()
+        };
+        let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from_pem_file(cert).expect("the certificate")],
+                PrivateKeyDer::from_pem_file(key).expect("the key"),
+            )
+            .expect("a server config");
+        // Nothing follows the handshake: what the client reads next is what `close` sent.
+        config.send_tls13_tickets = 0;
+        Arc::new(config)
+    }
+
+    fn client() -> ClientConnection {
+        let mut roots = RootCertStore::empty();
+        let cert = CertificateDer::from_pem_file(&cert_and_key().0).expect("the certificate");
+        roots.add(cert).expect("trust it");
+        let config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let name = ServerName::try_from("localhost").expect("a server name");
+        ClientConnection::new(Arc::new(config), name).expect("a client")
+    }
+
+    const SUITE: SupportedCipherSuite =
+        rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
+
+    /// The server's end of a loopback pair (non-blocking, as in the loop) and the client's.
+    fn pair() -> (TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let (accepted, _) = listener.accept().expect("accept");
+        accepted.set_nonblocking(true).expect("non-blocking");
+        (TcpStream::from_std(accepted), client)
+    }
+
+    /// The handshake, step by step: the client's hello, the server's flight, the client's
+    /// Finished.
+    fn handshake(
+        layer: &mut TlsLayer,
+        stream: &mut TcpStream,
+        client: &mut ClientConnection,
+        socket: &mut std::net::TcpStream,
+    ) {
+        client.write_tls(socket).expect("the client hello");
+        read_what_arrived(layer, stream);
+        layer.send(stream).expect("the server's flight");
+        client.complete_io(socket).expect("the client's end of it");
+        read_what_arrived(layer, stream);
+        assert!(!layer.is_handshaking() && !layer.wants_write());
+    }
+
+    /// Waits for what the client sent, and lets the layer take it all (it holds no plaintext).
+    fn read_what_arrived(layer: &mut TlsLayer, stream: &mut TcpStream) {
+        let mut poll = mio::Poll::new().expect("a poll");
+        let mut events = mio::Events::with_capacity(1);
+        let registry = poll.registry();
+        registry
+            .register(stream, mio::Token(0), mio::Interest::READABLE)
+            .expect("register");
+        poll.poll(&mut events, Some(Duration::from_secs(5)))
+            .expect("poll");
+        assert!(!events.is_empty(), "the client's bytes did not come");
+        poll.registry().deregister(stream).expect("deregister");
+        let mut buf = [0u8; 64];
+        assert!(matches!(layer.read(stream, &mut buf), Received::WouldBlock));
+    }
+
+    /// Everything the server sent until it closed.
+    fn rest_of(socket: &mut std::net::TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        socket.read_to_end(&mut got).expect("read to the end");
+        got
+    }
+
+    #[test]
+    fn closing_mid_handshake_sends_the_flight_and_nothing_more() {
+        let (mut stream, mut socket) = pair();
+        let mut layer = TlsLayer::new(server_config(SUITE)).expect("a layer");
+        let mut client = client();
+        client.write_tls(&mut socket).expect("the client hello");
+        read_what_arrived(&mut layer, &mut stream);
+        assert!(layer.is_handshaking() && layer.wants_write());
+        let pending = layer.outgoing.len() - layer.sent;
+        layer.close(&mut stream);
+        drop(stream);
+        assert_eq!(rest_of(&mut socket).len(), pending);
+    }
+
+    #[test]
+    fn closing_sends_a_close_notify() {
+        let (mut stream, mut socket) = pair();
+        let mut layer = TlsLayer::new(server_config(SUITE)).expect("a layer");
+        let mut client = client();
+        handshake(&mut layer, &mut stream, &mut client, &mut socket);
+        // A record torn in two waits in `incoming`: close leaves it be.
+        client.writer().write_all(b"QUIT\r\n").expect("plaintext");
+        let mut record = Vec::new();
+        client.write_tls(&mut record).expect("a record");
+        socket
+            .write_all(&record[..record.len() / 2])
+            .expect("half a record");
+        read_what_arrived(&mut layer, &mut stream);
+        assert_eq!(layer.incoming.len(), record.len() / 2);
+        layer.close(&mut stream);
+        drop(stream);
+        let rest = rest_of(&mut socket);
+        assert!(rest.len() <= 64, "one short record: {} bytes", rest.len());
+        client.read_tls(&mut &rest[..]).expect("the last records");
+        let state = client.process_new_packets().expect("a clean end");
+        assert!(state.peer_has_closed(), "the client saw a close_notify");
+    }
+
+    /// A cipher that works, except that it panics when asked to encrypt an alert: a stand-in
+    /// for a rustls bug met while closing.
+    struct PanicsOnAlerts(&'static dyn Tls13AeadAlgorithm);
+    struct PanickingEncrypter(Box<dyn MessageEncrypter>);
+
+    impl Tls13AeadAlgorithm for PanicsOnAlerts {
+        fn encrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageEncrypter> {
+            Box::new(PanickingEncrypter(self.0.encrypter(key, iv)))
+        }
+        fn decrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageDecrypter> {
+            self.0.decrypter(key, iv)
+        }
+        fn key_len(&self) -> usize {
+            self.0.key_len()
+        }
+        fn extract_keys(
+            &self,
+            key: AeadKey,
+            iv: Iv,
+        ) -> Result<ConnectionTrafficSecrets, UnsupportedOperationError> {
+            self.0.extract_keys(key, iv)
+        }
+    }
+
+    impl MessageEncrypter for PanickingEncrypter {
+        fn encrypt(
+            &mut self,
+            msg: OutboundPlainMessage<'_>,
+            seq: u64,
+        ) -> Result<OutboundOpaqueMessage, Error> {
+            assert_ne!(msg.typ, ContentType::Alert, "a broken cipher");
+            self.0.encrypt(msg, seq)
+        }
+        fn encrypted_payload_len(&self, payload_len: usize) -> usize {
+            self.0.encrypted_payload_len(payload_len)
+        }
+    }
+
+    fn suite_that_panics_on_alerts() -> SupportedCipherSuite {
+        let SupportedCipherSuite::Tls13(suite) = SUITE else {
+            unreachable!("a TLS 1.3 suite")
+        };
+        let aead: &'static PanicsOnAlerts = Box::leak(Box::new(PanicsOnAlerts(suite.aead_alg)));
+        SupportedCipherSuite::Tls13(Box::leak(Box::new(Tls13CipherSuite {
+            common: CipherSuiteCommon { ..suite.common },
+            aead_alg: aead,
+            ..*suite
+        })))
+    }
+
+    #[test]
+    fn a_panic_in_rustls_while_closing_ends_only_this_connection() {
+        let (mut stream, mut socket) = pair();
+        let mut layer =
+            TlsLayer::new(server_config(suite_that_panics_on_alerts())).expect("a layer");
+        let mut client = client();
+        handshake(&mut layer, &mut stream, &mut client, &mut socket);
+        layer.close(&mut stream);
+        assert!(layer.failed, "the panic is this connection's error");
+        drop(stream);
+        let rest = rest_of(&mut socket);
+        assert!(rest.is_empty(), "a half-written record went: {rest:?}");
     }
 }
