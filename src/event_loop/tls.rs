@@ -339,18 +339,15 @@ mod tests {
         RootCertStore, SupportedCipherSuite, Tls13CipherSuite,
     };
     use std::io::{Read, Write};
-    use std::path::{Path, PathBuf};
     use std::process::Command;
     use std::sync::OnceLock;
     use std::time::Duration;
 
-    /// A self-signed certificate for `localhost` and its key, made once by `openssl`.
-    fn cert_and_key() -> &'static (PathBuf, PathBuf) {
-        static FILES: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-        FILES.get_or_init(|| {
-            let name = |what| format!("blackhole-tls-{}-{what}.pem", std::process::id());
-            let dir = std::env::temp_dir();
-            let (cert, key) = (dir.join(name("cert")), dir.join(name("key")));
+    /// A self-signed certificate for `localhost` and its key, in PEM, made once by
+    /// `openssl` and kept in memory (written to its standard output, so no file is left).
+    fn cert_and_key() -> &'static [u8] {
+        static PEM: OnceLock<Vec<u8>> = OnceLock::new();
+        PEM.get_or_init(|| {
             let made = Command::new("openssl")
                 .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
                 .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
@@ -360,17 +357,20 @@ mod tests {
                     "-addext",
                     "subjectAltName=DNS:localhost",
                 ])
-                .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
-                .args([&key, Path::new("-out"), &cert])
+                .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+                .args(["-keyout", "/dev/stdout", "-out", "/dev/stdout"])
                 .output()
                 .expect("run openssl");
             assert!(made.status.success(), "openssl: {made:?}");
-            (cert, key)
+            made.stdout
         })
     }
 
+    fn certificate() -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(cert_and_key()).expect("the certificate")
+    }
+
     fn server_config(suite: SupportedCipherSuite) -> Arc<ServerConfig> {
-        let (cert, key) = cert_and_key();
         let provider = rustls::crypto::CryptoProvider {
             cipher_suites: vec![suite],
             ..rustls::crypto::ring::default_provider()
@@ -380,8 +380,8 @@ mod tests {
             .expect("TLS 1.3")
             .with_no_client_auth()
             .with_single_cert(
-                vec![CertificateDer::from_pem_file(cert).expect("the certificate")],
-                PrivateKeyDer::from_pem_file(key).expect("the key"),
+                vec![certificate()],
+                PrivateKeyDer::from_pem_slice(cert_and_key()).expect("the key"),
             )
             .expect("a server config");
         // Nothing follows the handshake: what the client reads next is what `close` sent.
@@ -391,8 +391,7 @@ mod tests {
 
     fn client() -> ClientConnection {
         let mut roots = RootCertStore::empty();
-        let cert = CertificateDer::from_pem_file(&cert_and_key().0).expect("the certificate");
-        roots.add(cert).expect("trust it");
+        roots.add(certificate()).expect("trust it");
         let config =
             ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
