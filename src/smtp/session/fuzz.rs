@@ -9,6 +9,7 @@
 //! optionally `BLACKHOLE_FUZZ_SEED`) for a long one.
 
 use super::*;
+use crate::smtp::command::MAX_LINE;
 use crate::smtp::policy::DelayRange;
 
 const WORDS: [&[u8]; 28] = [

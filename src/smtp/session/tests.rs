@@ -1,7 +1,11 @@
 //! Transcript tests of the session core. Every transcript is also fed split at every byte
 //! boundary and must give the same replies.
 
+use base64::Engine;
+use base64::engine::general_purpose;
+
 use super::*;
+use crate::smtp::command::MAX_LINE;
 use crate::smtp::policy::DelayRange;
 
 const FQDN: &str = "mx.example";
