@@ -404,6 +404,60 @@ fn vrfy() {
 }
 
 #[test]
+fn vrfy_echoes_no_control_bytes() {
+    // A bare LF ends the line, so only the CR and the other control bytes reach the echo.
+    assert_eq!(
+        run_with(&policy(), b"VRFY pass=a\rb\0c\x1bd\x7fe\tf\r\n").sent,
+        "250 2.0.0 <pass=a?b?c?d?e?f> OK\r\n"
+    );
+    assert_eq!(
+        run_with(&policy(), b"VRFY fail=a\r250 forged\r\n").sent,
+        "550 5.7.1 <fail=a?250 forged> unknown\r\n"
+    );
+    assert_eq!(
+        run_with(&policy(), b"VRFY pass=a\nNOOP\r\n").sent,
+        "250 2.0.0 <pass=a> OK\r\n250 2.0.0 OK\r\n"
+    );
+    // UTF-8 addresses are echoed as they came (SMTPUTF8 is on offer).
+    assert_eq!(
+        sent("VRFY pass=j\u{f6}rg@ex\u{e4}mple.de\r\n"),
+        "250 2.0.0 <pass=j\u{f6}rg@ex\u{e4}mple.de> OK\r\n"
+    );
+}
+
+#[test]
+fn vrfy_echo_keeps_the_reply_within_one_reply_line() {
+    for verdict in ["pass=", "fail="] {
+        // An odd prefix puts the cut inside a two-byte character.
+        let arg = format!("{verdict}x{}", "\u{e9}".repeat(1000));
+        let reply = sent(&format!("VRFY {arg}\r\n"));
+        assert!(
+            reply.len() <= reply::MAX_REPLY_LINE,
+            "{} bytes",
+            reply.len()
+        );
+        assert!(reply.ends_with("...> OK\r\n") || reply.ends_with("...> unknown\r\n"));
+        let echoed = reply
+            .split_once('<')
+            .unwrap()
+            .1
+            .split_once("...>")
+            .unwrap()
+            .0;
+        assert!(
+            arg.starts_with(echoed),
+            "cut inside a character: {echoed:?}"
+        );
+    }
+    // The longest argument that fits is echoed whole.
+    let fits = format!("pass={}", "x".repeat(reply::MAX_VRFY_ECHO - 5));
+    assert_eq!(
+        sent(&format!("VRFY {fits}\r\n")),
+        format!("250 2.0.0 <{fits}> OK\r\n")
+    );
+}
+
+#[test]
 fn expn() {
     assert_eq!(
         sent("EXPN list1\r\n"),
