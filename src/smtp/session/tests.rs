@@ -119,6 +119,13 @@ fn sent(input: &str) -> String {
     run(input).sent
 }
 
+/// Each input, on a fresh session, gets exactly its replies.
+fn assert_dialogues(dialogues: &[(&str, &str)]) {
+    for (input, replies) in dialogues {
+        assert_eq!(sent(input), *replies, "{input:?}");
+    }
+}
+
 const EHLO_REPLY: &str = "250-mx.example\r\n250-HELP\r\n250-PIPELINING\r\n250-AUTH CRAM-MD5 LOGIN PLAIN\r\n250-SIZE 1000\r\n250-VRFY\r\n250-ETRN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-EXPN\r\n250 DSN\r\n";
 
 const BOUNCE_LINES: [&str; 10] = [
@@ -318,22 +325,22 @@ fn mail_parameters() {
 #[test]
 fn commands_in_rfc_order() {
     let need_mail = "503 5.5.1 Error: need MAIL command\r\n";
-    assert_eq!(sent("RCPT TO:<a@b>\r\n"), need_mail);
-    assert_eq!(sent("DATA\r\n"), need_mail);
-    assert_eq!(
-        sent("MAIL FROM:<a@b>\r\nDATA\r\n"),
-        "250 2.1.0 OK\r\n503 5.5.1 Error: need RCPT command\r\n"
-    );
-    assert_eq!(
-        sent("MAIL FROM:<a@b>\r\nMAIL FROM:<c@d>\r\n"),
-        "250 2.1.0 OK\r\n503 5.5.1 Error: nested MAIL command\r\n"
-    );
-    assert_eq!(
-        sent(
-            "MAIL FROM:<a@b>\r\nRCPT\r\nRCPT TO:\r\nRCPT TO:<c@d> NOTIFY=NEVER ORCPT=rfc822;c@d\r\nRCPT TO:<e@f> X=1\r\n"
+    assert_dialogues(&[
+        ("RCPT TO:<a@b>\r\n", need_mail),
+        ("DATA\r\n", need_mail),
+        (
+            "MAIL FROM:<a@b>\r\nDATA\r\n",
+            "250 2.1.0 OK\r\n503 5.5.1 Error: need RCPT command\r\n",
         ),
-        "250 2.1.0 OK\r\n501 5.5.4 Syntax: RCPT TO: <address>\r\n501 5.5.4 Syntax: RCPT TO: <address>\r\n250 2.1.5 OK\r\n555 5.5.4 Unsupported parameter\r\n"
-    );
+        (
+            "MAIL FROM:<a@b>\r\nMAIL FROM:<c@d>\r\n",
+            "250 2.1.0 OK\r\n503 5.5.1 Error: nested MAIL command\r\n",
+        ),
+        (
+            "MAIL FROM:<a@b>\r\nRCPT\r\nRCPT TO:\r\nRCPT TO:<c@d> NOTIFY=NEVER ORCPT=rfc822;c@d\r\nRCPT TO:<e@f> X=1\r\n",
+            "250 2.1.0 OK\r\n501 5.5.4 Syntax: RCPT TO: <address>\r\n501 5.5.4 Syntax: RCPT TO: <address>\r\n250 2.1.5 OK\r\n555 5.5.4 Unsupported parameter\r\n",
+        ),
+    ]);
 }
 
 #[test]
@@ -646,37 +653,36 @@ fn auth_cram_md5_challenges_with_a_message_id() {
 #[test]
 fn auth_errors() {
     let syntax = "501 5.5.4 Syntax: AUTH mechanism\r\n";
-    assert_eq!(sent("AUTH\r\n"), syntax);
-    assert_eq!(sent("AUTH FOO\r\n"), syntax);
-    assert_eq!(
-        sent("AUTH PLAIN pass=x extra\r\n"),
-        "501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n"
-    );
-    assert_eq!(
-        sent("AUTH PLAIN\r\n*\r\nNOOP\r\n"),
-        "334 \r\n501 5.7.0 Authentication cancelled\r\n250 2.0.0 OK\r\n"
-    );
-    assert_eq!(
-        sent("AUTH LOGIN\r\n*\r\n"),
-        "334 VXNlcm5hbWU6\r\n501 5.7.0 Authentication cancelled\r\n"
-    );
-    assert_eq!(
-        sent("AUTH PLAIN pass=one\r\nAUTH PLAIN pass=two\r\nNOOP\r\n"),
-        format!("{AUTH_OK}503 5.5.1 Already authenticated\r\n250 2.0.0 OK\r\n")
-    );
-    // A failed AUTH may be tried again.
-    assert_eq!(
-        sent("AUTH PLAIN fail=x\r\nAUTH PLAIN pass=x\r\n"),
-        format!("{AUTH_FAILED}{AUTH_OK}")
-    );
+    let twice = format!("{AUTH_OK}503 5.5.1 Already authenticated\r\n250 2.0.0 OK\r\n");
+    let again = format!("{AUTH_FAILED}{AUTH_OK}");
+    let not_a_command = format!("334 \r\n{AUTH_OK}250 2.0.0 OK\r\n");
+    assert_dialogues(&[
+        ("AUTH\r\n", syntax),
+        ("AUTH FOO\r\n", syntax),
+        (
+            "AUTH PLAIN pass=x extra\r\n",
+            "501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n",
+        ),
+        (
+            "AUTH PLAIN\r\n*\r\nNOOP\r\n",
+            "334 \r\n501 5.7.0 Authentication cancelled\r\n250 2.0.0 OK\r\n",
+        ),
+        (
+            "AUTH LOGIN\r\n*\r\n",
+            "334 VXNlcm5hbWU6\r\n501 5.7.0 Authentication cancelled\r\n",
+        ),
+        (
+            "AUTH PLAIN pass=one\r\nAUTH PLAIN pass=two\r\nNOOP\r\n",
+            &twice,
+        ),
+        // A failed AUTH may be tried again.
+        ("AUTH PLAIN fail=x\r\nAUTH PLAIN pass=x\r\n", &again),
+        // An AUTH reply is not a command, whatever it says.
+        ("AUTH PLAIN\r\nQUIT\r\nNOOP\r\n", &not_a_command),
+    ]);
     assert!(
         sent("MAIL FROM:<a@b>\r\nAUTH PLAIN pass=x\r\n")
             .ends_with("503 5.5.1 Error: AUTH not permitted during a mail transaction\r\n")
-    );
-    // An AUTH reply is not a command, whatever it says.
-    assert_eq!(
-        sent("AUTH PLAIN\r\nQUIT\r\nNOOP\r\n"),
-        format!("334 \r\n{AUTH_OK}250 2.0.0 OK\r\n")
     );
     let long = format!("AUTH PLAIN\r\n{}\r\nNOOP\r\n", "A".repeat(5000));
     assert_eq!(
@@ -727,6 +733,16 @@ fn message(headers: &str) -> String {
     format!("{ENVELOPE}{headers}Subject: x\r\n\r\nbody\r\n.\r\n")
 }
 
+/// The last reply line (CRLF included) to one message, with the generator seeded `seed`.
+fn final_reply(policy: &Policy, seed: u128) -> String {
+    let mut out = Vec::new();
+    let input = message("");
+    Session::new(false).feed(policy, &mut Rand64::new(seed), input.as_bytes(), &mut out);
+    let sent = normalise(&out);
+    let last = sent.rsplit_terminator("\r\n").next().unwrap_or_default();
+    format!("{last}\r\n")
+}
+
 #[test]
 fn bounce_and_random_modes() {
     let bounce = Policy::new(FQDN.into(), Mode::Bounce, None, true, 1000, false);
@@ -734,25 +750,10 @@ fn bounce_and_random_modes() {
     let mut seen_bounces = std::collections::HashSet::new();
     let mut random_accepted = 0;
     for seed in 0..300 {
-        let input = message("");
-        let mut out = Vec::new();
-        Session::new(false).feed(&bounce, &mut Rand64::new(seed), input.as_bytes(), &mut out);
-        let last = normalise(&out)
-            .rsplit_terminator("\r\n")
-            .next()
-            .unwrap()
-            .to_string()
-            + "\r\n";
+        let last = final_reply(&bounce, seed);
         assert!(BOUNCE_LINES.contains(&last.as_str()), "{last}");
         seen_bounces.insert(last);
-        let mut out = Vec::new();
-        Session::new(false).feed(&random, &mut Rand64::new(seed), input.as_bytes(), &mut out);
-        let last = normalise(&out)
-            .rsplit_terminator("\r\n")
-            .next()
-            .unwrap()
-            .to_string()
-            + "\r\n";
+        let last = final_reply(&random, seed);
         if last == QUEUED {
             random_accepted += 1;
         } else {
