@@ -1,8 +1,9 @@
 //! Every reply the server sends, as wire bytes.
 //!
 //! Fixed replies are constants so the hot path copies bytes and formats nothing. Replies that
-//! carry the mail name or a message id are written by the small functions below. This module
-//! knows the words of the protocol, not when to say them.
+//! carry the mail name, a message id or a client's own words (VRFY's, made safe to send) are
+//! written by the small functions below. This module knows the words of the protocol, not
+//! when to say them.
 
 pub const GOODBYE: &[u8] = b"221 2.0.0 Goodbye\r\n";
 pub const OK: &[u8] = b"250 2.0.0 OK\r\n";

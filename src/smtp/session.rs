@@ -19,8 +19,8 @@ use auth::AuthStep;
 pub const MAX_UNKNOWN_COMMANDS: u8 = 10;
 
 /// Output (in the buffer the caller passes, which holds only unsent bytes) above which the
-/// session stops taking commands: the caller sends what is there and feeds the rest later, so a pipelining client that never reads cannot make the
-/// server buffer without bound.
+/// session stops taking commands: the caller sends what is there and feeds the rest later,
+/// so a pipelining client that never reads cannot make the server buffer without bound.
 pub const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 
 /// What the caller must do after [`Session::feed`].
