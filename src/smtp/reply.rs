@@ -1,8 +1,9 @@
 //! Every reply the server sends, as wire bytes.
 //!
 //! Fixed replies are constants so the hot path copies bytes and formats nothing. Replies that
-//! carry the mail name or a message id are written by the small functions below. This module
-//! knows the words of the protocol, not when to say them.
+//! carry the mail name, a message id or a client's own words (VRFY's, made safe to send) are
+//! written by the small functions below. This module knows the words of the protocol, not
+//! when to say them.
 
 pub const GOODBYE: &[u8] = b"221 2.0.0 Goodbye\r\n";
 pub const OK: &[u8] = b"250 2.0.0 OK\r\n";
@@ -153,6 +154,13 @@ pub fn queued(out: &mut Vec<u8>, parts: [u64; 3], fqdn: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// RFC 5321 4.5.3.1.5: the longest reply line, CRLF included.
+pub const MAX_REPLY_LINE: usize = 512;
+
+/// The most of a VRFY argument that is echoed: what fits in one reply line beside the
+/// longest frame around it, `550 5.7.1 <` and `> unknown` CRLF.
+pub const MAX_VRFY_ECHO: usize = MAX_REPLY_LINE - b"550 5.7.1 <".len() - b"> unknown\r\n".len();
+
 /// VRFY of an argument containing `pass=` or `fail=`: the argument is echoed in brackets.
 pub fn vrfy(out: &mut Vec<u8>, known: bool, arg: &[u8]) {
     out.extend_from_slice(if known {
@@ -160,8 +168,36 @@ pub fn vrfy(out: &mut Vec<u8>, known: bool, arg: &[u8]) {
     } else {
         b"550 5.7.1 <"
     });
-    out.extend_from_slice(arg);
+    echo(out, arg);
     out.extend_from_slice(if known { b"> OK\r\n" } else { b"> unknown\r\n" });
+}
+
+/// Appends client bytes to a reply line so that it stays one line: control bytes (a CR, a
+/// NUL, a tab...) become `?`, as Postfix prints them, and more than [`MAX_VRFY_ECHO`] bytes
+/// are cut, at the start of a UTF-8 character, and marked `...`.
+fn echo(out: &mut Vec<u8>, arg: &[u8]) {
+    const CUT: &[u8] = b"...";
+    let shown = if arg.len() <= MAX_VRFY_ECHO {
+        arg
+    } else {
+        let mut end = MAX_VRFY_ECHO - CUT.len();
+        // A UTF-8 character has at most three continuation bytes.
+        for _ in 0..3 {
+            if arg[end] & 0xc0 != 0x80 {
+                break;
+            }
+            end -= 1;
+        }
+        &arg[..end]
+    };
+    out.extend(
+        shown
+            .iter()
+            .map(|&b| if b.is_ascii_control() { b'?' } else { b }),
+    );
+    if shown.len() < arg.len() {
+        out.extend_from_slice(CUT);
+    }
 }
 
 /// The members of the lists EXPN knows, in the order the original answers them.
@@ -217,5 +253,23 @@ mod tests {
         let mut out = Vec::new();
         super::message_id(&mut out, [0, 42, u64::MAX], "mx.example");
         assert_eq!(out, b"<0.42.18446744073709551615@mx.example>");
+    }
+
+    #[test]
+    fn a_vrfy_reply_is_one_line_whatever_the_argument() {
+        let longest = crate::smtp::command::MAX_LINE;
+        for arg in [
+            vec![0x80; longest],
+            vec![b'\r'; longest],
+            b"\n\0".repeat(300),
+        ] {
+            for known in [true, false] {
+                let mut out = Vec::new();
+                super::vrfy(&mut out, known, &arg);
+                assert!(out.len() <= super::MAX_REPLY_LINE, "{} bytes", out.len());
+                let breaks = out.iter().filter(|&&b| b == b'\r' || b == b'\n').count();
+                assert_eq!((breaks, out.ends_with(b"\r\n")), (2, true), "{out:?}");
+            }
+        }
     }
 }

@@ -5,24 +5,22 @@
 //! reply, start TLS). Every reply of SPEC.md is chosen here; a client can make it reply, never
 //! make it store what was sent or panic.
 
-use base64::Engine;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::{DecodePaddingMode, general_purpose};
 use oorandom::Rand64;
 
-use super::command::{self, DataScanner, Line, MAX_LINE, Verb};
+use super::command::{self, DataScanner, Line, Verb};
 use super::decimal;
 use super::policy::Mode;
 pub use super::policy::Policy;
 use super::reply;
 use super::switches::Switches;
+use auth::AuthStep;
 
 /// The 10th unknown command on a connection closes it.
 pub const MAX_UNKNOWN_COMMANDS: u8 = 10;
 
 /// Output (in the buffer the caller passes, which holds only unsent bytes) above which the
-/// session stops taking commands: the caller sends what is there and feeds the rest later, so a pipelining client that never reads cannot make the
-/// server buffer without bound.
+/// session stops taking commands: the caller sends what is there and feeds the rest later,
+/// so a pipelining client that never reads cannot make the server buffer without bound.
 pub const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 
 /// What the caller must do after [`Session::feed`].
@@ -59,14 +57,6 @@ enum Phase {
     /// The message has ended; its final reply waits for a delay.
     Waiting(Outcome),
     Closed,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AuthStep {
-    Plain,
-    LoginUser,
-    LoginPassword { fail: bool },
-    CramMd5,
 }
 
 /// The final reply to a message.
@@ -136,7 +126,7 @@ impl Session {
         let mut used = 0;
         loop {
             let rest = &input[used..];
-            let action = match &mut self.phase {
+            let (n, action) = match &mut self.phase {
                 Phase::Closed => {
                     return Step {
                         consumed: input.len(),
@@ -144,64 +134,32 @@ impl Session {
                     };
                 }
                 // Nothing is taken until the caller resumes the held-back reply.
-                Phase::Waiting(_) => {
+                Phase::Waiting(_) => (0, None),
+                Phase::Data { scanner, switches } => {
+                    let (n, ended) = read_message(scanner, switches, policy, rest);
+                    let action = ended
+                        .map(|(size, switches)| self.end_message(policy, rng, size, switches, out));
+                    (n, action)
+                }
+                Phase::Command | Phase::Auth(_) => self.read_line(policy, rng, rest, out),
+            };
+            used += n;
+            match action {
+                Some(Action::Continue) => {}
+                None => {
                     return Step {
                         consumed: used,
                         action: Action::Continue,
                     };
                 }
-                Phase::Data { scanner, switches } => {
-                    let dynamic = policy.dynamic_switch;
-                    let (n, ended) = scanner.feed(rest, |header| {
-                        if dynamic {
-                            switches.read_header(header);
-                        }
-                    });
-                    used += n;
-                    if !ended {
-                        return Step {
-                            consumed: used,
-                            action: Action::Continue,
-                        };
-                    }
-                    let (size, switches) = (scanner.size(), *switches);
-                    self.end_message(policy, rng, size, switches, out)
-                }
-                Phase::Command | Phase::Auth(_) => {
-                    if out.len() >= OUTPUT_HIGH_WATER {
-                        return Step {
-                            consumed: used,
-                            action: Action::Continue,
-                        };
-                    }
-                    let (n, line) = command::next_line(rest, &mut self.discarding);
-                    used += n;
-                    match line {
-                        None => {
-                            return Step {
-                                consumed: used,
-                                action: Action::Continue,
-                            };
-                        }
-                        Some(Line::TooLong) => {
-                            // An over-long reply inside AUTH ends the exchange too.
-                            self.phase = Phase::Command;
-                            out.extend_from_slice(reply::LINE_TOO_LONG);
-                            Action::Continue
-                        }
-                        Some(Line::Complete(line)) => self.line(policy, rng, line, out),
-                    }
-                }
-            };
-            match action {
-                Action::Continue => {}
-                Action::Pause { .. } => {
+                Some(action @ Action::Pause { .. }) => {
                     return Step {
                         consumed: used,
                         action,
                     };
                 }
-                Action::Close | Action::StartTls => {
+                // What follows the end of the session, or the start of TLS, is dropped.
+                Some(action @ (Action::Close | Action::StartTls)) => {
                     if action == Action::Close {
                         self.phase = Phase::Closed;
                     }
@@ -228,6 +186,33 @@ impl Session {
         out.extend_from_slice(reply::TIMEOUT);
     }
 
+    /// The next command line (or AUTH reply) and its answer: `None` when it has not all
+    /// arrived, or when the output is full and must drain first.
+    fn read_line(
+        &mut self,
+        policy: &Policy,
+        rng: &mut Rand64,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> (usize, Option<Action>) {
+        if out.len() >= OUTPUT_HIGH_WATER {
+            return (0, None);
+        }
+        let (n, line) = command::next_line(input, &mut self.discarding);
+        let action = match line {
+            None => None,
+            Some(Line::TooLong) => {
+                // An over-long reply inside AUTH ends the exchange too.
+                self.phase = Phase::Command;
+                out.extend_from_slice(reply::LINE_TOO_LONG);
+                Some(Action::Continue)
+            }
+            Some(Line::Complete(line)) => Some(self.line(policy, rng, line, out)),
+        };
+        (n, action)
+    }
+
+    /// Answers one whole line.
     fn line(
         &mut self,
         policy: &Policy,
@@ -240,102 +225,90 @@ impl Session {
             return self.auth_response(step, line, out);
         }
         let (verb, arg) = command::parse_command(line);
-        let reply: &[u8] = match verb {
-            Verb::Helo | Verb::Ehlo if arg.is_empty() => match verb {
-                Verb::Helo => reply::HELO_SYNTAX,
-                _ => reply::EHLO_SYNTAX,
-            },
-            Verb::Helo => {
-                self.transaction = Transaction::None;
-                reply::HELO_OK
+        match verb {
+            Verb::Helo | Verb::Ehlo => out.extend_from_slice(self.greeting(verb, arg, policy)),
+            Verb::Mail | Verb::Rcpt | Verb::Data | Verb::Rset => {
+                out.extend_from_slice(self.transaction_step(verb, arg, policy));
             }
-            Verb::Ehlo => {
-                self.transaction = Transaction::None;
-                policy.ehlo(self.tls)
-            }
-            Verb::Mail => self.mail(arg, policy),
-            Verb::Rcpt => self.rcpt(arg),
-            Verb::Data => match self.transaction {
-                Transaction::None => reply::NEED_MAIL,
-                Transaction::Mail => reply::NEED_RCPT,
-                Transaction::Rcpt => {
-                    self.phase = Phase::Data {
-                        scanner: DataScanner::new(),
-                        switches: Switches::default(),
-                    };
-                    reply::START_DATA
-                }
-            },
-            Verb::Rset => {
-                self.transaction = Transaction::None;
-                reply::OK
-            }
-            Verb::Noop => reply::OK,
+            Verb::Auth => self.auth(arg, policy, rng, out),
+            Verb::Vrfy => vrfy(arg, out),
+            Verb::Expn => expn(arg, policy, out),
+            Verb::Noop | Verb::Etrn | Verb::Help => out.extend_from_slice(information(verb, arg)),
+            Verb::StartTls => return self.starttls(arg, policy, out),
+            Verb::Unknown => return self.unknown(out),
             Verb::Quit => {
                 out.extend_from_slice(reply::GOODBYE);
                 return Action::Close;
             }
-            Verb::Vrfy => {
-                if arg.is_empty() {
-                    reply::VRFY_SYNTAX
-                } else if command::contains(arg, b"pass=") {
-                    reply::vrfy(out, true, arg);
-                    return Action::Continue;
-                } else if command::contains(arg, b"fail=") {
-                    reply::vrfy(out, false, arg);
-                    return Action::Continue;
-                } else {
-                    reply::VRFY_UNKNOWN
-                }
+        }
+        Action::Continue
+    }
+
+    /// HELO and EHLO: each starts over, with no transaction open.
+    fn greeting<'p>(&mut self, verb: Verb, arg: &[u8], policy: &'p Policy) -> &'p [u8] {
+        match (verb, arg.is_empty()) {
+            (Verb::Helo, true) => reply::HELO_SYNTAX,
+            (_, true) => reply::EHLO_SYNTAX,
+            (Verb::Helo, false) => {
+                self.transaction = Transaction::None;
+                reply::HELO_OK
             }
-            Verb::Expn => {
-                let mut words = command::words(arg);
-                match (words.next(), words.next()) {
-                    (Some(list), None) => {
-                        let list = list
-                            .strip_prefix(b"<")
-                            .and_then(|l| l.strip_suffix(b">"))
-                            .unwrap_or(list);
-                        if command::contains(list, b"fail=")
-                            || !reply::expn(out, list, &policy.fqdn)
-                        {
-                            reply::EXPN_DENIED
-                        } else {
-                            return Action::Continue;
-                        }
-                    }
-                    _ => reply::EXPN_SYNTAX,
-                }
+            (_, false) => {
+                self.transaction = Transaction::None;
+                policy.ehlo(self.tls)
             }
-            Verb::Etrn => reply::ETRN_OK,
-            Verb::Help if arg.is_empty() => reply::HELP_ALL,
-            Verb::Help => reply::help_for(arg).unwrap_or(reply::HELP_UNKNOWN),
-            Verb::Auth => {
-                self.auth(arg, policy, rng, out);
-                return Action::Continue;
+        }
+    }
+
+    /// MAIL, RCPT, DATA and RSET: the steps of a mail transaction, in RFC 5321 order.
+    fn transaction_step(&mut self, verb: Verb, arg: &[u8], policy: &Policy) -> &'static [u8] {
+        match verb {
+            Verb::Mail => self.mail(arg, policy),
+            Verb::Rcpt => self.rcpt(arg),
+            Verb::Data => self.data(),
+            _ => {
+                self.transaction = Transaction::None;
+                reply::OK
             }
-            Verb::StartTls => {
-                if self.tls {
-                    reply::ALREADY_TLS
-                } else if !policy.starttls {
-                    reply::NOT_IMPLEMENTED
-                } else if !arg.is_empty() {
-                    reply::STARTTLS_SYNTAX
-                } else {
-                    out.extend_from_slice(reply::READY_TO_START_TLS);
-                    return Action::StartTls;
-                }
+        }
+    }
+
+    fn data(&mut self) -> &'static [u8] {
+        match self.transaction {
+            Transaction::None => reply::NEED_MAIL,
+            Transaction::Mail => reply::NEED_RCPT,
+            Transaction::Rcpt => {
+                self.phase = Phase::Data {
+                    scanner: DataScanner::new(),
+                    switches: Switches::default(),
+                };
+                reply::START_DATA
             }
-            Verb::Unknown => {
-                self.unknown_commands = self.unknown_commands.saturating_add(1);
-                if self.unknown_commands >= MAX_UNKNOWN_COMMANDS {
-                    out.extend_from_slice(reply::TOO_MANY_UNKNOWN);
-                    return Action::Close;
-                }
-                reply::UNKNOWN_COMMAND
-            }
+        }
+    }
+
+    fn starttls(&mut self, arg: &[u8], policy: &Policy, out: &mut Vec<u8>) -> Action {
+        let reply = if self.tls {
+            reply::ALREADY_TLS
+        } else if !policy.starttls {
+            reply::NOT_IMPLEMENTED
+        } else if !arg.is_empty() {
+            reply::STARTTLS_SYNTAX
+        } else {
+            out.extend_from_slice(reply::READY_TO_START_TLS);
+            return Action::StartTls;
         };
         out.extend_from_slice(reply);
+        Action::Continue
+    }
+
+    fn unknown(&mut self, out: &mut Vec<u8>) -> Action {
+        self.unknown_commands = self.unknown_commands.saturating_add(1);
+        if self.unknown_commands >= MAX_UNKNOWN_COMMANDS {
+            out.extend_from_slice(reply::TOO_MANY_UNKNOWN);
+            return Action::Close;
+        }
+        out.extend_from_slice(reply::UNKNOWN_COMMAND);
         Action::Continue
     }
 
@@ -397,96 +370,6 @@ impl Session {
         reply::RCPT_OK
     }
 
-    fn auth(&mut self, arg: &[u8], policy: &Policy, rng: &mut Rand64, out: &mut Vec<u8>) {
-        let reply = if self.authenticated {
-            reply::AUTH_TWICE
-        } else if self.transaction != Transaction::None {
-            reply::AUTH_IN_TRANSACTION
-        } else {
-            let mut words = command::words(arg);
-            match (words.next(), words.next(), words.next()) {
-                (None, ..) => reply::AUTH_SYNTAX,
-                (Some(_), _, Some(_)) => reply::AUTH_EXTRA_WORDS,
-                (Some(mechanism), initial, None) => {
-                    if mechanism.eq_ignore_ascii_case(b"CRAM-MD5") && initial.is_none() {
-                        self.phase = Phase::Auth(AuthStep::CramMd5);
-                        return cram_md5_challenge(policy, rng, out);
-                    }
-                    self.auth_start(mechanism, initial)
-                }
-            }
-        };
-        out.extend_from_slice(reply);
-    }
-
-    /// AUTH PLAIN and LOGIN, with or without an initial response.
-    fn auth_start(&mut self, mechanism: &[u8], initial: Option<&[u8]>) -> &'static [u8] {
-        if mechanism.eq_ignore_ascii_case(b"PLAIN") {
-            match initial {
-                Some(b"*") => reply::AUTH_CANCELLED,
-                Some(response) => self.auth_outcome(mentions_fail(response)),
-                None => {
-                    self.phase = Phase::Auth(AuthStep::Plain);
-                    reply::AUTH_EMPTY_CHALLENGE
-                }
-            }
-        } else if mechanism.eq_ignore_ascii_case(b"LOGIN") {
-            match initial {
-                Some(b"*") => reply::AUTH_CANCELLED,
-                // The initial response answers the first challenge: it is the user name.
-                Some(user) => {
-                    self.phase = Phase::Auth(AuthStep::LoginPassword {
-                        fail: mentions_fail(user),
-                    });
-                    reply::AUTH_PASSWORD
-                }
-                None => {
-                    self.phase = Phase::Auth(AuthStep::LoginUser);
-                    reply::AUTH_USERNAME
-                }
-            }
-        } else if mechanism.eq_ignore_ascii_case(b"CRAM-MD5") {
-            // CRAM-MD5 starts with the server's challenge: there is no initial response.
-            reply::AUTH_EXTRA_WORDS
-        } else {
-            reply::AUTH_SYNTAX
-        }
-    }
-
-    fn auth_response(&mut self, step: AuthStep, line: &[u8], out: &mut Vec<u8>) -> Action {
-        let reply = if line == b"*" {
-            reply::AUTH_CANCELLED
-        } else {
-            match step {
-                AuthStep::Plain | AuthStep::CramMd5 => self.auth_outcome(mentions_fail(line)),
-                // The documented shortcut: `pass=`/`fail=` in clear answers at once.
-                AuthStep::LoginUser
-                    if command::contains(line, b"pass=") || command::contains(line, b"fail=") =>
-                {
-                    self.auth_outcome(command::contains(line, b"fail="))
-                }
-                AuthStep::LoginUser => {
-                    self.phase = Phase::Auth(AuthStep::LoginPassword {
-                        fail: mentions_fail(line),
-                    });
-                    reply::AUTH_PASSWORD
-                }
-                AuthStep::LoginPassword { fail } => self.auth_outcome(fail || mentions_fail(line)),
-            }
-        };
-        out.extend_from_slice(reply);
-        Action::Continue
-    }
-
-    fn auth_outcome(&mut self, fail: bool) -> &'static [u8] {
-        if fail {
-            reply::AUTH_FAILED
-        } else {
-            self.authenticated = true;
-            reply::AUTH_OK
-        }
-    }
-
     /// The message has ended: choose its reply, now or after a delay.
     fn end_message(
         &mut self,
@@ -532,14 +415,61 @@ impl Session {
     }
 }
 
-/// `334` and the base64 of a fresh message id, the challenge CRAM-MD5 clients sign.
-fn cram_md5_challenge(policy: &Policy, rng: &mut Rand64, out: &mut Vec<u8>) {
-    let mut id = Vec::with_capacity(64);
-    reply::message_id(&mut id, draw_id(rng), &policy.fqdn);
-    let mut line = String::from("334 ");
-    general_purpose::STANDARD.encode_string(&id, &mut line);
-    line.push_str("\r\n");
-    out.extend_from_slice(line.as_bytes());
+/// Message bytes through the DATA scanner, its switch headers read on the way. Returns the
+/// bytes used and, once the message has ended, its size and switches. This is the per-byte
+/// path of every message: it copies and allocates nothing.
+fn read_message(
+    scanner: &mut DataScanner,
+    switches: &mut Switches,
+    policy: &Policy,
+    input: &[u8],
+) -> (usize, Option<(u64, Switches)>) {
+    let dynamic = policy.dynamic_switch;
+    let (n, ended) = scanner.feed(input, |header| {
+        if dynamic {
+            switches.read_header(header);
+        }
+    });
+    (n, ended.then(|| (scanner.size(), *switches)))
+}
+
+/// VRFY: `pass=` and `fail=` are answered with the argument echoed, anything else with 252.
+fn vrfy(arg: &[u8], out: &mut Vec<u8>) {
+    if arg.is_empty() {
+        out.extend_from_slice(reply::VRFY_SYNTAX);
+    } else if command::contains(arg, b"pass=") {
+        reply::vrfy(out, true, arg);
+    } else if command::contains(arg, b"fail=") {
+        reply::vrfy(out, false, arg);
+    } else {
+        out.extend_from_slice(reply::VRFY_UNKNOWN);
+    }
+}
+
+/// EXPN: one word, a list name, in angle brackets or not.
+fn expn(arg: &[u8], policy: &Policy, out: &mut Vec<u8>) {
+    let mut words = command::words(arg);
+    let (Some(list), None) = (words.next(), words.next()) else {
+        out.extend_from_slice(reply::EXPN_SYNTAX);
+        return;
+    };
+    let list = list
+        .strip_prefix(b"<")
+        .and_then(|l| l.strip_suffix(b">"))
+        .unwrap_or(list);
+    if command::contains(list, b"fail=") || !reply::expn(out, list, &policy.fqdn) {
+        out.extend_from_slice(reply::EXPN_DENIED);
+    }
+}
+
+/// NOOP, ETRN and HELP: replies that change nothing.
+fn information(verb: Verb, arg: &[u8]) -> &'static [u8] {
+    match verb {
+        Verb::Etrn => reply::ETRN_OK,
+        Verb::Help if arg.is_empty() => reply::HELP_ALL,
+        Verb::Help => reply::help_for(arg).unwrap_or(reply::HELP_UNKNOWN),
+        _ => reply::OK,
+    }
 }
 
 fn write_outcome(outcome: Outcome, policy: &Policy, rng: &mut Rand64, out: &mut Vec<u8>) {
@@ -596,23 +526,7 @@ fn parse_size(digits: &[u8]) -> Option<u64> {
     decimal::saturating(digits)
 }
 
-/// Lenient base64: real clients differ in padding.
-const BASE64: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
-
-/// Whether an AUTH response asks to fail: `fail=` in clear, or inside its base64.
-fn mentions_fail(response: &[u8]) -> bool {
-    if command::contains(response, b"fail=") {
-        return true;
-    }
-    let mut decoded = [0u8; MAX_LINE];
-    match BASE64.decode_slice(response, &mut decoded) {
-        Ok(len) => command::contains(&decoded[..len], b"fail="),
-        Err(_) => false,
-    }
-}
+mod auth;
 
 #[cfg(test)]
 mod tests;

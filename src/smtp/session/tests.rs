@@ -1,7 +1,11 @@
 //! Transcript tests of the session core. Every transcript is also fed split at every byte
 //! boundary and must give the same replies.
 
+use base64::Engine;
+use base64::engine::general_purpose;
+
 use super::*;
+use crate::smtp::command::MAX_LINE;
 use crate::smtp::policy::DelayRange;
 
 const FQDN: &str = "mx.example";
@@ -113,6 +117,13 @@ fn normalise(out: &[u8]) -> String {
 
 fn sent(input: &str) -> String {
     run(input).sent
+}
+
+/// Each input, on a fresh session, gets exactly its replies.
+fn assert_dialogues(dialogues: &[(&str, &str)]) {
+    for (input, replies) in dialogues {
+        assert_eq!(sent(input), *replies, "{input:?}");
+    }
 }
 
 const EHLO_REPLY: &str = "250-mx.example\r\n250-HELP\r\n250-PIPELINING\r\n250-AUTH CRAM-MD5 LOGIN PLAIN\r\n250-SIZE 1000\r\n250-VRFY\r\n250-ETRN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-EXPN\r\n250 DSN\r\n";
@@ -314,22 +325,22 @@ fn mail_parameters() {
 #[test]
 fn commands_in_rfc_order() {
     let need_mail = "503 5.5.1 Error: need MAIL command\r\n";
-    assert_eq!(sent("RCPT TO:<a@b>\r\n"), need_mail);
-    assert_eq!(sent("DATA\r\n"), need_mail);
-    assert_eq!(
-        sent("MAIL FROM:<a@b>\r\nDATA\r\n"),
-        "250 2.1.0 OK\r\n503 5.5.1 Error: need RCPT command\r\n"
-    );
-    assert_eq!(
-        sent("MAIL FROM:<a@b>\r\nMAIL FROM:<c@d>\r\n"),
-        "250 2.1.0 OK\r\n503 5.5.1 Error: nested MAIL command\r\n"
-    );
-    assert_eq!(
-        sent(
-            "MAIL FROM:<a@b>\r\nRCPT\r\nRCPT TO:\r\nRCPT TO:<c@d> NOTIFY=NEVER ORCPT=rfc822;c@d\r\nRCPT TO:<e@f> X=1\r\n"
+    assert_dialogues(&[
+        ("RCPT TO:<a@b>\r\n", need_mail),
+        ("DATA\r\n", need_mail),
+        (
+            "MAIL FROM:<a@b>\r\nDATA\r\n",
+            "250 2.1.0 OK\r\n503 5.5.1 Error: need RCPT command\r\n",
         ),
-        "250 2.1.0 OK\r\n501 5.5.4 Syntax: RCPT TO: <address>\r\n501 5.5.4 Syntax: RCPT TO: <address>\r\n250 2.1.5 OK\r\n555 5.5.4 Unsupported parameter\r\n"
-    );
+        (
+            "MAIL FROM:<a@b>\r\nMAIL FROM:<c@d>\r\n",
+            "250 2.1.0 OK\r\n503 5.5.1 Error: nested MAIL command\r\n",
+        ),
+        (
+            "MAIL FROM:<a@b>\r\nRCPT\r\nRCPT TO:\r\nRCPT TO:<c@d> NOTIFY=NEVER ORCPT=rfc822;c@d\r\nRCPT TO:<e@f> X=1\r\n",
+            "250 2.1.0 OK\r\n501 5.5.4 Syntax: RCPT TO: <address>\r\n501 5.5.4 Syntax: RCPT TO: <address>\r\n250 2.1.5 OK\r\n555 5.5.4 Unsupported parameter\r\n",
+        ),
+    ]);
 }
 
 #[test]
@@ -397,6 +408,60 @@ fn vrfy() {
         "252 2.0.0 Will attempt delivery\r\n"
     );
     assert_eq!(sent("VRFY\r\n"), "501 5.5.4 Syntax: VRFY <address>\r\n");
+}
+
+#[test]
+fn vrfy_echoes_no_control_bytes() {
+    // A bare LF ends the line, so only the CR and the other control bytes reach the echo.
+    assert_eq!(
+        run_with(&policy(), b"VRFY pass=a\rb\0c\x1bd\x7fe\tf\r\n").sent,
+        "250 2.0.0 <pass=a?b?c?d?e?f> OK\r\n"
+    );
+    assert_eq!(
+        run_with(&policy(), b"VRFY fail=a\r250 forged\r\n").sent,
+        "550 5.7.1 <fail=a?250 forged> unknown\r\n"
+    );
+    assert_eq!(
+        run_with(&policy(), b"VRFY pass=a\nNOOP\r\n").sent,
+        "250 2.0.0 <pass=a> OK\r\n250 2.0.0 OK\r\n"
+    );
+    // UTF-8 addresses are echoed as they came (SMTPUTF8 is on offer).
+    assert_eq!(
+        sent("VRFY pass=j\u{f6}rg@ex\u{e4}mple.de\r\n"),
+        "250 2.0.0 <pass=j\u{f6}rg@ex\u{e4}mple.de> OK\r\n"
+    );
+}
+
+#[test]
+fn vrfy_echo_keeps_the_reply_within_one_reply_line() {
+    for verdict in ["pass=", "fail="] {
+        // An odd prefix puts the cut inside a two-byte character.
+        let arg = format!("{verdict}x{}", "\u{e9}".repeat(1000));
+        let reply = sent(&format!("VRFY {arg}\r\n"));
+        assert!(
+            reply.len() <= reply::MAX_REPLY_LINE,
+            "{} bytes",
+            reply.len()
+        );
+        assert!(reply.ends_with("...> OK\r\n") || reply.ends_with("...> unknown\r\n"));
+        let echoed = reply
+            .split_once('<')
+            .unwrap()
+            .1
+            .split_once("...>")
+            .unwrap()
+            .0;
+        assert!(
+            arg.starts_with(echoed),
+            "cut inside a character: {echoed:?}"
+        );
+    }
+    // The longest argument that fits is echoed whole.
+    let fits = format!("pass={}", "x".repeat(reply::MAX_VRFY_ECHO - 5));
+    assert_eq!(
+        sent(&format!("VRFY {fits}\r\n")),
+        format!("250 2.0.0 <{fits}> OK\r\n")
+    );
 }
 
 #[test]
@@ -588,37 +653,36 @@ fn auth_cram_md5_challenges_with_a_message_id() {
 #[test]
 fn auth_errors() {
     let syntax = "501 5.5.4 Syntax: AUTH mechanism\r\n";
-    assert_eq!(sent("AUTH\r\n"), syntax);
-    assert_eq!(sent("AUTH FOO\r\n"), syntax);
-    assert_eq!(
-        sent("AUTH PLAIN pass=x extra\r\n"),
-        "501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n"
-    );
-    assert_eq!(
-        sent("AUTH PLAIN\r\n*\r\nNOOP\r\n"),
-        "334 \r\n501 5.7.0 Authentication cancelled\r\n250 2.0.0 OK\r\n"
-    );
-    assert_eq!(
-        sent("AUTH LOGIN\r\n*\r\n"),
-        "334 VXNlcm5hbWU6\r\n501 5.7.0 Authentication cancelled\r\n"
-    );
-    assert_eq!(
-        sent("AUTH PLAIN pass=one\r\nAUTH PLAIN pass=two\r\nNOOP\r\n"),
-        format!("{AUTH_OK}503 5.5.1 Already authenticated\r\n250 2.0.0 OK\r\n")
-    );
-    // A failed AUTH may be tried again.
-    assert_eq!(
-        sent("AUTH PLAIN fail=x\r\nAUTH PLAIN pass=x\r\n"),
-        format!("{AUTH_FAILED}{AUTH_OK}")
-    );
+    let twice = format!("{AUTH_OK}503 5.5.1 Already authenticated\r\n250 2.0.0 OK\r\n");
+    let again = format!("{AUTH_FAILED}{AUTH_OK}");
+    let not_a_command = format!("334 \r\n{AUTH_OK}250 2.0.0 OK\r\n");
+    assert_dialogues(&[
+        ("AUTH\r\n", syntax),
+        ("AUTH FOO\r\n", syntax),
+        (
+            "AUTH PLAIN pass=x extra\r\n",
+            "501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n",
+        ),
+        (
+            "AUTH PLAIN\r\n*\r\nNOOP\r\n",
+            "334 \r\n501 5.7.0 Authentication cancelled\r\n250 2.0.0 OK\r\n",
+        ),
+        (
+            "AUTH LOGIN\r\n*\r\n",
+            "334 VXNlcm5hbWU6\r\n501 5.7.0 Authentication cancelled\r\n",
+        ),
+        (
+            "AUTH PLAIN pass=one\r\nAUTH PLAIN pass=two\r\nNOOP\r\n",
+            &twice,
+        ),
+        // A failed AUTH may be tried again.
+        ("AUTH PLAIN fail=x\r\nAUTH PLAIN pass=x\r\n", &again),
+        // An AUTH reply is not a command, whatever it says.
+        ("AUTH PLAIN\r\nQUIT\r\nNOOP\r\n", &not_a_command),
+    ]);
     assert!(
         sent("MAIL FROM:<a@b>\r\nAUTH PLAIN pass=x\r\n")
             .ends_with("503 5.5.1 Error: AUTH not permitted during a mail transaction\r\n")
-    );
-    // An AUTH reply is not a command, whatever it says.
-    assert_eq!(
-        sent("AUTH PLAIN\r\nQUIT\r\nNOOP\r\n"),
-        format!("334 \r\n{AUTH_OK}250 2.0.0 OK\r\n")
     );
     let long = format!("AUTH PLAIN\r\n{}\r\nNOOP\r\n", "A".repeat(5000));
     assert_eq!(
@@ -669,6 +733,16 @@ fn message(headers: &str) -> String {
     format!("{ENVELOPE}{headers}Subject: x\r\n\r\nbody\r\n.\r\n")
 }
 
+/// The last reply line (CRLF included) to one message, with the generator seeded `seed`.
+fn final_reply(policy: &Policy, seed: u128) -> String {
+    let mut out = Vec::new();
+    let input = message("");
+    Session::new(false).feed(policy, &mut Rand64::new(seed), input.as_bytes(), &mut out);
+    let sent = normalise(&out);
+    let last = sent.rsplit_terminator("\r\n").next().unwrap_or_default();
+    format!("{last}\r\n")
+}
+
 #[test]
 fn bounce_and_random_modes() {
     let bounce = Policy::new(FQDN.into(), Mode::Bounce, None, true, 1000, false);
@@ -676,25 +750,10 @@ fn bounce_and_random_modes() {
     let mut seen_bounces = std::collections::HashSet::new();
     let mut random_accepted = 0;
     for seed in 0..300 {
-        let input = message("");
-        let mut out = Vec::new();
-        Session::new(false).feed(&bounce, &mut Rand64::new(seed), input.as_bytes(), &mut out);
-        let last = normalise(&out)
-            .rsplit_terminator("\r\n")
-            .next()
-            .unwrap()
-            .to_string()
-            + "\r\n";
+        let last = final_reply(&bounce, seed);
         assert!(BOUNCE_LINES.contains(&last.as_str()), "{last}");
         seen_bounces.insert(last);
-        let mut out = Vec::new();
-        Session::new(false).feed(&random, &mut Rand64::new(seed), input.as_bytes(), &mut out);
-        let last = normalise(&out)
-            .rsplit_terminator("\r\n")
-            .next()
-            .unwrap()
-            .to_string()
-            + "\r\n";
+        let last = final_reply(&random, seed);
         if last == QUEUED {
             random_accepted += 1;
         } else {
@@ -867,70 +926,4 @@ fn output_is_bounded_while_the_client_does_not_read() {
         &mut out,
     );
     assert!(rest.consumed > 0);
-}
-
-/// Random bytes in random pieces: no panic, and what the caller must keep stays bounded.
-#[test]
-fn random_input_never_panics_and_leaves_a_bounded_tail() {
-    let words: [&[u8]; 16] = [
-        b"HELO x\r\n",
-        b"EHLO x\r\n",
-        b"MAIL FROM:<a@b>\r\n",
-        b"RCPT TO:<c@d>\r\n",
-        b"DATA\r\n",
-        b"\r\n.\r\n",
-        b"AUTH LOGIN\r\n",
-        b"AUTH PLAIN\r\n",
-        b"AUTH CRAM-MD5\r\n",
-        b"X-Blackhole-Delay: 1\r\n",
-        b"X-Blackhole-Mode: random\r\n",
-        b"\n",
-        b"\r",
-        b".",
-        b"RSET\r\n",
-        b"VRFY a\r\n",
-    ];
-    let mut rng = Rand64::new(99);
-    let policies = [
-        policy(),
-        Policy::new(
-            FQDN.into(),
-            Mode::Random,
-            DelayRange::new(0, 1),
-            true,
-            300,
-            true,
-        ),
-    ];
-    for round in 0..400 {
-        let policy = &policies[round % 2];
-        let mut input = Vec::new();
-        while input.len() < 3000 {
-            match rng.rand_range(0..4) {
-                0 => input.extend((0..rng.rand_range(1..40)).map(|_| rng.rand_u64() as u8)),
-                1 => input.extend(std::iter::repeat_n(b'a', rng.rand_range(1..3000) as usize)),
-                _ => input.extend_from_slice(words[rng.rand_range(0..16) as usize]),
-            }
-        }
-        let mut session = Session::new(false);
-        let mut out = Vec::new();
-        let mut tail: Vec<u8> = Vec::new();
-        let mut offset = 0;
-        'feed: while offset < input.len() {
-            let end = (offset + rng.rand_range(1..700) as usize).min(input.len());
-            tail.extend_from_slice(&input[offset..end]);
-            offset = end;
-            loop {
-                let step = session.feed(policy, &mut rng, &tail, &mut out);
-                tail.drain(..step.consumed);
-                match step.action {
-                    Action::Pause { .. } => session.resume(policy, &mut rng, &mut out),
-                    Action::Continue if out.len() >= OUTPUT_HIGH_WATER => out.clear(),
-                    Action::Continue => break,
-                    Action::Close | Action::StartTls => break 'feed,
-                }
-            }
-            assert!(tail.len() < MAX_LINE, "tail of {} bytes", tail.len());
-        }
-    }
 }
