@@ -749,6 +749,40 @@ fn log_lines(id: u64, who: &str, bytes: &[u8]) {
     for line in bytes.split_inclusive(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        debug!("[{id}] {who} {}", String::from_utf8_lossy(line));
+        debug!("[{id}] {who} {}", printable(line));
+    }
+}
+
+/// A line as the log shows it: control bytes escaped (`\r`, `\u{1b}`), so that what a client
+/// sends can neither forge a log line nor drive the terminal that shows the log.
+fn printable(line: &[u8]) -> String {
+    String::from_utf8_lossy(line)
+        .chars()
+        .flat_map(|c| {
+            let escaped = c.is_control().then(|| c.escape_default());
+            escaped
+                .into_iter()
+                .flatten()
+                .chain((!c.is_control()).then_some(c))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn logged_lines_escape_control_bytes() {
+        assert_eq!(printable(b"EHLO client.example"), "EHLO client.example");
+        assert_eq!(
+            printable("MAIL FROM:<ü@example>".as_bytes()),
+            "MAIL FROM:<ü@example>"
+        );
+        assert_eq!(
+            printable(b"VRFY a\rINFO forged\x1b[2J\x00"),
+            "VRFY a\\rINFO forged\\u{1b}[2J\\u{0}"
+        );
+        assert_eq!(printable(b"\tx\x7f"), "\\tx\\u{7f}");
     }
 }
