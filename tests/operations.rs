@@ -20,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::procfs::{
-    alive, all_pids, children, cmdline, kill_every_process_naming, listening_inodes, listens,
+    self, alive, all_pids, children, cmdline, kill_every_process_naming, listening_inodes, listens,
     socket_inodes, stat, status_line,
 };
 use common::{
@@ -40,22 +40,12 @@ const NOBODY: u32 = 65534;
 /// from util-linux where it is lower, e.g. a CI machine's 1024), so that the test can hold
 /// that many connections itself.
 fn ensure_descriptors(wanted: u64) {
-    // Soft and hard limit, from "Max open files  SOFT  HARD  files".
-    let limit = |column: usize| -> u64 {
-        let limits = fs::read_to_string("/proc/self/limits").unwrap_or_default();
-        limits
-            .lines()
-            .find(|l| l.starts_with("Max open files"))
-            .and_then(|l| l.split_whitespace().nth(column))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    let soft = || limit(3);
+    let soft = || procfs::open_files_limit(std::process::id()).0;
     if soft() >= wanted {
         return;
     }
     // Raising the hard limit takes CAP_SYS_RESOURCE, which a container may not grant.
-    let hard = limit(4);
+    let hard = procfs::open_files_limit(std::process::id()).1;
     assert!(
         hard >= wanted,
         "this test holds {wanted} descriptors and the hard limit is {hard}: raise it \

@@ -222,3 +222,21 @@ pub fn context_switches(pid: u32) -> u64 {
 pub fn threads(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |tasks| tasks.count())
 }
+
+/// The process's soft and hard limits on open files ("Max open files  SOFT  HARD  files"
+/// in /proc/PID/limits); 0 for a limit that cannot be read, `u64::MAX` for "unlimited".
+pub fn open_files_limit(pid: u32) -> (u64, u64) {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let line = limits.lines().find(|l| l.starts_with("Max open files"));
+    let column = |n: usize| {
+        line.and_then(|l| l.split_whitespace().nth(n))
+            .map_or(0, |v| {
+                if v == "unlimited" {
+                    u64::MAX
+                } else {
+                    v.parse().unwrap_or(0)
+                }
+            })
+    };
+    (column(3), column(4))
+}
