@@ -58,10 +58,11 @@ pub fn write(path: &Path, file: &str) -> Result<(), String> {
 }
 
 /// Where the pidfile is written before it is renamed into place: the same folder, so the
-/// rename is atomic; a fixed name, so what a crash leaves there is cleared by the next start.
+/// rename is atomic; a name of this process's own, so that two starts at the same moment
+/// never remove or rename each other's file.
 fn temporary_path(path: &Path) -> Option<PathBuf> {
     let name = path.file_name()?.to_string_lossy();
-    Some(path.with_file_name(format!(".{name}.tmp")))
+    Some(path.with_file_name(format!(".{name}.{}.tmp", std::process::id())))
 }
 
 /// Creates `path` afresh with `text`. A file already there (left by a crash) is removed
@@ -126,6 +127,13 @@ mod tests {
         let temporary = temporary_path(path).unwrap();
         assert_ne!(temporary, path);
         assert_eq!(temporary.parent(), path.parent());
+        // Its own per process: a second start at the same moment writes elsewhere.
+        let name = temporary
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(name.contains(&std::process::id().to_string()), "{name}");
         assert_eq!(temporary_path(Path::new("/")), None);
     }
 
