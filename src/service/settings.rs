@@ -177,18 +177,18 @@ mod tests {
         let p = policies(&config, false);
         assert_eq!(p.len(), 3);
         assert_eq!(
-            (p[0].mode, p[0].delay),
+            (p[0].mode(), p[0].delay()),
             (Mode::Random, DelayRange::new(1, 2))
         );
         assert_eq!(
-            (p[1].mode, p[1].delay),
+            (p[1].mode(), p[1].delay()),
             (Mode::Bounce, DelayRange::new(1, 2))
         );
         assert_eq!(
-            (p[2].mode, p[2].delay),
+            (p[2].mode(), p[2].delay()),
             (Mode::Random, DelayRange::fixed(7))
         );
-        assert!(p.iter().all(|p| p.fqdn == "mx.test"));
+        assert!(p.iter().all(|p| p.fqdn() == "mx.test"));
     }
 
     #[test]
@@ -199,12 +199,12 @@ mod tests {
         );
         let flags: Vec<bool> = policies(&on, false)
             .iter()
-            .map(|p| p.dynamic_switch)
+            .map(|p| p.dynamic_switch())
             .collect();
         assert_eq!(flags, [true, false, false]);
 
         let off = config("dynamic_switch = false\nlisten = [\"127.0.0.1:2525\"]\n");
-        assert!(!policies(&off, false)[0].dynamic_switch);
+        assert!(!policies(&off, false)[0].dynamic_switch());
     }
 
     #[test]
@@ -212,11 +212,14 @@ mod tests {
         let config = config(&format!(
             "{TLS_FILES}listen = [\"127.0.0.1:2525\"]\ntls_listen = [\"127.0.0.1:4650\"]\n"
         ));
-        let with_tls: Vec<bool> = policies(&config, true).iter().map(|p| p.starttls).collect();
+        let with_tls: Vec<bool> = policies(&config, true)
+            .iter()
+            .map(|p| p.starttls())
+            .collect();
         assert_eq!(with_tls, [true, false]);
         let without: Vec<bool> = policies(&config, false)
             .iter()
-            .map(|p| p.starttls)
+            .map(|p| p.starttls())
             .collect();
         assert_eq!(without, [false, false]);
     }
@@ -230,7 +233,7 @@ mod tests {
         let settings = settings_for(&config, false, Some(4096));
         assert_eq!(settings.timeout_secs, 17);
         assert_eq!(settings.max_connections, 9);
-        assert_eq!(settings.policies[0].max_message_size, 4096);
+        assert_eq!(settings.policies[0].max_message_size(), 4096);
     }
 
     #[test]
@@ -246,12 +249,12 @@ mod tests {
         assert_eq!(applied.timeout_secs, 5);
         let p = policies(&applied, false);
         assert_eq!(
-            (p[0].mode, p[0].delay),
+            (p[0].mode(), p[0].delay()),
             (Mode::Bounce, DelayRange::fixed(3))
         );
-        assert!(!p[0].dynamic_switch);
-        assert_eq!((p[1].mode, p[1].delay), (Mode::Bounce, None));
-        assert!(p[1].dynamic_switch);
+        assert!(!p[0].dynamic_switch());
+        assert_eq!((p[1].mode(), p[1].delay()), (Mode::Bounce, None));
+        assert!(p[1].dynamic_switch());
     }
 
     #[test]

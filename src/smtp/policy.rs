@@ -95,16 +95,18 @@ impl fmt::Display for DelayRange {
 }
 
 /// What one listener's sessions are told to do: the config with the listener's flags applied.
+/// Its fields are read-only once built, because the greeting and EHLO replies are made from
+/// them in [`Policy::new`]: a size or STARTTLS changed afterwards would be advertised wrong.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    pub fqdn: String,
-    pub mode: Mode,
-    pub delay: Option<DelayRange>,
+    fqdn: String,
+    mode: Mode,
+    delay: Option<DelayRange>,
     /// Whether `X-Blackhole-*` headers may override `mode` and `delay`.
-    pub dynamic_switch: bool,
-    pub max_message_size: u64,
+    dynamic_switch: bool,
+    max_message_size: u64,
     /// Whether STARTTLS is on offer (a certificate is configured).
-    pub starttls: bool,
+    starttls: bool,
     greeting: Vec<u8>,
     ehlo: Vec<u8>,
     /// The EHLO reply inside TLS: STARTTLS is not offered again.
@@ -135,6 +137,33 @@ impl Policy {
             ehlo,
             ehlo_in_tls,
         }
+    }
+
+    /// The mail name, as the greeting, EHLO and message ids say it.
+    pub fn fqdn(&self) -> &str {
+        &self.fqdn
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn delay(&self) -> Option<DelayRange> {
+        self.delay
+    }
+
+    /// Whether `X-Blackhole-*` headers may override the mode and the delay.
+    pub fn dynamic_switch(&self) -> bool {
+        self.dynamic_switch
+    }
+
+    pub fn max_message_size(&self) -> u64 {
+        self.max_message_size
+    }
+
+    /// Whether STARTTLS is on offer (a certificate is configured).
+    pub fn starttls(&self) -> bool {
+        self.starttls
     }
 
     pub fn greeting(&self) -> &[u8] {

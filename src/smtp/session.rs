@@ -290,7 +290,7 @@ impl Session {
     fn starttls(&mut self, arg: &[u8], policy: &Policy, out: &mut Vec<u8>) -> Action {
         let reply = if self.tls {
             reply::ALREADY_TLS
-        } else if !policy.starttls {
+        } else if !policy.starttls() {
             reply::NOT_IMPLEMENTED
         } else if !arg.is_empty() {
             reply::STARTTLS_SYNTAX
@@ -324,7 +324,7 @@ impl Session {
             let error = if key.eq_ignore_ascii_case(b"SIZE") {
                 match value.and_then(parse_size) {
                     None => Some(reply::SIZE_SYNTAX),
-                    Some(size) if size > policy.max_message_size => Some(reply::TOO_BIG),
+                    Some(size) if size > policy.max_message_size() => Some(reply::TOO_BIG),
                     Some(_) => None,
                 }
             } else if key.eq_ignore_ascii_case(b"BODY") {
@@ -381,17 +381,17 @@ impl Session {
     ) -> Action {
         self.phase = Phase::Command;
         self.transaction = Transaction::None;
-        if size > policy.max_message_size {
+        if size > policy.max_message_size() {
             out.extend_from_slice(reply::TOO_BIG);
             return Action::Continue;
         }
-        let (mode, delay) = if policy.dynamic_switch {
+        let (mode, delay) = if policy.dynamic_switch() {
             (
-                switches.mode.unwrap_or(policy.mode),
-                switches.delay.or(policy.delay),
+                switches.mode.unwrap_or(policy.mode()),
+                switches.delay.or(policy.delay()),
             )
         } else {
-            (policy.mode, policy.delay)
+            (policy.mode(), policy.delay())
         };
         let outcome = match mode {
             Mode::Accept => Outcome::Accept,
@@ -424,7 +424,7 @@ fn read_message(
     policy: &Policy,
     input: &[u8],
 ) -> (usize, Option<(u64, Switches)>) {
-    let dynamic = policy.dynamic_switch;
+    let dynamic = policy.dynamic_switch();
     let (n, ended) = scanner.feed(input, |header| {
         if dynamic {
             switches.read_header(header);
@@ -457,7 +457,7 @@ fn expn(arg: &[u8], policy: &Policy, out: &mut Vec<u8>) {
         .strip_prefix(b"<")
         .and_then(|l| l.strip_suffix(b">"))
         .unwrap_or(list);
-    if command::contains(list, b"fail=") || !reply::expn(out, list, &policy.fqdn) {
+    if command::contains(list, b"fail=") || !reply::expn(out, list, policy.fqdn()) {
         out.extend_from_slice(reply::EXPN_DENIED);
     }
 }
@@ -474,7 +474,7 @@ fn information(verb: Verb, arg: &[u8]) -> &'static [u8] {
 
 fn write_outcome(outcome: Outcome, policy: &Policy, rng: &mut Rand64, out: &mut Vec<u8>) {
     match outcome {
-        Outcome::Accept => reply::queued(out, draw_id(rng), &policy.fqdn),
+        Outcome::Accept => reply::queued(out, draw_id(rng), policy.fqdn()),
         Outcome::Bounce(n) => out.extend_from_slice(reply::BOUNCES[usize::from(n) % 10]),
     }
 }

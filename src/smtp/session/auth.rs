@@ -127,7 +127,7 @@ impl Session {
 /// `334` and the base64 of a fresh message id, the challenge CRAM-MD5 clients sign.
 fn cram_md5_challenge(policy: &Policy, rng: &mut Rand64, out: &mut Vec<u8>) {
     let mut id = Vec::with_capacity(64);
-    reply::message_id(&mut id, super::draw_id(rng), &policy.fqdn);
+    reply::message_id(&mut id, super::draw_id(rng), policy.fqdn());
     let mut line = String::from("334 ");
     general_purpose::STANDARD.encode_string(&id, &mut line);
     line.push_str("\r\n");
