@@ -1203,7 +1203,12 @@ fn workers_that_dropped_root_die_with_a_killed_supervisor() {
 
 #[test]
 fn sigterm_sends_a_delayed_reply_at_once() {
-    let mut server = Blackhole::serving("delay = 30");
+    let pid_dir = TempDir::new();
+    let pidfile = pid_dir.path().join("blackhole.pid");
+    let mut server =
+        Blackhole::serving(&format!("delay = 30\npidfile = \"{}\"", pidfile.display()));
+    // A single process, in the foreground: its own pid, removed again at the clean exit.
+    assert_pidfile_holds(&pidfile, server.pid());
     let mut client = greeted(server.addr);
     // Pipelined: only the final reply after the data waits for the delay.
     client.send(b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n");
@@ -1228,4 +1233,9 @@ fn sigterm_sends_a_delayed_reply_at_once() {
     // That one SIGTERM is enough: nothing pending is left to hold the exit up.
     let status = server.wait_exit("SIGTERM", PROMPT);
     assert_eq!(status.code(), Some(0), "stderr:\n{}", server.log());
+    assert_eq!(
+        files_in(pid_dir.path()),
+        Vec::<String>::new(),
+        "the pidfile, or a temp file of it, is left after a clean stop"
+    );
 }

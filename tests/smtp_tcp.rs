@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Client, GREETING, Server, TempDir, assert_bounce, assert_queued, procfs, wait_for};
+use common::{Client, GREETING, Server, assert_bounce, assert_queued, procfs, wait_for};
 use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
 use std::thread;
@@ -344,22 +344,6 @@ fn debug_logs_every_line_received_and_sent() {
         "-d did not log the VRFY and its reply:\n{}",
         server.stderr_log()
     );
-}
-
-#[test]
-fn the_pidfile_holds_the_process_id() {
-    let pid_dir = TempDir::new();
-    let pidfile = pid_dir.path().join("blackhole.pid");
-    let server = Server::start(&format!("pidfile = \"{}\"", pidfile.display()));
-    // Listening and writing the pidfile need not come in that order; the file appears whole
-    // (written aside, then renamed), so once it is there it must be complete.
-    assert!(
-        wait_for(Duration::from_secs(5), || pidfile.exists()),
-        "no pidfile at {}",
-        pidfile.display()
-    );
-    let written = std::fs::read_to_string(&pidfile).expect("read the pidfile");
-    assert_eq!(written, format!("{}\n", server.pid()));
 }
 
 /// The command the flooding client pipelines, over and over.
