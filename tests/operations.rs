@@ -137,23 +137,35 @@ impl Blackhole {
     }
 
     /// Rewrites the config with `extra_toml`, which must make messages bounce, and sends
-    /// SIGHUP. A new connection tells when the reload has happened: one message on a new
-    /// connection at a time, for up to `SETTLE`, until one is not accepted; it must bounce.
-    fn reload_to_bounce(&self, extra_toml: &str) {
+    /// SIGHUP. `serving` are the processes that serve: the server itself, or its workers, each
+    /// of which reloads on its own. New connections, one message each, tell when the reload has
+    /// happened: for up to `SETTLE`, until one served by each process has bounced. A process
+    /// accepts until it reloads, and bounces from then on.
+    fn reload_to_bounce(&self, extra_toml: &str, serving: &[u32]) {
         self.rewrite_config(extra_toml);
         self.signal("HUP");
-        let mut reply = String::new();
-        let changed = wait_for(SETTLE, || {
-            reply = one_message(self.addr);
-            !reply.starts_with("250 ")
+        let mut reloaded = HashSet::new();
+        let mut last = String::new();
+        let all = wait_for(SETTLE, || {
+            let (server, reply) = one_message_served(self.addr, serving);
+            if reply.starts_with("250 ") {
+                assert!(
+                    !reloaded.contains(&server),
+                    "process {server} bounced after SIGHUP, then accepted: {reply:?}"
+                );
+            } else {
+                assert_bounce(&reply);
+                reloaded.insert(server);
+            }
+            last = reply;
+            reloaded.len() == serving.len()
         });
         assert!(
-            changed,
-            "messages still accepted {SETTLE:?} after SIGHUP with {extra_toml:?}: {reply:?}; \
-             stderr:\n{}",
+            all,
+            "{SETTLE:?} after SIGHUP with {extra_toml:?}, only {reloaded:?} of {serving:?} \
+             bounce (last reply {last:?}); stderr:\n{}",
             self.log()
         );
-        assert_bounce(&reply);
     }
 
     /// Waits up to `SETTLE` for `done`, failing if the process exits first or it never holds.
@@ -279,6 +291,62 @@ fn one_message(addr: SocketAddr) -> String {
     let reply = send_message(&mut client);
     assert_eq!(client.command("QUIT"), "221 2.0.0 Goodbye");
     reply
+}
+
+/// Which of `serving` holds the server's end of `client`'s connection: the one with a socket
+/// whose remote port is the client's local port. Waits up to `SETTLE` for exactly one.
+fn serving_process(serving: &[u32], client: &Client) -> u32 {
+    let port = client.stream().local_addr().expect("local_addr").port();
+    let mut holders = Vec::new();
+    let found = wait_for(SETTLE, || {
+        holders = serving
+            .iter()
+            .copied()
+            .filter(|&pid| {
+                procfs::connections(pid)
+                    .iter()
+                    .any(|socket| socket.remote_port == port)
+            })
+            .collect();
+        holders.len() == 1
+    });
+    assert!(
+        found,
+        "the connection from port {port} is held by {holders:?}, not by one of {serving:?}"
+    );
+    holders[0]
+}
+
+/// Like `one_message`, and which of `serving` served it.
+fn one_message_served(addr: SocketAddr, serving: &[u32]) -> (u32, String) {
+    let mut client = greeted(addr);
+    let server = serving_process(serving, &client);
+    let reply = send_message(&mut client);
+    assert_eq!(client.command("QUIT"), "221 2.0.0 Goodbye");
+    (server, reply)
+}
+
+/// New connections, one message each, every final reply checked by `check`: at least
+/// `at_least` of them, and on until each of `serving` has served one (for up to `SETTLE`).
+fn messages_until_each_served(
+    addr: SocketAddr,
+    serving: &[u32],
+    at_least: usize,
+    check: impl Fn(&str),
+) {
+    let mut served = HashSet::new();
+    let mut sent = 0;
+    let each = wait_for(SETTLE, || {
+        let (server, reply) = one_message_served(addr, serving);
+        check(&reply);
+        served.insert(server);
+        sent += 1;
+        sent >= at_least && served.len() == serving.len()
+    });
+    assert!(
+        each,
+        "after {sent} connections in {SETTLE:?}, only {served:?} of {serving:?} served one"
+    );
 }
 
 /// The SIZE the EHLO reply advertises.
@@ -449,9 +517,10 @@ fn supervisor_starts_workers_restarts_a_killed_one_and_stops_them_on_sigterm() {
     }
     let after_restart = server.wait_workers(3);
     assert_eq!(after_restart, now, "the workers changed again");
-    for _ in 0..6 {
-        assert_queued(&one_message(server.addr));
-    }
+    // The new worker serves, and so do the others.
+    messages_until_each_served(server.addr, &after_restart, 6, |reply| {
+        assert_queued(reply);
+    });
 
     let asked = Instant::now();
     let status = server.stop("TERM", PROMPT);
@@ -567,7 +636,10 @@ fn sighup_applies_the_new_config_to_open_and_new_connections() {
     assert_eq!(ehlo_size(&mut open), 100000);
     assert_queued(&send_message(&mut open));
 
-    server.reload_to_bounce("mode = \"bounce\"\ntimeout = 5\nmax_message_size = 200000");
+    server.reload_to_bounce(
+        "mode = \"bounce\"\ntimeout = 5\nmax_message_size = 200000",
+        &[server.pid()],
+    );
 
     // The connection opened before the reload, still open, follows the new config.
     for _ in 0..5 {
@@ -636,7 +708,7 @@ fn sighup_with_a_config_that_does_not_parse_keeps_the_old_one() {
     }
 
     // And a good config on the next SIGHUP still applies.
-    server.reload_to_bounce("mode = \"bounce\"");
+    server.reload_to_bounce("mode = \"bounce\"", &[server.pid()]);
     assert_bounce(&send_message(&mut open));
     assert_eq!(open.command("QUIT"), "221 2.0.0 Goodbye");
 }
@@ -648,12 +720,9 @@ fn sighup_to_the_supervisor_reaches_the_workers() {
     for _ in 0..4 {
         assert_queued(&one_message(server.addr));
     }
-    server.reload_to_bounce("workers = 2\nmode = \"bounce\"");
-    // Twenty connections: with two workers, both serve some of them (all on one: 2 in a
-    // million); every one bounces.
-    for _ in 0..20 {
-        assert_bounce(&one_message(server.addr));
-    }
+    server.reload_to_bounce("workers = 2\nmode = \"bounce\"", &workers);
+    // Both have reloaded: from now on every connection bounces, whichever worker takes it.
+    messages_until_each_served(server.addr, &workers, 20, assert_bounce);
     // Reloaded in place: the same worker processes serve on, none was started again.
     let after = server.wait_workers(2);
     println!("workers before SIGHUP {workers:?}, after {after:?}");
@@ -1203,7 +1272,12 @@ fn workers_that_dropped_root_die_with_a_killed_supervisor() {
 
 #[test]
 fn sigterm_sends_a_delayed_reply_at_once() {
-    let mut server = Blackhole::serving("delay = 30");
+    let pid_dir = TempDir::new();
+    let pidfile = pid_dir.path().join("blackhole.pid");
+    let mut server =
+        Blackhole::serving(&format!("delay = 30\npidfile = \"{}\"", pidfile.display()));
+    // A single process, in the foreground: its own pid, removed again at the clean exit.
+    assert_pidfile_holds(&pidfile, server.pid());
     let mut client = greeted(server.addr);
     // Pipelined: only the final reply after the data waits for the delay.
     client.send(b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n");
@@ -1228,4 +1302,9 @@ fn sigterm_sends_a_delayed_reply_at_once() {
     // That one SIGTERM is enough: nothing pending is left to hold the exit up.
     let status = server.wait_exit("SIGTERM", PROMPT);
     assert_eq!(status.code(), Some(0), "stderr:\n{}", server.log());
+    assert_eq!(
+        files_in(pid_dir.path()),
+        Vec::<String>::new(),
+        "the pidfile, or a temp file of it, is left after a clean stop"
+    );
 }

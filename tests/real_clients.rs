@@ -6,13 +6,11 @@
 
 mod common;
 
-use common::{Server, TempDir, require_program, run_with_limit, transcript};
-use std::path::Path;
-use std::process::{Command, Output};
-use std::time::Duration;
+use common::clients::{curl, smtplib, swaks};
+use common::{Server, transcript};
+use std::process::Output;
 
 const MECHANISMS: [&str; 3] = ["PLAIN", "LOGIN", "CRAM-MD5"];
-const CLIENT_LIMIT: Duration = Duration::from_secs(30);
 
 /// Whether a client puts its first response on the AUTH line (RFC 4954's initial response):
 /// both ways for PLAIN and LOGIN; CRAM-MD5 has none (the server's challenge comes first), so
@@ -42,19 +40,6 @@ fn assert_auth_line(text: &str, sent: &str, mechanism: &str, initial: bool, what
     );
 }
 
-/// Runs tests/clients/smtplib_client.py against `server` with `args`.
-fn smtplib(server: &Server, args: &[&str]) -> Output {
-    let python = require_program("python3", "python3");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/smtplib_client.py");
-    run_with_limit(
-        Command::new(python)
-            .arg(script)
-            .arg(server.port().to_string())
-            .args(args),
-        CLIENT_LIMIT,
-    )
-}
-
 /// Asserts that an smtplib run authenticated (235) and then delivered its message.
 fn assert_smtplib_authenticated(out: &Output, what: &str) {
     let text = transcript(out);
@@ -79,7 +64,7 @@ fn assert_smtplib_refused(out: &Output, what: &str) {
 #[test]
 fn smtplib_sendmail_delivers_a_message() {
     let server = Server::start("");
-    let out = smtplib(&server, &["send"]);
+    let out = smtplib(server.target(), &["send"]);
     let text = transcript(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("SENT"), "{text}");
@@ -90,10 +75,13 @@ fn smtplib_login_succeeds_unless_the_user_says_fail() {
     // login() picks the mechanism itself from the EHLO reply (CRAM-MD5 first).
     let server = Server::start("");
     assert_smtplib_refused(
-        &smtplib(&server, &["login", "fail=alice", "pw"]),
+        &smtplib(server.target(), &["login", "fail=alice", "pw"]),
         "login fail=alice",
     );
-    assert_smtplib_authenticated(&smtplib(&server, &["login", "alice", "pw"]), "login alice");
+    assert_smtplib_authenticated(
+        &smtplib(server.target(), &["login", "alice", "pw"]),
+        "login alice",
+    );
 }
 
 #[test]
@@ -103,7 +91,10 @@ fn smtplib_auth_with_each_mechanism_succeeds_unless_the_user_says_fail() {
         for &initial in initial_response_choices(mechanism) {
             let flag = if initial { "initial" } else { "noinitial" };
             let what = format!("smtplib AUTH {mechanism} ({flag})");
-            let refused = smtplib(&server, &["auth", mechanism, "fail=alice", "pw", flag]);
+            let refused = smtplib(
+                server.target(),
+                &["auth", mechanism, "fail=alice", "pw", flag],
+            );
             let what_refused = format!("{what} as fail=alice");
             assert_smtplib_refused(&refused, &what_refused);
             assert_auth_line(
@@ -113,7 +104,7 @@ fn smtplib_auth_with_each_mechanism_succeeds_unless_the_user_says_fail() {
                 initial,
                 &what_refused,
             );
-            let accepted = smtplib(&server, &["auth", mechanism, "alice", "pw", flag]);
+            let accepted = smtplib(server.target(), &["auth", mechanism, "alice", "pw", flag]);
             let what_accepted = format!("{what} as alice");
             assert_smtplib_authenticated(&accepted, &what_accepted);
             assert_auth_line(
@@ -127,42 +118,10 @@ fn smtplib_auth_with_each_mechanism_succeeds_unless_the_user_says_fail() {
     }
 }
 
-/// A message file for curl and the folder that holds it.
-fn curl_message() -> (TempDir, String) {
-    let dir = TempDir::new();
-    let file = dir.write(
-        "message.eml",
-        "From: a@example.com\r\nTo: b@example.net\r\nSubject: curl\r\n\r\nSent by curl.\r\n",
-    );
-    let file = file.to_str().expect("a UTF-8 temp path").to_string();
-    (dir, file)
-}
-
-/// Runs curl (verbose, so the dialogue is in the transcript) to send one message.
-fn curl(server: &Server, message: &str, extra_args: &[&str]) -> Output {
-    let curl = require_program("curl", "curl");
-    run_with_limit(
-        Command::new(curl)
-            .args(["-v", "--max-time", "20"])
-            .arg(format!("smtp://{}", server.addr()))
-            .args([
-                "--mail-from",
-                "a@example.com",
-                "--mail-rcpt",
-                "b@example.net",
-                "-T",
-                message,
-            ])
-            .args(extra_args),
-        CLIENT_LIMIT,
-    )
-}
-
 #[test]
 fn curl_delivers_a_message() {
     let server = Server::start("");
-    let (_dir, message) = curl_message();
-    let out = curl(&server, &message, &[]);
+    let out = curl(server.target(), &[]);
     let text = transcript(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("< 250 2.0.0 OK: queued as <"), "{text}");
@@ -172,7 +131,6 @@ fn curl_delivers_a_message() {
 fn curl_auth_with_each_mechanism_succeeds_unless_the_user_says_fail() {
     const CURLE_LOGIN_DENIED: i32 = 67;
     let server = Server::start("");
-    let (_dir, message) = curl_message();
     for mechanism in MECHANISMS {
         // With --sasl-ir curl puts the first response on the AUTH line.
         for &initial in initial_response_choices(mechanism) {
@@ -183,7 +141,7 @@ fn curl_auth_with_each_mechanism_succeeds_unless_the_user_says_fail() {
                 if initial {
                     args.push("--sasl-ir");
                 }
-                curl(&server, &message, &args)
+                curl(server.target(), &args)
             };
 
             let refused = with_user("fail=alice:pw");
@@ -221,30 +179,10 @@ fn curl_auth_with_each_mechanism_succeeds_unless_the_user_says_fail() {
     }
 }
 
-/// Runs swaks to send one message to `server`, plus `extra_args`.
-fn swaks(server: &Server, extra_args: &[&str]) -> Output {
-    let swaks = require_program("swaks", "swaks libdigest-hmac-perl");
-    run_with_limit(
-        Command::new(swaks)
-            .arg("--server")
-            .arg(server.addr().to_string())
-            .args([
-                "--to",
-                "b@example.net",
-                "--from",
-                "a@example.com",
-                "--timeout",
-                "20",
-            ])
-            .args(extra_args),
-        CLIENT_LIMIT,
-    )
-}
-
 #[test]
 fn swaks_delivers_a_message() {
     let server = Server::start("");
-    let out = swaks(&server, &[]);
+    let out = swaks(server.target(), &[]);
     let text = transcript(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("<-  250 2.0.0 OK: queued as <"), "{text}");
@@ -256,7 +194,7 @@ fn swaks_auth_with_each_mechanism_succeeds_unless_the_user_says_fail() {
     for mechanism in MECHANISMS {
         let with_user = |user: &str| {
             swaks(
-                &server,
+                server.target(),
                 &[
                     "--auth",
                     mechanism,

@@ -10,10 +10,10 @@
 mod common;
 
 use base64::Engine as _;
+use common::clients::{CLIENT_LIMIT, Target, Transport, curl, smtplib, swaks};
 use common::{
     Client, MAILNAME, Server, TempDir, assert_queued, config_toml, free_port, procfs, read_reply,
-    require_perl_module, require_program, run_blackhole, run_with_input, run_with_limit,
-    transcript, wait_for,
+    require_program, run_blackhole, run_with_input, run_with_limit, transcript, wait_for,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -28,9 +28,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How long a real client may take for its whole run.
-const CLIENT_LIMIT: Duration = Duration::from_secs(30);
 
 /// How long one handshake, reply or close may take. Generous: the machines that run this are
 /// busy, and no test here waits this long when the server is right.
@@ -218,6 +215,19 @@ impl TlsServer {
         match way {
             Way::Smtps => self.smtps,
             Way::Starttls => self.server.addr(),
+        }
+    }
+
+    /// Where and how a real client connects for `way`, trusting the server's certificate.
+    fn target(&self, way: Way) -> Target<'_> {
+        let ca = self.cert.as_path();
+        let transport = match way {
+            Way::Smtps => Transport::Smtps { ca },
+            Way::Starttls => Transport::Starttls { ca },
+        };
+        Target {
+            addr: self.addr(way),
+            transport,
         }
     }
 
@@ -476,29 +486,11 @@ fn assert_run(what: &str, out: &Output, code: i32, expected: &[&str]) -> String 
     text
 }
 
-/// Runs tests/clients/smtplib_client.py, come `way`, with `args`.
-fn smtplib(server: &TlsServer, way: Way, args: &[&str]) -> Output {
-    let python = require_program("python3", "python3");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/smtplib_client.py");
-    let transport = match way {
-        Way::Smtps => "smtps",
-        Way::Starttls => "starttls",
-    };
-    run_with_limit(
-        Command::new(python)
-            .arg(script)
-            .arg(server.addr(way).port().to_string())
-            .args([transport, server.cert_str()])
-            .args(args),
-        CLIENT_LIMIT,
-    )
-}
-
 #[test]
 fn smtplib_sends_each_way() {
     let server = TlsServer::start("");
     for way in WAYS {
-        let out = smtplib(&server, way, &["send"]);
+        let out = smtplib(server.target(way), &["send"]);
         // The script prints the TLS version once the connection is encrypted.
         assert_run(&format!("{way:?}"), &out, 0, &["TLS TLSv1.", "SENT"]);
     }
@@ -508,7 +500,7 @@ fn smtplib_sends_each_way() {
 fn smtplib_login_inside_tls_succeeds_unless_the_user_says_fail() {
     let server = TlsServer::start("");
     for way in WAYS {
-        let refused = smtplib(&server, way, &["login", "fail=alice", "pw"]);
+        let refused = smtplib(server.target(way), &["login", "fail=alice", "pw"]);
         // The script exits 3 when smtplib raises SMTPAuthenticationError.
         assert_run(
             &format!("{way:?} fail=alice"),
@@ -517,7 +509,7 @@ fn smtplib_login_inside_tls_succeeds_unless_the_user_says_fail() {
             &["TLS TLSv1.", "AUTHFAIL 535 5.7.8 Authentication failed"],
         );
 
-        let accepted = smtplib(&server, way, &["login", "alice", "pw"]);
+        let accepted = smtplib(server.target(way), &["login", "alice", "pw"]);
         assert_run(
             &format!("{way:?} alice"),
             &accepted,
@@ -529,34 +521,6 @@ fn smtplib_login_inside_tls_succeeds_unless_the_user_says_fail() {
             ],
         );
     }
-}
-
-/// Runs curl (verbose, so the dialogue is in the transcript) to send one message, come `way`:
-/// `smtps://`, or `smtp://` with `--ssl-reqd` (STARTTLS, or fail). It trusts the server's
-/// certificate.
-fn curl(server: &TlsServer, way: Way, extra_args: &[&str]) -> Output {
-    let curl = require_program("curl", "curl");
-    let (url, way_args): (String, &[&str]) = match way {
-        Way::Smtps => (format!("smtps://{}", server.smtps), &[]),
-        Way::Starttls => (format!("smtp://{}", server.server.addr()), &["--ssl-reqd"]),
-    };
-    let files = TempDir::new();
-    let message = files.write(
-        "message.eml",
-        "From: a@example.com\r\nTo: b@example.net\r\nSubject: curl\r\n\r\nSent by curl.\r\n",
-    );
-    run_with_limit(
-        Command::new(curl)
-            .args(["-v", "--max-time", "20", "--cacert", server.cert_str()])
-            .arg(url)
-            .args(way_args)
-            .args(["--mail-from", "a@example.com"])
-            .args(["--mail-rcpt", "b@example.net"])
-            .arg("-T")
-            .arg(&message)
-            .args(extra_args),
-        CLIENT_LIMIT,
-    )
 }
 
 /// What curl's verbose transcript shows of a connection encrypted `way`: the TLS version and,
@@ -574,7 +538,7 @@ fn curl_expects<'a>(way: Way, more: &[&'a str]) -> Vec<&'a str> {
 fn curl_delivers_each_way() {
     let server = TlsServer::start("");
     for way in WAYS {
-        let out = curl(&server, way, &[]);
+        let out = curl(server.target(way), &[]);
         let expected = curl_expects(way, &["< 250 2.0.0 OK: queued as <"]);
         assert_run(&format!("{way:?}"), &out, 0, &expected);
     }
@@ -585,12 +549,12 @@ fn curl_login_inside_tls_succeeds_unless_the_user_says_fail() {
     const CURLE_LOGIN_DENIED: i32 = 67;
     let server = TlsServer::start("");
     for way in WAYS {
-        let refused = curl(&server, way, &["--user", "fail=alice:pw"]);
+        let refused = curl(server.target(way), &["--user", "fail=alice:pw"]);
         let expected = curl_expects(way, &["< 535 5.7.8 Authentication failed"]);
         let what = format!("{way:?} fail=alice");
         assert_run(&what, &refused, CURLE_LOGIN_DENIED, &expected);
 
-        let accepted = curl(&server, way, &["--user", "alice:pw"]);
+        let accepted = curl(server.target(way), &["--user", "alice:pw"]);
         let expected = curl_expects(
             way,
             &[
@@ -664,32 +628,11 @@ const SWAKS_TLS_STARTED: &str = "=== TLS started with cipher TLSv1.";
 /// swaks's exit code for "error in AUTH transaction".
 const SWAKS_AUTH_ERROR: i32 = 28;
 
-/// Runs swaks to send one message, come `way` (`--tlsc` for SMTPS, `--tls` for STARTTLS).
-fn swaks(server: &TlsServer, way: Way, extra_args: &[&str]) -> Output {
-    let swaks = require_program("swaks", "swaks libdigest-hmac-perl");
-    require_perl_module("Net::SSLeay", "libnet-ssleay-perl");
-    require_perl_module("IO::Socket::SSL", "libio-socket-ssl-perl");
-    let tls_flag = match way {
-        Way::Smtps => "--tlsc",
-        Way::Starttls => "--tls",
-    };
-    run_with_limit(
-        Command::new(swaks)
-            .arg("--server")
-            .arg(server.addr(way).to_string())
-            .arg(tls_flag)
-            .args(["--to", "b@example.net", "--from", "a@example.com"])
-            .args(["--timeout", "20"])
-            .args(extra_args),
-        CLIENT_LIMIT,
-    )
-}
-
 #[test]
 fn swaks_delivers_each_way() {
     let server = TlsServer::start("");
     for way in WAYS {
-        let out = swaks(&server, way, &[]);
+        let out = swaks(server.target(way), &[]);
         // swaks marks the lines it receives inside TLS with "<~".
         let expected = [SWAKS_TLS_STARTED, "<~  250 2.0.0 OK: queued as <"];
         assert_run(&format!("swaks {way:?}"), &out, 0, &expected);
@@ -709,7 +652,7 @@ fn swaks_auth_plain_inside_tls_succeeds_unless_the_user_says_fail() {
                 "--auth-password",
                 "pw",
             ];
-            swaks(&server, way, &auth)
+            swaks(server.target(way), &auth)
         };
 
         // "<~*": received inside TLS, and an error.
