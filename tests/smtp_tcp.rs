@@ -331,6 +331,34 @@ fn sigint_makes_the_server_exit_0_promptly() {
 }
 
 #[test]
+fn a_signal_as_soon_as_the_port_answers_stops_the_server_cleanly() {
+    // Signals are caught before the listeners are bound, so a script that signals the server
+    // the moment its port answers gets a clean exit, never a process killed by the signal.
+    // The port is polled without pause, to signal within microseconds of the bind.
+    use nix::sys::signal::Signal::{SIGINT, SIGTERM};
+    for signal in [SIGINT, SIGTERM, SIGINT, SIGTERM, SIGINT, SIGTERM] {
+        let dir = common::TempDir::new();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+        let (mut child, _config) = common::spawn_blackhole(&dir, &[], &addr.to_string(), "");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "no listener on {addr}");
+        }
+        // Sent from this process, not by a `kill` command, which would take milliseconds.
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal the server");
+        let status = common::wait_with_limit(&mut child, Duration::from_secs(5));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "exit after {signal} as soon as the port answered: {status:?}"
+        );
+    }
+}
+
+#[test]
 fn debug_logs_every_line_received_and_sent() {
     let server = Server::start_with_args(&["-d"], "");
     let mut client = server.greeted();

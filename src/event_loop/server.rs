@@ -127,16 +127,23 @@ pub struct Server {
     reload: Reload,
 }
 
+/// Catches SIGTERM, SIGINT and SIGHUP from now on, for [`Server::new`]. Called before the
+/// listeners are bound: once a port takes connections, a script may signal the server, and a
+/// signal must then stop it cleanly (or reload it), never kill it.
+pub fn catch_signals() -> io::Result<Signals> {
+    Signals::new([SIGINT, SIGTERM, SIGHUP])
+}
+
 impl Server {
     pub fn new(
         listeners: Vec<Listener>,
+        mut signals: Signals,
         tls: Option<Arc<ServerConfig>>,
         settings: Settings,
         seed: u128,
         reload: Reload,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)?;
         if settings.policies.len() != listeners.len() {

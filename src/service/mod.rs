@@ -21,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use log::{LevelFilter, error, info, warn};
 
 use crate::config::{self, Config};
-use crate::event_loop::server::{Listener, Server};
+use crate::event_loop::server::{Listener, Server, catch_signals};
 use privileges::Identity;
 use settings::{descriptor_limit, reloader, restart_needed, settings_for};
 use supervisor::WorkerCommand;
@@ -176,6 +176,10 @@ fn serve(args: &Args, checked: Checked, worker: bool) -> Result<(), Failure> {
         identity,
     } = checked;
     let fqdn = config.mail_name();
+    // Signals are caught from here on: before any port answers, so that a stop or reload
+    // sent as soon as one does is carried out, not fatal.
+    let signals =
+        catch_signals().map_err(|e| (EXIT_SOFTWARE, format!("cannot catch signals: {e}")))?;
     let mut listeners = Vec::with_capacity(config.listeners.len());
     for spec in &config.listeners {
         let socket = bind::bind(spec, worker).map_err(|e| (e.exit_code as u8, e.message))?;
@@ -191,8 +195,7 @@ fn serve(args: &Args, checked: Checked, worker: bool) -> Result<(), Failure> {
     let settings = settings_for(&config, tls.is_some(), descriptor_limit());
     let max_connections = settings.max_connections;
     let reload = reloader(args.conf.clone(), config.clone(), tls.is_some());
-    // Signals are caught from here on, before the pidfile or -b says the server runs.
-    let mut server = Server::new(listeners, tls, settings, seed(), reload)
+    let mut server = Server::new(listeners, signals, tls, settings, seed(), reload)
         .map_err(|e| (EXIT_SOFTWARE, format!("cannot start the event loop: {e}")))?;
     let pidfile = config.pidfile.clone().filter(|_| !worker);
     if let Some(path) = &pidfile {

@@ -271,7 +271,7 @@ pub fn send_signal(signal: &str, pid: u32) {
     assert!(status.success(), "kill -s {signal} {pid} failed");
 }
 
-fn wait_with_limit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+pub fn wait_with_limit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let mut status = None;
     wait_for(limit, || {
         status = child.try_wait().expect("try_wait");
