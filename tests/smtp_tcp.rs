@@ -322,8 +322,7 @@ fn sigterm_makes_the_server_exit_0_promptly() {
 #[test]
 fn sigint_makes_the_server_exit_0_promptly() {
     let mut server = Server::start("");
-    // The port takes connections from the bind on, a moment before signals are caught; a
-    // greeting shows the loop runs, and so catches them.
+    // An open connection must not hold the exit up.
     let _idle = server.greeted();
     common::send_signal("INT", server.pid());
     let status = server.wait_for_exit(Duration::from_secs(3));
