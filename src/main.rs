@@ -21,6 +21,9 @@ Usage: blackhole [-c FILE] [-t] [-d] [-b] [-q] [-ls] [-v] [-h]
   -d, --debug            log every line received and sent
   -b, --background       detach into the background once listening
   -q, --quiet            log errors only
+  --seed N               seed every random choice with N (overrides the seed
+                         option): the same connections and commands get the
+                         same replies; without either, the seed is logged
   -ls, --less-secure     accepted for compatibility; no effect (see README)
   -v, --version          print the version and exit
   -h, --help             print this help and exit
@@ -31,6 +34,14 @@ Signals: SIGTERM/SIGINT stop (pending replies are sent first); SIGHUP re-reads t
 configuration. Exit codes: 0 clean, 64 usage or configuration, 77 permission or
 address in use.
 ";
+
+/// A seed as `--seed` takes it: the same numbers the `seed` option takes.
+fn parse_seed(text: &str) -> Result<u64, String> {
+    text.parse::<u64>()
+        .ok()
+        .filter(|&n| i64::try_from(n).is_ok())
+        .ok_or_else(|| format!("`{text}` is not a seed"))
+}
 
 enum Command {
     Serve(Args),
@@ -75,6 +86,9 @@ fn parse_args() -> Result<Command, String> {
         background: args.contains(["-b", "--background"]),
         less_secure: args.contains("--less-secure"),
         worker: args.contains("--worker"),
+        seed: args
+            .opt_value_from_fn("--seed", parse_seed)
+            .map_err(|e| format!("{e}: --seed needs a whole number from 0 to {}", i64::MAX))?,
     };
     let rest = args.finish();
     if let Some(unknown) = rest.first() {

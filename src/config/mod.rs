@@ -65,6 +65,8 @@ pub struct Config {
     pub workers: u32,
     /// Connections served at once; `None`: as many as the descriptor limit allows.
     pub max_connections: Option<u32>,
+    /// What every random choice is drawn from; `None`: a new seed at every start.
+    pub seed: Option<u64>,
     pub mailname: Option<String>,
 }
 
@@ -86,6 +88,7 @@ impl Default for Config {
             dynamic_switch: true,
             workers: 1,
             max_connections: None,
+            seed: None,
             mailname: None,
         }
     }

@@ -171,6 +171,22 @@ pub const OPTIONS: &[OptionDoc] = &[
               LimitNOFILE= in the systemd unit.",
     },
     OptionDoc {
+        name: "seed",
+        syntax: "N",
+        default: "none (a new seed at every start, logged)",
+        examples: &["42"],
+        doc: "Seeds every random choice: the random mode's reply, the bounce \
+              code, a delay drawn from a range, message ids and CRAM-MD5 \
+              challenges. Each connection draws from a generator made from the \
+              seed and the connection's serial number in its process, so the \
+              same seed and the same sequence of connections and commands give \
+              the same replies, byte for byte, however the other connections \
+              interleave. Without it a new seed is picked at every start and \
+              logged, so that a run can be replayed with --seed. --seed N on the \
+              command line overrides it. 0 to 9223372036854775807; takes a \
+              restart.",
+    },
+    OptionDoc {
         name: "workers",
         syntax: "N",
         default: "1",

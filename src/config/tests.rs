@@ -815,3 +815,31 @@ fn shipped_file_parses() {
     };
     assert_eq!(config, expected);
 }
+
+#[test]
+fn seed_values() {
+    assert_eq!(toml("").unwrap().seed, None);
+    assert_eq!(toml("seed = 0").unwrap().seed, Some(0));
+    assert_eq!(toml("seed = 42").unwrap().seed, Some(42));
+    assert_eq!(toml("seed = \"42\"").unwrap().seed, Some(42));
+    assert_eq!(
+        toml("seed = 9223372036854775807").unwrap().seed,
+        Some(i64::MAX as u64)
+    );
+    assert_eq!(legacy("seed = 7").unwrap().seed, Some(7));
+    for bad in [
+        "seed = -1",
+        "seed = \"9223372036854775808\"",
+        "seed = \"99999999999999999999999\"",
+        "seed = \"0x10\"",
+        "seed = 1.5",
+        "seed = true",
+    ] {
+        let error = option_error(bad, "seed");
+        assert!(
+            error.to_string().contains("0 to 9223372036854775807")
+                || error.to_string().contains("expected a whole number"),
+            "{bad}: {error}"
+        );
+    }
+}

@@ -30,6 +30,7 @@ pub(super) struct RawOptions {
     pub(super) dynamic_switch: Option<Value>,
     pub(super) mailname: Option<Value>,
     pub(super) max_connections: Option<Value>,
+    pub(super) seed: Option<Value>,
     pub(super) workers: Option<Value>,
     pub(super) user: Option<Value>,
     pub(super) group: Option<Value>,

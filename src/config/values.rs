@@ -21,6 +21,9 @@ pub(super) const MAX_MAX_CONNECTIONS: u32 = 1_000_000;
 /// 1 GiB: message bytes are counted, never stored, but the number is
 /// advertised in EHLO and a larger one is a typo more often than a wish.
 pub(super) const MAX_MAX_MESSAGE_SIZE: u64 = 1_073_741_824;
+/// The largest integer a TOML file can hold, so that both ways of writing a seed (a number
+/// or a string of digits) reach the same values.
+pub(super) const MAX_SEED: u64 = i64::MAX as u64;
 
 /// Validates the raw options and fills in defaults. `source` is left unset.
 pub(super) fn build(raw: RawOptions) -> Result<Config, Problem> {
@@ -81,6 +84,7 @@ pub(super) fn build(raw: RawOptions) -> Result<Config, Problem> {
             .unwrap_or(defaults.dynamic_switch),
         workers,
         max_connections,
+        seed: number(raw.seed, "seed", 0, MAX_SEED, "")?,
         mailname: mailname(raw.mailname)?,
     })
 }
@@ -121,7 +125,10 @@ fn number(
     max: u64,
     unit: &str,
 ) -> Result<Option<u64>, Problem> {
-    let allowed = || format!("give a whole number of {unit} from {min} to {max}");
+    let allowed = || match unit {
+        "" => format!("give a whole number from {min} to {max}"),
+        unit => format!("give a whole number of {unit} from {min} to {max}"),
+    };
     let (n, shown) = match value {
         None => return Ok(None),
         Some(Value::Integer(i)) => match u64::try_from(i) {

@@ -49,6 +49,8 @@ pub struct Args {
     pub less_secure: bool,
     /// Started by a supervisor as one of its workers.
     pub worker: bool,
+    /// `--seed`: overrides the `seed` option.
+    pub seed: Option<u64>,
 }
 
 /// What `--help-config` prints: every configuration option, documented.
@@ -101,6 +103,8 @@ struct Checked {
     file: String,
     tls: Option<Arc<rustls::ServerConfig>>,
     identity: Option<Identity>,
+    /// What every random choice is drawn from.
+    seed: u64,
 }
 
 fn check(args: &Args) -> Result<Checked, Failure> {
@@ -123,6 +127,7 @@ fn check(args: &Args) -> Result<Checked, Failure> {
     let identity = privileges::resolve(config.user.as_deref(), config.group.as_deref(), &file)
         .map_err(|e| (e.exit_code, e.message))?;
     Ok(Checked {
+        seed: seed(args, &config),
         config,
         file,
         tls,
@@ -157,6 +162,10 @@ fn start(args: &Args) -> Result<(), Failure> {
     if args.worker {
         return serve(args, checked, true);
     }
+    info!(
+        "random choices seeded with {seed}: replay a run with --seed {seed}",
+        seed = checked.seed
+    );
     if let Some(path) = &config.pidfile {
         pidfile::check_not_running(path, file).map_err(|e| (EXIT_PERMISSION, e))?;
     }
@@ -174,6 +183,7 @@ fn serve(args: &Args, checked: Checked, worker: bool) -> Result<(), Failure> {
         file,
         tls,
         identity,
+        seed,
     } = checked;
     let fqdn = config.mail_name();
     // Signals are caught from here on: before any port answers, so that a stop or reload
@@ -195,7 +205,7 @@ fn serve(args: &Args, checked: Checked, worker: bool) -> Result<(), Failure> {
     let settings = settings_for(&config, tls.is_some(), descriptor_limit());
     let max_connections = settings.max_connections;
     let reload = reloader(args.conf.clone(), config.clone(), tls.is_some());
-    let mut server = Server::new(listeners, signals, tls, settings, seed(), reload)
+    let mut server = Server::new(listeners, signals, tls, settings, u128::from(seed), reload)
         .map_err(|e| (EXIT_SOFTWARE, format!("cannot start the event loop: {e}")))?;
     let pidfile = config.pidfile.clone().filter(|_| !worker);
     if let Some(path) = &pidfile {
@@ -245,7 +255,7 @@ fn supervise(args: &Args, checked: &Checked) -> Result<(), Failure> {
         background::release_streams()
             .map_err(|e| (EXIT_SOFTWARE, format!("cannot detach: {e}")))?;
     }
-    let mut command = worker_command(args, config)?;
+    let mut command = worker_command(args, config, checked.seed)?;
     let conf = args.conf.clone();
     let running = config.clone();
     let result = supervisor::run(config.workers, &mut command, move || {
@@ -274,7 +284,7 @@ fn supervise(args: &Args, checked: &Checked) -> Result<(), Failure> {
 }
 
 /// This program again, as a worker reading the same configuration.
-fn worker_command(args: &Args, config: &Config) -> Result<WorkerCommand, Failure> {
+fn worker_command(args: &Args, config: &Config, seed: u64) -> Result<WorkerCommand, Failure> {
     let program = std::env::current_exe().map_err(|e| {
         (
             EXIT_SOFTWARE,
@@ -292,6 +302,9 @@ fn worker_command(args: &Args, config: &Config) -> Result<WorkerCommand, Failure
     if args.quiet {
         worker_args.push("-q".into());
     }
+    // Every worker draws from the one seed that was logged, so that it replays them all.
+    worker_args.push("--seed".into());
+    worker_args.push(seed.to_string().into());
     Ok(WorkerCommand {
         program,
         args: worker_args,
@@ -306,11 +319,15 @@ fn config_text(path: &std::path::Path) -> Option<String> {
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// A seed for replies chosen at random and message ids: different on every start and in
-/// every worker.
-fn seed() -> u128 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    nanos ^ (u128::from(std::process::id()) << 64)
+/// The seed every random choice is drawn from: `--seed`, else the `seed` option, else a new
+/// one, different at every start, within the range the option takes so that it can be given
+/// back to replay the run.
+fn seed(args: &Args, config: &Config) -> u64 {
+    args.seed.or(config.seed).unwrap_or_else(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let mixed = (nanos as u64) ^ ((nanos >> 64) as u64) ^ (u64::from(std::process::id()) << 40);
+        mixed & (i64::MAX as u64)
+    })
 }

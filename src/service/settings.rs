@@ -100,6 +100,7 @@ pub fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
         ("group", running.group != new.group),
         ("workers", running.workers != new.workers),
         ("pidfile", running.pidfile != new.pidfile),
+        ("seed", running.seed != new.seed),
     ]
     .into_iter()
     .filter_map(|(option, changed)| changed.then_some(option))
@@ -312,6 +313,7 @@ mod tests {
             ("group = \"nogroup\"\n", "group"),
             ("workers = 3\n", "workers"),
             ("pidfile = \"/run/blackhole.pid\"\n", "pidfile"),
+            ("seed = 7\n", "seed"),
         ];
         for (change, option) in cases {
             let tls = if option.starts_with("tls_") {
