@@ -40,7 +40,7 @@ fn parse_seed(text: &str) -> Result<u64, String> {
     text.parse::<u64>()
         .ok()
         .filter(|&n| i64::try_from(n).is_ok())
-        .ok_or_else(|| format!("`{text}` is not a seed"))
+        .ok_or_else(|| "not a seed".to_owned())
 }
 
 enum Command {
