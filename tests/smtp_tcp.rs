@@ -225,6 +225,22 @@ fn the_idle_timeout_also_holds_inside_data() {
 }
 
 #[test]
+fn every_complete_line_restarts_the_idle_timeout() {
+    let server = Server::start("timeout = 1");
+    let mut client = server.greeted();
+    // A command every 250 ms for three timeouts' length: a server that counted the timeout
+    // from the connect, or from anything but the last line, would close it on the way.
+    let busy_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < busy_until {
+        assert_eq!(client.command("NOOP"), "250 2.0.0 OK");
+        client.expect_silence(Duration::from_millis(250));
+    }
+    let since = Instant::now();
+    assert_eq!(client.command("NOOP"), "250 2.0.0 OK");
+    expect_timeout_after_one_second(&mut client, since);
+}
+
+#[test]
 fn the_idle_timeout_counts_complete_lines_not_bytes() {
     let server = Server::start("timeout = 1");
     let mut client = server.greeted();
