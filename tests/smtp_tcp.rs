@@ -557,3 +557,21 @@ fn idle_connections_cause_no_wake_ups() {
     );
     drop(clients);
 }
+
+#[test]
+fn the_idle_timeout_starts_after_a_delayed_reply() {
+    let server = Server::start("timeout = 1");
+    let mut client = server.connect();
+    client.start_message();
+    // The server keeps the client waiting twice the idle timeout: that wait is not the
+    // client's idleness, and the connection stays open for a full timeout after the reply.
+    client.send(message("X-Blackhole-Delay: 2\r\n").as_bytes());
+    let reply = client
+        .reply_within(Duration::from_secs(2) + LATENESS)
+        .expect("the delayed reply");
+    assert_queued(&reply);
+    client.expect_silence(Duration::from_millis(500));
+    let since = Instant::now();
+    assert_eq!(client.command("NOOP"), "250 2.0.0 OK");
+    expect_timeout_after_one_second(&mut client, since);
+}
