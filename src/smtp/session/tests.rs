@@ -748,6 +748,7 @@ fn bounce_and_random_modes() {
     let bounce = Policy::new(FQDN.into(), Mode::Bounce, None, true, 1000, false);
     let random = Policy::new(FQDN.into(), Mode::Random, None, true, 1000, false);
     let mut seen_bounces = std::collections::HashSet::new();
+    let mut random_bounces = std::collections::HashSet::new();
     let mut random_accepted = 0;
     for seed in 0..300 {
         let last = final_reply(&bounce, seed);
@@ -758,9 +759,15 @@ fn bounce_and_random_modes() {
             random_accepted += 1;
         } else {
             assert!(BOUNCE_LINES.contains(&last.as_str()), "{last}");
+            random_bounces.insert(last);
         }
     }
     assert_eq!(seen_bounces.len(), 10, "every bounce reply turns up");
+    assert_eq!(
+        random_bounces.len(),
+        10,
+        "every bounce reply turns up in random mode"
+    );
     assert!(
         (10..60).contains(&random_accepted),
         "random accepts about 1 in 11: {random_accepted}"
