@@ -832,12 +832,29 @@ fn delays_pause_before_the_final_reply() {
     let run = run(&message("X-Blackhole-Delay: 2\r\n"));
     assert_eq!(run.pauses, vec![2000]);
     assert!(run.sent.ends_with(QUEUED));
-    let run = run_split(
-        &policy(),
-        message("X-Blackhole-Delay: 1, 3\r\n").as_bytes(),
-        5,
+    let ranged = message("X-Blackhole-Delay: 1, 3\r\n");
+    let drawn: Vec<u64> = (0..50)
+        .map(|seed| {
+            let mut session = Session::new(false);
+            let step = session.feed(
+                &policy(),
+                &mut Rand64::new(seed),
+                ranged.as_bytes(),
+                &mut Vec::new(),
+            );
+            match step.action {
+                Action::Pause { millis } => millis,
+                other => panic!("seed {seed}: {other:?} instead of a pause"),
+            }
+        })
+        .collect();
+    // Drawn from the whole range, not pinned to one end of it.
+    assert!(
+        drawn.iter().all(|ms| (1000..=3000).contains(ms)),
+        "{drawn:?}"
     );
-    assert!((1000..=3000).contains(&run.pauses[0]), "{:?}", run.pauses);
+    assert!(drawn.iter().any(|&ms| ms < 1500), "{drawn:?}");
+    assert!(drawn.iter().any(|&ms| ms > 2500), "{drawn:?}");
     assert!(
         self::run(&message("X-Blackhole-Delay: 0\r\n"))
             .pauses
