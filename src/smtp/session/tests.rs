@@ -145,6 +145,7 @@ const ENVELOPE: &str = "MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\n
 const ENVELOPE_REPLIES: &str =
     "250 2.1.0 OK\r\n250 2.1.5 OK\r\n354 End data with <CR><LF>.<CR><LF>\r\n";
 const QUEUED: &str = "250 2.0.0 OK: queued as {msgid}\r\n";
+const PARAM_SYNTAX: &str = "501 5.5.4 Syntax: parameters are KEYWORD or KEYWORD=VALUE\r\n";
 
 #[test]
 fn greeting_names_the_server() {
@@ -308,6 +309,11 @@ fn mail_parameters() {
             "MAIL FROM:<a@b> FROBNICATE=1",
             "555 5.5.4 Unsupported parameter\r\n",
         ),
+        // SMTPUTF8 takes no value; RET, ENVID and AUTH need one.
+        ("MAIL FROM:<a@b> SMTPUTF8=yes", PARAM_SYNTAX),
+        ("MAIL FROM:<a@b> RET", PARAM_SYNTAX),
+        ("MAIL FROM:<a@b> ENVID", PARAM_SYNTAX),
+        ("MAIL FROM:<a@b> AUTH", PARAM_SYNTAX),
     ];
     for (mail, reply) in cases {
         assert_eq!(sent(&format!("{mail}\r\n")), reply, "{mail}");
@@ -337,8 +343,8 @@ fn commands_in_rfc_order() {
             "250 2.1.0 OK\r\n503 5.5.1 Error: nested MAIL command\r\n",
         ),
         (
-            "MAIL FROM:<a@b>\r\nRCPT\r\nRCPT TO:\r\nRCPT TO:<c@d> NOTIFY=NEVER ORCPT=rfc822;c@d\r\nRCPT TO:<e@f> X=1\r\n",
-            "250 2.1.0 OK\r\n501 5.5.4 Syntax: RCPT TO: <address>\r\n501 5.5.4 Syntax: RCPT TO: <address>\r\n250 2.1.5 OK\r\n555 5.5.4 Unsupported parameter\r\n",
+            "MAIL FROM:<a@b>\r\nRCPT\r\nRCPT TO:\r\nRCPT TO:<c@d> NOTIFY=NEVER ORCPT=rfc822;c@d\r\nRCPT TO:<e@f> X=1\r\nRCPT TO:<e@f> NOTIFY\r\n",
+            "250 2.1.0 OK\r\n501 5.5.4 Syntax: RCPT TO: <address>\r\n501 5.5.4 Syntax: RCPT TO: <address>\r\n250 2.1.5 OK\r\n555 5.5.4 Unsupported parameter\r\n501 5.5.4 Syntax: parameters are KEYWORD or KEYWORD=VALUE\r\n",
         ),
     ]);
 }
