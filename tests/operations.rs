@@ -1165,6 +1165,35 @@ fn help_and_version_exit_0() {
 }
 
 #[test]
+fn quiet_silences_warnings_and_less_secure_is_accepted() {
+    let dir = TempDir::new();
+    // `tls_dhparams` is accepted and unused: a warning, which -q must silence.
+    let config = config_file(
+        &dir,
+        &loopback(free_port()),
+        "tls_dhparams = \"/nonexistent/dhparams.pem\"",
+    );
+    let conf = config.to_str().expect("utf-8 path");
+    let warned = run_blackhole(&["-t", "-c", conf], PROMPT);
+    assert_exit(&warned, 0, "-t with tls_dhparams");
+    assert_stderr_names(&warned, "tls_dhparams", "-t with tls_dhparams");
+    for quiet in ["-q", "--quiet"] {
+        let output = run_blackhole(&[quiet, "-t", "-c", conf], PROMPT);
+        assert_exit(&output, 0, quiet);
+        assert_eq!(
+            text(&output.stderr),
+            "",
+            "{quiet} should silence the warning"
+        );
+    }
+    for less_secure in ["-ls", "--less-secure"] {
+        let output = run_blackhole(&[less_secure, "-t", "-c", conf], PROMPT);
+        assert_exit(&output, 0, less_secure);
+        assert_stderr_names(&output, "-ls has no effect", less_secure);
+    }
+}
+
+#[test]
 fn help_config_names_every_option() {
     let output = run_blackhole(&["--help-config"], PROMPT);
     assert_exit(&output, 0, "--help-config");
