@@ -26,6 +26,7 @@ use common::procfs::{
 use common::{
     Client, TempDir, assert_bounce, assert_queued, blackhole_bin, config_toml, free_port, greeted,
     require_program, run_blackhole, run_with_limit, send_signal, spawn_blackhole, wait_for,
+    wait_with_limit,
 };
 
 /// How long a start, a restart or a reload may take before the test calls it stuck.
@@ -220,12 +221,7 @@ impl Blackhole {
 
     /// Waits up to `limit` for the exit that `cause` (a signal already sent) should bring.
     fn wait_exit(&mut self, cause: &str, limit: Duration) -> ExitStatus {
-        let mut status = None;
-        wait_for(limit, || {
-            status = self.child.try_wait().expect("try_wait");
-            status.is_some()
-        });
-        status.unwrap_or_else(|| {
+        wait_with_limit(&mut self.child, limit).unwrap_or_else(|| {
             panic!(
                 "blackhole still running {limit:?} after {cause}; stderr:\n{}",
                 self.log()
