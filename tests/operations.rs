@@ -26,6 +26,7 @@ use common::procfs::{
 use common::{
     Client, TempDir, assert_bounce, assert_queued, blackhole_bin, config_toml, free_port, greeted,
     require_program, run_blackhole, run_with_limit, send_signal, spawn_blackhole, wait_for,
+    wait_with_limit,
 };
 
 /// How long a start, a restart or a reload may take before the test calls it stuck.
@@ -220,12 +221,7 @@ impl Blackhole {
 
     /// Waits up to `limit` for the exit that `cause` (a signal already sent) should bring.
     fn wait_exit(&mut self, cause: &str, limit: Duration) -> ExitStatus {
-        let mut status = None;
-        wait_for(limit, || {
-            status = self.child.try_wait().expect("try_wait");
-            status.is_some()
-        });
-        status.unwrap_or_else(|| {
+        wait_with_limit(&mut self.child, limit).unwrap_or_else(|| {
             panic!(
                 "blackhole still running {limit:?} after {cause}; stderr:\n{}",
                 self.log()
@@ -1161,6 +1157,35 @@ fn help_and_version_exit_0() {
             );
         }
         assert_eq!(text(&output.stderr), "", "blackhole {flag}");
+    }
+}
+
+#[test]
+fn quiet_silences_warnings_and_less_secure_is_accepted() {
+    let dir = TempDir::new();
+    // `tls_dhparams` is accepted and unused: a warning, which -q must silence.
+    let config = config_file(
+        &dir,
+        &loopback(free_port()),
+        "tls_dhparams = \"/nonexistent/dhparams.pem\"",
+    );
+    let conf = config.to_str().expect("utf-8 path");
+    let warned = run_blackhole(&["-t", "-c", conf], PROMPT);
+    assert_exit(&warned, 0, "-t with tls_dhparams");
+    assert_stderr_names(&warned, "tls_dhparams", "-t with tls_dhparams");
+    for quiet in ["-q", "--quiet"] {
+        let output = run_blackhole(&[quiet, "-t", "-c", conf], PROMPT);
+        assert_exit(&output, 0, quiet);
+        assert_eq!(
+            text(&output.stderr),
+            "",
+            "{quiet} should silence the warning"
+        );
+    }
+    for less_secure in ["-ls", "--less-secure"] {
+        let output = run_blackhole(&[less_secure, "-t", "-c", conf], PROMPT);
+        assert_exit(&output, 0, less_secure);
+        assert_stderr_names(&output, "-ls has no effect", less_secure);
     }
 }
 

@@ -225,6 +225,22 @@ fn the_idle_timeout_also_holds_inside_data() {
 }
 
 #[test]
+fn every_complete_line_restarts_the_idle_timeout() {
+    let server = Server::start("timeout = 1");
+    let mut client = server.greeted();
+    // A command every 250 ms for three timeouts' length: a server that counted the timeout
+    // from the connect, or from anything but the last line, would close it on the way.
+    let busy_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < busy_until {
+        assert_eq!(client.command("NOOP"), "250 2.0.0 OK");
+        client.expect_silence(Duration::from_millis(250));
+    }
+    let since = Instant::now();
+    assert_eq!(client.command("NOOP"), "250 2.0.0 OK");
+    expect_timeout_after_one_second(&mut client, since);
+}
+
+#[test]
 fn the_idle_timeout_counts_complete_lines_not_bytes() {
     let server = Server::start("timeout = 1");
     let mut client = server.greeted();
@@ -540,4 +556,22 @@ fn idle_connections_cause_no_wake_ups() {
         "the server woke up {woken} times in 3 s with 50 idle connections"
     );
     drop(clients);
+}
+
+#[test]
+fn the_idle_timeout_starts_after_a_delayed_reply() {
+    let server = Server::start("timeout = 1");
+    let mut client = server.connect();
+    client.start_message();
+    // The server keeps the client waiting twice the idle timeout: that wait is not the
+    // client's idleness, and the connection stays open for a full timeout after the reply.
+    client.send(message("X-Blackhole-Delay: 2\r\n").as_bytes());
+    let reply = client
+        .reply_within(Duration::from_secs(2) + LATENESS)
+        .expect("the delayed reply");
+    assert_queued(&reply);
+    client.expect_silence(Duration::from_millis(500));
+    let since = Instant::now();
+    assert_eq!(client.command("NOOP"), "250 2.0.0 OK");
+    expect_timeout_after_one_second(&mut client, since);
 }

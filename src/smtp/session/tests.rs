@@ -145,6 +145,7 @@ const ENVELOPE: &str = "MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\n
 const ENVELOPE_REPLIES: &str =
     "250 2.1.0 OK\r\n250 2.1.5 OK\r\n354 End data with <CR><LF>.<CR><LF>\r\n";
 const QUEUED: &str = "250 2.0.0 OK: queued as {msgid}\r\n";
+const PARAM_SYNTAX: &str = "501 5.5.4 Syntax: parameters are KEYWORD or KEYWORD=VALUE\r\n";
 
 #[test]
 fn greeting_names_the_server() {
@@ -308,6 +309,11 @@ fn mail_parameters() {
             "MAIL FROM:<a@b> FROBNICATE=1",
             "555 5.5.4 Unsupported parameter\r\n",
         ),
+        // SMTPUTF8 takes no value; RET, ENVID and AUTH need one.
+        ("MAIL FROM:<a@b> SMTPUTF8=yes", PARAM_SYNTAX),
+        ("MAIL FROM:<a@b> RET", PARAM_SYNTAX),
+        ("MAIL FROM:<a@b> ENVID", PARAM_SYNTAX),
+        ("MAIL FROM:<a@b> AUTH", PARAM_SYNTAX),
     ];
     for (mail, reply) in cases {
         assert_eq!(sent(&format!("{mail}\r\n")), reply, "{mail}");
@@ -337,8 +343,8 @@ fn commands_in_rfc_order() {
             "250 2.1.0 OK\r\n503 5.5.1 Error: nested MAIL command\r\n",
         ),
         (
-            "MAIL FROM:<a@b>\r\nRCPT\r\nRCPT TO:\r\nRCPT TO:<c@d> NOTIFY=NEVER ORCPT=rfc822;c@d\r\nRCPT TO:<e@f> X=1\r\n",
-            "250 2.1.0 OK\r\n501 5.5.4 Syntax: RCPT TO: <address>\r\n501 5.5.4 Syntax: RCPT TO: <address>\r\n250 2.1.5 OK\r\n555 5.5.4 Unsupported parameter\r\n",
+            "MAIL FROM:<a@b>\r\nRCPT\r\nRCPT TO:\r\nRCPT TO:<c@d> NOTIFY=NEVER ORCPT=rfc822;c@d\r\nRCPT TO:<e@f> X=1\r\nRCPT TO:<e@f> NOTIFY\r\n",
+            "250 2.1.0 OK\r\n501 5.5.4 Syntax: RCPT TO: <address>\r\n501 5.5.4 Syntax: RCPT TO: <address>\r\n250 2.1.5 OK\r\n555 5.5.4 Unsupported parameter\r\n501 5.5.4 Syntax: parameters are KEYWORD or KEYWORD=VALUE\r\n",
         ),
     ]);
 }
@@ -748,6 +754,7 @@ fn bounce_and_random_modes() {
     let bounce = Policy::new(FQDN.into(), Mode::Bounce, None, true, 1000, false);
     let random = Policy::new(FQDN.into(), Mode::Random, None, true, 1000, false);
     let mut seen_bounces = std::collections::HashSet::new();
+    let mut random_bounces = std::collections::HashSet::new();
     let mut random_accepted = 0;
     for seed in 0..300 {
         let last = final_reply(&bounce, seed);
@@ -758,9 +765,15 @@ fn bounce_and_random_modes() {
             random_accepted += 1;
         } else {
             assert!(BOUNCE_LINES.contains(&last.as_str()), "{last}");
+            random_bounces.insert(last);
         }
     }
     assert_eq!(seen_bounces.len(), 10, "every bounce reply turns up");
+    assert_eq!(
+        random_bounces.len(),
+        10,
+        "every bounce reply turns up in random mode"
+    );
     assert!(
         (10..60).contains(&random_accepted),
         "random accepts about 1 in 11: {random_accepted}"
@@ -825,12 +838,29 @@ fn delays_pause_before_the_final_reply() {
     let run = run(&message("X-Blackhole-Delay: 2\r\n"));
     assert_eq!(run.pauses, vec![2000]);
     assert!(run.sent.ends_with(QUEUED));
-    let run = run_split(
-        &policy(),
-        message("X-Blackhole-Delay: 1, 3\r\n").as_bytes(),
-        5,
+    let ranged = message("X-Blackhole-Delay: 1, 3\r\n");
+    let drawn: Vec<u64> = (0..50)
+        .map(|seed| {
+            let mut session = Session::new(false);
+            let step = session.feed(
+                &policy(),
+                &mut Rand64::new(seed),
+                ranged.as_bytes(),
+                &mut Vec::new(),
+            );
+            match step.action {
+                Action::Pause { millis } => millis,
+                other => panic!("seed {seed}: {other:?} instead of a pause"),
+            }
+        })
+        .collect();
+    // Drawn from the whole range, not pinned to one end of it.
+    assert!(
+        drawn.iter().all(|ms| (1000..=3000).contains(ms)),
+        "{drawn:?}"
     );
-    assert!((1000..=3000).contains(&run.pauses[0]), "{:?}", run.pauses);
+    assert!(drawn.iter().any(|&ms| ms < 1500), "{drawn:?}");
+    assert!(drawn.iter().any(|&ms| ms > 2500), "{drawn:?}");
     assert!(
         self::run(&message("X-Blackhole-Delay: 0\r\n"))
             .pauses
