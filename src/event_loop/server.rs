@@ -13,7 +13,6 @@ use log::{Level, debug, info, log_enabled, warn};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use oorandom::Rand64;
 use rustls::ServerConfig;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -24,7 +23,7 @@ use super::conn::{Conn, Received};
 use super::timer::TimerWheel;
 use super::tls::TlsLayer;
 use crate::smtp::reply;
-use crate::smtp::session::{Action, OUTPUT_HIGH_WATER, Policy, Session};
+use crate::smtp::session::{Action, OUTPUT_HIGH_WATER, Policy, Session, connection_seed};
 
 /// The shared read buffer: the most read from one socket in one call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -109,7 +108,9 @@ pub struct Server {
     /// Where a certificate is configured: for SMTPS listeners and STARTTLS.
     tls: Option<Arc<ServerConfig>>,
     timers: TimerWheel<Timer>,
-    rng: Rand64,
+    /// The run's seed: each connection's random choices are drawn from it and the
+    /// connection's serial number (`Conn::id`).
+    seed: u64,
     scratch: Box<[u8]>,
     /// The output buffer idle connections share (see `Conn::lend_output`).
     spare_output: Vec<u8>,
@@ -140,7 +141,7 @@ impl Server {
         mut signals: Signals,
         tls: Option<Arc<ServerConfig>>,
         settings: Settings,
-        seed: u128,
+        seed: u64,
         reload: Reload,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
@@ -176,7 +177,7 @@ impl Server {
             limit_reported: false,
             tls,
             timers: TimerWheel::new(),
-            rng: Rand64::new(seed),
+            seed,
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             spare_output: Vec::new(),
             ready: Vec::new(),
@@ -317,7 +318,8 @@ impl Server {
         }
         c.lend_output(&mut self.spare_output);
         let policy = &self.listeners[c.listener].policy;
-        c.session.resume(policy, &mut self.rng, &mut c.out);
+        c.session
+            .resume(policy, connection_seed(self.seed, c.id), &mut c.out);
         // The client has been waiting for us: its idle time starts now.
         c.last_line_at = self.now;
         c.tail_fed = false;
@@ -507,7 +509,8 @@ impl Server {
             }
         };
         let policy = &self.listeners[conn.listener].policy;
-        let action = feed(conn, policy, &mut self.rng, &mut self.spare_output, input);
+        let seed = connection_seed(self.seed, conn.id);
+        let action = feed(conn, policy, seed, &mut self.spare_output, input);
         self.act(slot, action);
         Step::Again
     }
@@ -728,7 +731,7 @@ fn lookup(conns: &mut Slab<Conn>, conn: ConnRef) -> Option<&mut Conn> {
 fn feed(
     conn: &mut Conn,
     policy: &Policy,
-    rng: &mut Rand64,
+    seed: u64,
     spare_output: &mut Vec<u8>,
     fresh: &[u8],
 ) -> Action {
@@ -737,12 +740,12 @@ fn feed(
     conn.out.drain(..conn.written);
     conn.written = 0;
     let step = if conn.tail.is_empty() {
-        let step = conn.session.feed(policy, rng, fresh, &mut conn.out);
+        let step = conn.session.feed(policy, seed, fresh, &mut conn.out);
         conn.tail.extend_from_slice(&fresh[step.consumed..]);
         step
     } else {
         conn.tail.extend_from_slice(fresh);
-        let step = conn.session.feed(policy, rng, &conn.tail, &mut conn.out);
+        let step = conn.session.feed(policy, seed, &conn.tail, &mut conn.out);
         conn.tail.drain(..step.consumed);
         step
     };

@@ -205,7 +205,7 @@ fn serve(args: &Args, checked: Checked, worker: bool) -> Result<(), Failure> {
     let settings = settings_for(&config, tls.is_some(), descriptor_limit());
     let max_connections = settings.max_connections;
     let reload = reloader(args.conf.clone(), config.clone(), tls.is_some());
-    let mut server = Server::new(listeners, signals, tls, settings, u128::from(seed), reload)
+    let mut server = Server::new(listeners, signals, tls, settings, seed, reload)
         .map_err(|e| (EXIT_SOFTWARE, format!("cannot start the event loop: {e}")))?;
     let pidfile = config.pidfile.clone().filter(|_| !worker);
     if let Some(path) = &pidfile {

@@ -85,6 +85,25 @@ pub struct Session {
     unknown_commands: u8,
     authenticated: bool,
     tls: bool,
+    /// Random choices made so far: with the connection's seed, what the next one is drawn
+    /// from.
+    draws: u32,
+}
+
+/// The seed of one connection's random choices: the run's seed and the connection's serial
+/// number in its process, mixed. A session draws from it and from how many choices it has
+/// made, so its replies depend on the seed and on what its client did, never on how the
+/// client's bytes were cut into reads or on what other connections did.
+pub fn connection_seed(run_seed: u64, serial: u64) -> u64 {
+    mix(run_seed ^ mix(serial))
+}
+
+/// SplitMix64's finaliser: nearby inputs (serial numbers, draw counts) give unrelated outputs.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 impl Session {
@@ -98,6 +117,7 @@ impl Session {
             unknown_commands: 0,
             authenticated: false,
             tls,
+            draws: 0,
         }
     }
 
@@ -116,13 +136,7 @@ impl Session {
     }
 
     /// Takes what the client sent. Replies are appended to `out`.
-    pub fn feed(
-        &mut self,
-        policy: &Policy,
-        rng: &mut Rand64,
-        input: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Step {
+    pub fn feed(&mut self, policy: &Policy, seed: u64, input: &[u8], out: &mut Vec<u8>) -> Step {
         let mut used = 0;
         loop {
             let rest = &input[used..];
@@ -137,11 +151,12 @@ impl Session {
                 Phase::Waiting(_) => (0, None),
                 Phase::Data { scanner, switches } => {
                     let (n, ended) = read_message(scanner, switches, policy, rest);
-                    let action = ended
-                        .map(|(size, switches)| self.end_message(policy, rng, size, switches, out));
+                    let action = ended.map(|(size, switches)| {
+                        self.end_message(policy, seed, size, switches, out)
+                    });
                     (n, action)
                 }
-                Phase::Command | Phase::Auth(_) => self.read_line(policy, rng, rest, out),
+                Phase::Command | Phase::Auth(_) => self.read_line(policy, seed, rest, out),
             };
             used += n;
             match action {
@@ -173,11 +188,20 @@ impl Session {
     }
 
     /// Writes the final reply that a [`Action::Pause`] held back.
-    pub fn resume(&mut self, policy: &Policy, rng: &mut Rand64, out: &mut Vec<u8>) {
+    pub fn resume(&mut self, policy: &Policy, seed: u64, out: &mut Vec<u8>) {
         if let Phase::Waiting(outcome) = self.phase {
             self.phase = Phase::Command;
-            write_outcome(outcome, policy, rng, out);
+            write_outcome(outcome, policy, &mut self.rng(seed), out);
         }
+    }
+
+    /// The generator for the session's next random choice: made from the connection's seed
+    /// and the number of choices made so far (and whether TLS is on, so that a session
+    /// restarted by STARTTLS does not repeat the draws of the one before).
+    fn rng(&mut self, seed: u64) -> Rand64 {
+        let draw = u64::from(self.draws) << 1 | u64::from(self.tls);
+        self.draws = self.draws.wrapping_add(1);
+        Rand64::new(u128::from(mix(seed ^ mix(draw))) << 64 | u128::from(seed))
     }
 
     /// The client sent no complete line for the idle timeout: say so; the caller closes.
@@ -191,7 +215,7 @@ impl Session {
     fn read_line(
         &mut self,
         policy: &Policy,
-        rng: &mut Rand64,
+        seed: u64,
         input: &[u8],
         out: &mut Vec<u8>,
     ) -> (usize, Option<Action>) {
@@ -207,19 +231,13 @@ impl Session {
                 out.extend_from_slice(reply::LINE_TOO_LONG);
                 Some(Action::Continue)
             }
-            Some(Line::Complete(line)) => Some(self.line(policy, rng, line, out)),
+            Some(Line::Complete(line)) => Some(self.line(policy, seed, line, out)),
         };
         (n, action)
     }
 
     /// Answers one whole line.
-    fn line(
-        &mut self,
-        policy: &Policy,
-        rng: &mut Rand64,
-        line: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Action {
+    fn line(&mut self, policy: &Policy, seed: u64, line: &[u8], out: &mut Vec<u8>) -> Action {
         if let Phase::Auth(step) = self.phase {
             self.phase = Phase::Command;
             return self.auth_response(step, line, out);
@@ -230,7 +248,7 @@ impl Session {
             Verb::Mail | Verb::Rcpt | Verb::Data | Verb::Rset => {
                 out.extend_from_slice(self.transaction_step(verb, arg, policy));
             }
-            Verb::Auth => self.auth(arg, policy, rng, out),
+            Verb::Auth => self.auth(arg, policy, seed, out),
             Verb::Vrfy => vrfy(arg, out),
             Verb::Expn => expn(arg, policy, out),
             Verb::Noop | Verb::Etrn | Verb::Help => out.extend_from_slice(information(verb, arg)),
@@ -374,7 +392,7 @@ impl Session {
     fn end_message(
         &mut self,
         policy: &Policy,
-        rng: &mut Rand64,
+        seed: u64,
         size: u64,
         switches: Switches,
         out: &mut Vec<u8>,
@@ -393,6 +411,7 @@ impl Session {
         } else {
             (policy.mode(), policy.delay())
         };
+        let rng = &mut self.rng(seed);
         let outcome = match mode {
             Mode::Accept => Outcome::Accept,
             Mode::Bounce => Outcome::Bounce(draw(rng, reply::BOUNCES.len())),

@@ -22,13 +22,7 @@ pub(super) enum AuthStep {
 
 impl Session {
     /// AUTH: starts an exchange, or refuses one.
-    pub(super) fn auth(
-        &mut self,
-        arg: &[u8],
-        policy: &Policy,
-        rng: &mut Rand64,
-        out: &mut Vec<u8>,
-    ) {
+    pub(super) fn auth(&mut self, arg: &[u8], policy: &Policy, seed: u64, out: &mut Vec<u8>) {
         let reply = if self.authenticated {
             reply::AUTH_TWICE
         } else if self.transaction != Transaction::None {
@@ -41,7 +35,7 @@ impl Session {
                 (Some(mechanism), initial, None) => {
                     if mechanism.eq_ignore_ascii_case(b"CRAM-MD5") && initial.is_none() {
                         self.phase = Phase::Auth(AuthStep::CramMd5);
-                        return cram_md5_challenge(policy, rng, out);
+                        return cram_md5_challenge(policy, &mut self.rng(seed), out);
                     }
                     self.auth_start(mechanism, initial)
                 }

@@ -155,6 +155,7 @@ fn assert_output(out: &[u8], input: &[u8]) {
 /// output reached the high-water mark.
 fn run_one(policy: &Policy, input: &[u8], rng: &mut Rand64) -> usize {
     let mut session = Session::new(rng.rand_range(0..2) == 0);
+    let seed = rng.rand_u64();
     let mut out = Vec::new();
     let mut tail: Vec<u8> = Vec::new();
     let mut peaks = 0;
@@ -164,13 +165,13 @@ fn run_one(policy: &Policy, input: &[u8], rng: &mut Rand64) -> usize {
         tail.extend_from_slice(&input[offset..end]);
         offset = end;
         loop {
-            let step = session.feed(policy, rng, &tail, &mut out);
+            let step = session.feed(policy, seed, &tail, &mut out);
             assert!(step.consumed <= tail.len());
             tail.drain(..step.consumed);
             match step.action {
                 Action::Pause { millis } => {
                     assert!(millis <= 60_000);
-                    session.resume(policy, rng, &mut out);
+                    session.resume(policy, seed, &mut out);
                 }
                 Action::Continue if out.len() >= OUTPUT_HIGH_WATER => {
                     assert_output(&out, input);
@@ -181,7 +182,7 @@ fn run_one(policy: &Policy, input: &[u8], rng: &mut Rand64) -> usize {
                 Action::Close | Action::StartTls => {
                     assert_output(&out, input);
                     if step.action == Action::Close {
-                        let again = session.feed(policy, rng, b"NOOP\r\n", &mut out);
+                        let again = session.feed(policy, seed, b"NOOP\r\n", &mut out);
                         assert_eq!(again.action, Action::Close, "a closed session reopened");
                     }
                     return peaks;
