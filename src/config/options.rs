@@ -250,7 +250,8 @@ blackhole -t -c FILE checks a file without serving.
 SIGHUP reads the file again: mode, delay, timeout, max_message_size, \
 dynamic_switch, max_connections and the listeners' mode= and delay= flags \
 apply to messages and connections from then on, and open connections stay. \
-The listener addresses, the TLS files, user and group take a restart.";
+The listener addresses, the TLS files, user, group, workers, pidfile and \
+seed take a restart.";
 
 /// The documentation of every option, as plain text: an introduction, then
 /// one section per option with its syntax, default, examples and a wrapped
