@@ -23,7 +23,7 @@ use super::conn::{Conn, Received};
 use super::timer::TimerWheel;
 use super::tls::TlsLayer;
 use crate::smtp::reply;
-use crate::smtp::session::{Action, OUTPUT_HIGH_WATER, Policy, Session, connection_seed};
+use crate::smtp::session::{Action, ConnectionSeed, OUTPUT_HIGH_WATER, Policy, Session};
 
 /// The shared read buffer: the most read from one socket in one call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -319,7 +319,7 @@ impl Server {
         c.lend_output(&mut self.spare_output);
         let policy = &self.listeners[c.listener].policy;
         c.session
-            .resume(policy, connection_seed(self.seed, c.id), &mut c.out);
+            .resume(policy, ConnectionSeed::new(self.seed, c.id), &mut c.out);
         // The client has been waiting for us: its idle time starts now.
         c.last_line_at = self.now;
         c.tail_fed = false;
@@ -509,7 +509,7 @@ impl Server {
             }
         };
         let policy = &self.listeners[conn.listener].policy;
-        let seed = connection_seed(self.seed, conn.id);
+        let seed = ConnectionSeed::new(self.seed, conn.id);
         let action = feed(conn, policy, seed, &mut self.spare_output, input);
         self.act(slot, action);
         Step::Again
@@ -731,7 +731,7 @@ fn lookup(conns: &mut Slab<Conn>, conn: ConnRef) -> Option<&mut Conn> {
 fn feed(
     conn: &mut Conn,
     policy: &Policy,
-    seed: u64,
+    seed: ConnectionSeed,
     spare_output: &mut Vec<u8>,
     fresh: &[u8],
 ) -> Action {

@@ -90,12 +90,21 @@ pub struct Session {
     draws: u32,
 }
 
-/// The seed of one connection's random choices: the run's seed and the connection's serial
-/// number in its process, mixed. A session draws from it and from how many choices it has
+/// Where one connection's random choices come from: the run's seed and the connection's
+/// serial number in its process. A session draws from it and from how many choices it has
 /// made, so its replies depend on the seed and on what its client did, never on how the
-/// client's bytes were cut into reads or on what other connections did.
-pub fn connection_seed(run_seed: u64, serial: u64) -> u64 {
-    mix(run_seed ^ mix(serial))
+/// client's bytes were cut into reads or on what other connections did. Mixed only when a
+/// choice is drawn, not on every read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionSeed {
+    run: u64,
+    serial: u64,
+}
+
+impl ConnectionSeed {
+    pub fn new(run: u64, serial: u64) -> Self {
+        ConnectionSeed { run, serial }
+    }
 }
 
 /// SplitMix64's finaliser: nearby inputs (serial numbers, draw counts) give unrelated outputs.
@@ -136,7 +145,13 @@ impl Session {
     }
 
     /// Takes what the client sent. Replies are appended to `out`.
-    pub fn feed(&mut self, policy: &Policy, seed: u64, input: &[u8], out: &mut Vec<u8>) -> Step {
+    pub fn feed(
+        &mut self,
+        policy: &Policy,
+        seed: ConnectionSeed,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Step {
         let mut used = 0;
         loop {
             let rest = &input[used..];
@@ -188,7 +203,7 @@ impl Session {
     }
 
     /// Writes the final reply that a [`Action::Pause`] held back.
-    pub fn resume(&mut self, policy: &Policy, seed: u64, out: &mut Vec<u8>) {
+    pub fn resume(&mut self, policy: &Policy, seed: ConnectionSeed, out: &mut Vec<u8>) {
         if let Phase::Waiting(outcome) = self.phase {
             self.phase = Phase::Command;
             write_outcome(outcome, policy, &mut self.rng(seed), out);
@@ -198,10 +213,14 @@ impl Session {
     /// The generator for the session's next random choice: made from the connection's seed
     /// and the number of choices made so far (and whether TLS is on, so that a session
     /// restarted by STARTTLS does not repeat the draws of the one before).
-    fn rng(&mut self, seed: u64) -> Rand64 {
+    // Out of line: a choice is drawn at most once a message, and the lines around it run once
+    // a command.
+    #[inline(never)]
+    fn rng(&mut self, seed: ConnectionSeed) -> Rand64 {
         let draw = u64::from(self.draws) << 1 | u64::from(self.tls);
         self.draws = self.draws.wrapping_add(1);
-        Rand64::new(u128::from(mix(seed ^ mix(draw))) << 64 | u128::from(seed))
+        let connection = mix(seed.run ^ mix(seed.serial));
+        Rand64::new(u128::from(mix(connection ^ mix(draw))) << 64 | u128::from(connection))
     }
 
     /// The client sent no complete line for the idle timeout: say so; the caller closes.
@@ -215,7 +234,7 @@ impl Session {
     fn read_line(
         &mut self,
         policy: &Policy,
-        seed: u64,
+        seed: ConnectionSeed,
         input: &[u8],
         out: &mut Vec<u8>,
     ) -> (usize, Option<Action>) {
@@ -237,7 +256,13 @@ impl Session {
     }
 
     /// Answers one whole line.
-    fn line(&mut self, policy: &Policy, seed: u64, line: &[u8], out: &mut Vec<u8>) -> Action {
+    fn line(
+        &mut self,
+        policy: &Policy,
+        seed: ConnectionSeed,
+        line: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Action {
         if let Phase::Auth(step) = self.phase {
             self.phase = Phase::Command;
             return self.auth_response(step, line, out);
@@ -392,7 +417,7 @@ impl Session {
     fn end_message(
         &mut self,
         policy: &Policy,
-        seed: u64,
+        seed: ConnectionSeed,
         size: u64,
         switches: Switches,
         out: &mut Vec<u8>,

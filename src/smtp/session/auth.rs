@@ -7,7 +7,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::{DecodePaddingMode, general_purpose};
 use oorandom::Rand64;
 
-use super::{Action, Phase, Policy, Session, Transaction};
+use super::{Action, ConnectionSeed, Phase, Policy, Session, Transaction};
 use crate::smtp::command::{self, MAX_LINE};
 use crate::smtp::reply;
 
@@ -22,7 +22,13 @@ pub(super) enum AuthStep {
 
 impl Session {
     /// AUTH: starts an exchange, or refuses one.
-    pub(super) fn auth(&mut self, arg: &[u8], policy: &Policy, seed: u64, out: &mut Vec<u8>) {
+    pub(super) fn auth(
+        &mut self,
+        arg: &[u8],
+        policy: &Policy,
+        seed: ConnectionSeed,
+        out: &mut Vec<u8>,
+    ) {
         let reply = if self.authenticated {
             reply::AUTH_TWICE
         } else if self.transaction != Transaction::None {

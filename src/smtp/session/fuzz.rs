@@ -155,7 +155,7 @@ fn assert_output(out: &[u8], input: &[u8]) {
 /// output reached the high-water mark.
 fn run_one(policy: &Policy, input: &[u8], rng: &mut Rand64) -> usize {
     let mut session = Session::new(rng.rand_range(0..2) == 0);
-    let seed = rng.rand_u64();
+    let seed = ConnectionSeed::new(rng.rand_u64(), rng.rand_u64());
     let mut out = Vec::new();
     let mut tail: Vec<u8> = Vec::new();
     let mut peaks = 0;
