@@ -710,6 +710,32 @@ fn sighup_with_a_config_that_does_not_parse_keeps_the_old_one() {
 }
 
 #[test]
+fn every_worker_draws_from_the_seed_the_supervisor_logged() {
+    let mut server = Blackhole::start("workers = 2");
+    let workers = server.wait_workers(2);
+    let log = server.log();
+    let seed = log
+        .lines()
+        .find_map(|line| line.split("replay a run with --seed ").nth(1))
+        .unwrap_or_else(|| panic!("no seed in the supervisor's log:\n{log}"))
+        .trim()
+        .to_owned();
+    for worker in workers {
+        let args = cmdline(worker);
+        assert!(
+            args.contains(&format!(" --seed {seed} "))
+                || args.ends_with(&format!(" --seed {seed}")),
+            "worker {worker} runs `{args}`, not the logged seed {seed}"
+        );
+    }
+    assert_eq!(
+        log.matches("replay a run with --seed").count(),
+        1,
+        "one seed, logged once:\n{log}"
+    );
+}
+
+#[test]
 fn sighup_to_the_supervisor_reaches_the_workers() {
     let mut server = Blackhole::start("workers = 2\nmode = \"accept\"");
     let workers = server.wait_workers(2);
