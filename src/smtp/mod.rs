@@ -2,8 +2,8 @@
 //!
 //! It owns the framing of command lines and of DATA (`command`), the verbs and their
 //! arguments, the session state machine (`session`), the dynamic switch headers
-//! (`switches`), the wire bytes of every reply (`reply`) and the policy types it decides
-//! with (`policy`). Bytes go in, replies and actions come out.
+//! (`switches`), the wire bytes of every reply (`reply`), the policy types it decides with
+//! (`policy`) and the scripted faults (`rules`). Bytes go in, replies and actions come out.
 //!
 //! It must not do I/O, read a clock, or know how it is configured or driven: nothing here
 //! imports the event loop, the configuration, sockets, `mio`, `rustls` or `std::time`
@@ -14,5 +14,6 @@ pub mod command;
 pub mod decimal;
 pub mod policy;
 pub mod reply;
+pub mod rules;
 pub mod session;
 pub mod switches;
