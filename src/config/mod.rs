@@ -25,6 +25,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 pub use crate::smtp::policy::{DelayRange, Mode};
+pub use crate::smtp::rules::Rule;
 pub use error::ConfigError;
 pub use listener::{ListenerSpec, parse_listener};
 
@@ -68,6 +69,8 @@ pub struct Config {
     /// What every random choice is drawn from; `None`: a new seed at every start.
     pub seed: Option<u64>,
     pub mailname: Option<String>,
+    /// `[[rule]]` tables, in file order.
+    pub rules: Vec<Rule>,
 }
 
 impl Default for Config {
@@ -90,6 +93,7 @@ impl Default for Config {
             max_connections: None,
             seed: None,
             mailname: None,
+            rules: Vec::new(),
         }
     }
 }

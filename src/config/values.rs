@@ -86,6 +86,7 @@ pub(super) fn build(raw: RawOptions) -> Result<Config, Problem> {
         max_connections,
         seed: number(raw.seed, "seed", 0, MAX_SEED, "")?,
         mailname: mailname(raw.mailname)?,
+        rules: Vec::new(),
     })
 }
 

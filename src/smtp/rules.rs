@@ -379,6 +379,27 @@ fn millis(text: &str) -> Option<u64> {
     whole.checked_mul(1000)?.checked_add(fraction)
 }
 
+/// `probability`: from 0 to 1, kept as a fraction of 2^32 so that rules compare exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probability(u64);
+
+impl Probability {
+    const ONE: u64 = 1 << 32;
+
+    pub fn new(p: f64) -> Result<Probability, String> {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(format!(
+                "{p} is not a probability: give a number from 0 to 1"
+            ));
+        }
+        Ok(Probability((p * Self::ONE as f64).round() as u64))
+    }
+
+    fn happens(self, rng: &mut Rand64) -> bool {
+        self.0 >= Self::ONE || (self.0 > 0 && rng.rand_u64() >> 32 < self.0)
+    }
+}
+
 /// `disconnect`: close without a word, or say `421` first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disconnect {
@@ -401,7 +422,7 @@ impl FromStr for Disconnect {
 }
 
 /// One `[[rule]]`, checked.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     /// For logs: `name`, else `rule N`.
     pub name: String,
@@ -413,8 +434,8 @@ pub struct Rule {
     /// The index of the listener (in the configuration's order), or every listener.
     pub listener: Option<usize>,
     // What makes a match fire.
-    /// 0 to 1; `None`: always.
-    pub probability: Option<f64>,
+    /// `None`: always.
+    pub probability: Option<Probability>,
     pub first: Option<u64>,
     pub every: Option<u64>,
     pub rate: Option<Rate>,
@@ -483,7 +504,7 @@ pub struct Command<'a> {
 }
 
 /// The rules, in file order.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuleBook {
     rules: Vec<Rule>,
 }
@@ -553,13 +574,13 @@ impl RuleState {
         self.matches[index] = self.matches[index].saturating_add(1);
         let n = self.matches[index];
         let first = rule.first.is_none_or(|first| n <= first);
-        let every = rule.every.is_none_or(|every| every > 0 && n.is_multiple_of(every));
+        let every = rule
+            .every
+            .is_none_or(|every| every > 0 && n.is_multiple_of(every));
         let rate = rule
             .rate
             .is_none_or(|rate| self.over_rate(index, rate, command));
-        let chance = rule
-            .probability
-            .is_none_or(|p| p >= 1.0 || (p > 0.0 && rng.rand_float() < p));
+        let chance = rule.probability.is_none_or(|p| p.happens(rng));
         first && every && rate && chance
     }
 
@@ -682,6 +703,12 @@ mod tests {
         for bad in ["600.001", "601", "5-2", "1.2345", "x", "-1", "", "."] {
             assert!(d(bad).is_err(), "{bad}");
         }
+        for bad in [-0.1, 1.01, f64::NAN] {
+            assert!(Probability::new(bad).is_err(), "{bad}");
+        }
+        let mut rng = Rand64::new(3);
+        assert!(Probability::new(1.0).unwrap().happens(&mut rng));
+        assert!(!Probability::new(0.0).unwrap().happens(&mut rng));
         assert_eq!("RCPT".parse::<Stage>(), Ok(Stage::Rcpt));
         assert!("bogus".parse::<Stage>().is_err());
         for (name, stage) in STAGES {
@@ -747,7 +774,7 @@ mod tests {
         elsewhere.listener = 1;
         assert!(!decide(&elsewhere));
 
-        rule.probability = Some(0.25);
+        rule.probability = Some(Probability::new(0.25).unwrap());
         let book = RuleBook::new(vec![rule]);
         let (mut state, mut rng) = (RuleState::default(), Rand64::new(7));
         let fired = (0..4000)
