@@ -1,0 +1,286 @@
+//! Greylisting: the memory of (client, sender, recipient) triplets, and the verdict at RCPT.
+//!
+//! The first sight of a triplet is deferred; a retry once `delay` has passed gets through and
+//! is let through for `pass_for` after each pass; a triplet not retried within `expire` is
+//! forgotten. A triplet is kept as a 64-bit keyed hash, never as its text, so an entry costs
+//! the same whatever the addresses are, and at most `max_entries` are kept: past it the oldest
+//! go first, and are counted. Time comes in as milliseconds from the caller.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::net::IpAddr;
+
+use super::rules::ReplyLine;
+
+/// `[greylist]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GreylistSettings {
+    /// How long a client must wait before a retry is let through.
+    pub delay_ms: u64,
+    /// How long an untried triplet is remembered.
+    pub expire_ms: u64,
+    /// How long a passed triplet is let through after its last pass.
+    pub pass_for_ms: u64,
+    /// What a deferred RCPT is told.
+    pub reply: ReplyLine,
+    /// The most triplets remembered.
+    pub max_entries: usize,
+}
+
+impl Default for GreylistSettings {
+    /// postgrey's defaults: 60 s, 4 h, 36 days; a million triplets.
+    fn default() -> Self {
+        GreylistSettings {
+            delay_ms: 60_000,
+            expire_ms: 4 * 3600 * 1000,
+            pass_for_ms: 36 * 24 * 3600 * 1000,
+            reply: "451 4.7.1 Greylisted, try again later"
+                .parse()
+                .unwrap_or_else(|_| unreachable!("a valid reply line")),
+            max_entries: 1_000_000,
+        }
+    }
+}
+
+/// What greylisting says of a recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Defer,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// When the triplet was first seen (or seen again after it expired), in ms.
+    first_seen: u64,
+    /// Let through until then, once passed; 0 while waiting.
+    pass_until: u64,
+}
+
+/// The triplets one process remembers. Kept across reloads.
+#[derive(Debug)]
+pub struct Greylist {
+    entries: HashMap<u64, Entry>,
+    /// Keys in the order they were first seen, with that time: the oldest is evicted first.
+    /// An item whose entry has since been dropped or renewed is skipped when reached.
+    order: VecDeque<(u64, u64)>,
+    /// Keys the hashes with a secret of this process's, so a client cannot aim collisions.
+    hasher: RandomState,
+    evicted: u64,
+}
+
+impl Default for Greylist {
+    fn default() -> Self {
+        Greylist {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            hasher: RandomState::new(),
+            evicted: 0,
+        }
+    }
+}
+
+impl Greylist {
+    /// Triplets remembered now.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Triplets dropped, oldest first, to stay within `max_entries`.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// The verdict on a recipient, remembering the triplet. Addresses compare without case.
+    pub fn check(
+        &mut self,
+        settings: &GreylistSettings,
+        client: IpAddr,
+        sender: &[u8],
+        recipient: &[u8],
+        now_ms: u64,
+    ) -> Verdict {
+        let key = self.key(client, sender, recipient);
+        if let Some(entry) = self.entries.get_mut(&key) {
+            if entry.pass_until > now_ms {
+                entry.pass_until = now_ms.saturating_add(settings.pass_for_ms);
+                return Verdict::Pass;
+            }
+            let waiting = entry.pass_until == 0;
+            let age = now_ms.saturating_sub(entry.first_seen);
+            if waiting && age < settings.expire_ms {
+                if age < settings.delay_ms {
+                    return Verdict::Defer;
+                }
+                entry.pass_until = now_ms.saturating_add(settings.pass_for_ms);
+                return Verdict::Pass;
+            }
+            // Expired, untried or no longer passed: seen as new.
+            self.entries.remove(&key);
+        }
+        self.insert(settings, key, now_ms);
+        Verdict::Defer
+    }
+
+    fn insert(&mut self, settings: &GreylistSettings, key: u64, now_ms: u64) {
+        while self.entries.len() >= settings.max_entries.max(1) {
+            let Some((oldest, seen)) = self.order.pop_front() else {
+                break;
+            };
+            if self
+                .entries
+                .get(&oldest)
+                .is_some_and(|e| e.first_seen == seen)
+            {
+                self.entries.remove(&oldest);
+                self.evicted += 1;
+            }
+        }
+        self.entries.insert(
+            key,
+            Entry {
+                first_seen: now_ms,
+                pass_until: 0,
+            },
+        );
+        self.order.push_back((key, now_ms));
+        // Items for entries since dropped or renewed are skipped when reached; once they
+        // outnumber the live ones they are swept out, at a cost spread over as many inserts.
+        if self.order.len() > 2 * self.entries.len().max(16) {
+            let entries = &self.entries;
+            self.order
+                .retain(|(key, seen)| entries.get(key).is_some_and(|e| e.first_seen == *seen));
+        }
+    }
+
+    fn key(&self, client: IpAddr, sender: &[u8], recipient: &[u8]) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        match client.to_canonical() {
+            IpAddr::V4(ip) => h.write(&ip.octets()),
+            IpAddr::V6(ip) => h.write(&ip.octets()),
+        }
+        for part in [sender, recipient] {
+            // The length first, so ("ab", "c") and ("a", "bc") differ.
+            h.write_usize(part.len());
+            for &b in part {
+                h.write_u8(b.to_ascii_lowercase());
+            }
+        }
+        h.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+
+    fn settings() -> GreylistSettings {
+        GreylistSettings {
+            delay_ms: 60_000,
+            expire_ms: 3_600_000,
+            pass_for_ms: 86_400_000,
+            max_entries: 1000,
+            ..GreylistSettings::default()
+        }
+    }
+
+    #[test]
+    fn first_sight_defers_a_retry_after_the_delay_passes_and_is_remembered() {
+        let (s, mut g) = (settings(), Greylist::default());
+        let check = |g: &mut Greylist, rcpt: &[u8], t| g.check(&s, CLIENT, b"a@x", rcpt, t);
+        assert_eq!(check(&mut g, b"b@y", 0), Verdict::Defer);
+        assert_eq!(
+            check(&mut g, b"b@y", 59_999),
+            Verdict::Defer,
+            "retried too early"
+        );
+        assert_eq!(
+            check(&mut g, b"B@Y", 60_000),
+            Verdict::Pass,
+            "case is not a new triplet"
+        );
+        // Let through for pass_for after each pass.
+        assert_eq!(check(&mut g, b"b@y", 60_000 + 86_399_999), Verdict::Pass);
+        assert_eq!(
+            check(&mut g, b"b@y", 60_000 + 2 * 86_399_999),
+            Verdict::Pass
+        );
+        // Another recipient, sender or client is another triplet.
+        assert_eq!(check(&mut g, b"c@y", 100_000), Verdict::Defer);
+        let other = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 8));
+        assert_eq!(g.check(&s, other, b"a@x", b"b@y", 100_000), Verdict::Defer);
+        assert_eq!(g.check(&s, CLIENT, b"z@x", b"b@y", 100_000), Verdict::Defer);
+        // Boundaries between the parts count: ("a@x", "b@y") is not ("a@xb", "@y").
+        assert_eq!(g.check(&s, CLIENT, b"a@xb", b"@y", 100_000), Verdict::Defer);
+    }
+
+    #[test]
+    fn an_untried_triplet_expires_and_a_stale_pass_starts_again() {
+        let (s, mut g) = (settings(), Greylist::default());
+        assert_eq!(g.check(&s, CLIENT, b"a", b"b", 0), Verdict::Defer);
+        // Retried only after expire: seen as new.
+        assert_eq!(g.check(&s, CLIENT, b"a", b"b", 3_600_000), Verdict::Defer);
+        assert_eq!(g.check(&s, CLIENT, b"a", b"b", 3_660_000), Verdict::Pass);
+        // A pass not renewed within pass_for ends.
+        let later = 3_660_000 + 86_400_000;
+        assert_eq!(g.check(&s, CLIENT, b"a", b"b", later), Verdict::Defer);
+        assert_eq!(g.len(), 1);
+    }
+
+    #[test]
+    fn renewed_entries_do_not_grow_the_order_behind_a_long_lived_one() {
+        let (mut s, mut g) = (settings(), Greylist::default());
+        s.expire_ms = 10;
+        s.delay_ms = 1;
+        // One triplet passed and kept alive at the front of the order...
+        g.check(&s, CLIENT, b"old", b"x", 0);
+        g.check(&s, CLIENT, b"old", b"x", 5);
+        // ...while another expires and is seen anew, over and over.
+        for t in 0..10_000u64 {
+            g.check(&s, CLIENT, b"old", b"x", 100 + t * 100);
+            g.check(&s, CLIENT, b"churn", b"y", 100 + t * 100 + 50);
+        }
+        assert!(
+            g.order.len() <= 2 * 16 + 1,
+            "order grew to {}",
+            g.order.len()
+        );
+    }
+
+    #[test]
+    fn past_max_entries_the_oldest_go_first_and_memory_stays_flat() {
+        let mut s = settings();
+        s.max_entries = 100;
+        let mut g = Greylist::default();
+        for n in 0..1000u32 {
+            let rcpt = format!("r{n}@example.net");
+            g.check(&s, CLIENT, b"a", rcpt.as_bytes(), u64::from(n));
+            assert!(g.len() <= 100);
+            assert!(
+                g.order.len() <= 2 * 100 + 1,
+                "order grew to {}",
+                g.order.len()
+            );
+        }
+        assert_eq!(g.len(), 100);
+        assert_eq!(g.evicted(), 900);
+        // The newest are kept: the last recipient retried after the delay passes.
+        assert_eq!(
+            g.check(&s, CLIENT, b"a", b"r999@example.net", 70_000),
+            Verdict::Pass
+        );
+        // The oldest is gone: seen as new.
+        assert_eq!(
+            g.check(&s, CLIENT, b"a", b"r0@example.net", 70_000),
+            Verdict::Defer
+        );
+    }
+}
