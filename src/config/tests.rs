@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::options::OPTIONS;
+use super::rule_table::{RawRule, rule_keys};
 use super::toml_file::{RawOptions, is_option};
 use super::values::{MAX_MAX_CONNECTIONS, MAX_MAX_MESSAGE_SIZE, MAX_TIMEOUT_SECS, MAX_WORKERS};
 use super::*;
@@ -548,6 +549,7 @@ fn neither_format() {
 fn display_is_one_line() {
     let err = ConfigError {
         file: "/etc/blackhole.toml".to_owned(),
+        rule: None,
         option: Some("timeout".to_owned()),
         message: "bad".to_owned(),
     };
@@ -645,6 +647,10 @@ fn serde_fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
 fn raw_options_are_the_table() {
     let names: Vec<&str> = OPTIONS.iter().map(|option| option.name).collect();
     assert_eq!(serde_fields::<RawOptions>(), names.as_slice());
+    // A rule's keys: `name`, read first, then the rest.
+    let keys: Vec<&str> = rule_keys().iter().map(|key| key.name).collect();
+    assert_eq!(keys[0], "name");
+    assert_eq!(serde_fields::<RawRule>(), &keys[1..]);
 }
 
 /// `tls_cert` and `tls_key`, which `tls_listen` needs, except `option`.
@@ -662,13 +668,19 @@ fn every_option_is_accepted() {
         let base = tls_companions(option.name);
         let without = toml(&tls_companions("")).unwrap();
         for example in option.examples {
-            let text = format!("{base}{} = {example}\n", option.name);
+            let text = format!("{base}{}\n", option.example_toml(example));
             let with = toml(&text).unwrap_or_else(|err| panic!("{text:?}: {err}"));
             assert_ne!(with, without, "{text:?} changed nothing");
         }
-        // The original's format knows every option too; empty is unset.
+        // The original's format knows every option too, empty meaning unset, but has no
+        // tables.
         let text = format!("{} =\n", option.name);
-        assert!(legacy(&text).is_ok(), "{text:?}");
+        if option.is_table() {
+            let err = legacy_option_error(&text, option.name);
+            assert!(err.message.contains("only in TOML"), "{err}");
+        } else {
+            assert!(legacy(&text).is_ok(), "{text:?}");
+        }
     }
     // Nothing outside the table.
     for key in ["listen_on", "Listen", "server", "tls", "max_connection"] {
@@ -730,7 +742,7 @@ fn documented_limits_are_the_limits() {
 const SHIPPED: &str = include_str!("../../blackhole.toml");
 
 /// The option a line of the shipped file sets, or would set once
-/// uncommented (`name = ...` or `# name = ...`).
+/// uncommented (`name = ...` or `# name = ...`), and whether it is commented.
 fn shipped_setting(line: &str) -> Option<(&str, bool)> {
     let (line, commented) = match line.strip_prefix("# ") {
         Some(rest) => (rest, true),
@@ -741,26 +753,90 @@ fn shipped_setting(line: &str) -> Option<(&str, bool)> {
     plain.then_some((name, commented))
 }
 
+/// One setting of the shipped file: a `name = ...` line, or a `[[name]]` header and the key
+/// lines under it; either maybe commented out.
+#[derive(Debug)]
+struct Shipped {
+    name: &'static str,
+    commented: bool,
+    /// Its lines, by index.
+    lines: std::ops::Range<usize>,
+    /// A table's keys, in order.
+    keys: Vec<&'static str>,
+}
+
+fn shipped_settings() -> Vec<Shipped> {
+    let lines: Vec<&'static str> = SHIPPED.lines().collect();
+    let mut settings = Vec::new();
+    let mut at = 0;
+    while at < lines.len() {
+        let (line, commented) = match lines[at].strip_prefix("# ") {
+            Some(rest) => (rest, true),
+            None => (lines[at], false),
+        };
+        let table = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]"));
+        let mut end = at + 1;
+        let (name, keys) = if let Some(name) = table {
+            let mut keys = Vec::new();
+            while let Some((key, _)) = lines
+                .get(end)
+                .and_then(|line| shipped_setting(line))
+                .filter(|(_, c)| *c == commented)
+            {
+                keys.push(key);
+                end += 1;
+            }
+            (name, keys)
+        } else if let Some((name, _)) = shipped_setting(lines[at]) {
+            (name, Vec::new())
+        } else {
+            at += 1;
+            continue;
+        };
+        settings.push(Shipped {
+            name,
+            commented,
+            lines: at..end,
+            keys,
+        });
+        at = end;
+    }
+    settings
+}
+
 #[test]
 fn shipped_file_shows_every_option_in_order() {
-    let named: Vec<&str> = SHIPPED
-        .lines()
-        .filter_map(shipped_setting)
-        .map(|(name, _)| name)
-        .collect();
-    for name in &named {
-        assert!(is_option(name), "blackhole.toml sets unknown option {name}");
-    }
+    let settings = shipped_settings();
     let mut first: Vec<&str> = Vec::new();
-    for name in named {
-        if !first.contains(&name) {
-            first.push(name);
+    for setting in &settings {
+        assert!(
+            is_option(setting.name),
+            "blackhole.toml sets unknown option {}",
+            setting.name
+        );
+        let option = OPTIONS.iter().find(|o| o.name == setting.name).unwrap();
+        assert_eq!(
+            option.is_table(),
+            setting.lines.len() > 1,
+            "{} is a table in the file or in the documentation, not both",
+            setting.name
+        );
+        for key in &setting.keys {
+            assert!(
+                option.keys.iter().any(|k| k.name == *key),
+                "blackhole.toml: [[{}]] has unknown key {key}",
+                setting.name
+            );
+        }
+        if !first.contains(&setting.name) {
+            first.push(setting.name);
         }
     }
     let table: Vec<&str> = OPTIONS.iter().map(|option| option.name).collect();
     assert_eq!(
         first, table,
-        "blackhole.toml should show every option, as `name = ` or `# name = `, in the table's order"
+        "blackhole.toml should show every option, as `name = `, `# name = ` or `# [[name]]`, \
+         in the table's order"
     );
 }
 
@@ -769,36 +845,40 @@ fn shipped_suggestions_parse() {
     // Uncommenting the suggestions (one per option at a time, the first
     // for the others) still gives a valid file.
     let lines: Vec<&str> = SHIPPED.lines().collect();
-    let suggestions: Vec<(usize, &str)> = lines
-        .iter()
-        .enumerate()
-        .filter_map(|(i, line)| match shipped_setting(line) {
-            Some((name, true)) => Some((i, name)),
-            _ => None,
-        })
+    let suggestions: Vec<Shipped> = shipped_settings()
+        .into_iter()
+        .filter(|setting| setting.commented)
         .collect();
-    assert!(suggestions.len() >= 8, "{suggestions:?}");
-    for &(chosen, chosen_name) in &suggestions {
+    assert!(suggestions.len() >= 9, "{suggestions:?}");
+    for chosen in &suggestions {
         let mut taken: Vec<&str> = Vec::new();
+        let uncommented: Vec<&Shipped> = suggestions
+            .iter()
+            .filter(|s| {
+                if s.name == chosen.name {
+                    std::ptr::eq(*s, chosen)
+                } else if taken.contains(&s.name) {
+                    false
+                } else {
+                    taken.push(s.name);
+                    true
+                }
+            })
+            .collect();
         let text: String = lines
             .iter()
             .enumerate()
             .map(|(i, line)| {
-                let name = suggestions.iter().find(|(at, _)| *at == i).map(|(_, n)| *n);
-                let uncomment = match name {
-                    Some(name) if name == chosen_name => i == chosen,
-                    Some(name) if !taken.contains(&name) => {
-                        taken.push(name);
-                        true
-                    }
-                    _ => false,
-                };
+                let uncomment = uncommented.iter().any(|s| s.lines.contains(&i));
                 let line = if uncomment { &line[2..] } else { line };
                 format!("{line}\n")
             })
             .collect();
-        let config = toml(&text).unwrap_or_else(|err| panic!("line {}: {err}", chosen + 1));
+        let at = chosen.lines.start + 1;
+        let config = toml(&text).unwrap_or_else(|err| panic!("line {at}: {err}"));
         assert!(config.tls_cert.is_some() && config.pidfile.is_some());
+        let rules = uncommented.iter().filter(|s| s.name == "rule").count();
+        assert_eq!(config.rules.len(), rules, "line {at}");
     }
 }
 
