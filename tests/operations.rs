@@ -1134,6 +1134,55 @@ fn test_flag_checks_without_serving() {
     );
 }
 
+#[test]
+fn test_flag_checks_rules() {
+    let dir = TempDir::new();
+    let listen = loopback(free_port());
+
+    let bad = dir.write(
+        "bad-rule.toml",
+        &config_toml(
+            &listen,
+            "[[rule]]\non = \"rcpt\"\nreply = \"550 5.1.1 No such user\"\n\
+             [[rule]]\nname = \"slow rcpt\"\non = \"rcpt\"\ndelay = 700",
+        ),
+    );
+    let output = run_blackhole(&["-t", "-c", bad.to_str().expect("utf-8")], PROMPT);
+    assert_exit(&output, 64, "-t, a rule with too long a delay");
+    let expected = format!(
+        "{}: rule 2 (\"slow rcpt\"), option `delay`: `700` is too long a delay: at most 600 \
+         seconds",
+        bad.display()
+    );
+    let stderr = text(&output.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("rule 2"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one line naming the rule; stderr:\n{stderr}"
+    );
+    assert!(lines[0].ends_with(&expected), "{stderr}");
+
+    let good = dir.write(
+        "good-rule.toml",
+        &config_toml(
+            &format!("{listen} mode=bounce"),
+            &format!(
+                "[[rule]]\nname = \"slow rcpt\"\non = \"rcpt\"\ndelay = \"0.5-600\"\n\
+                 match = \"*@example.com\"\nclient = [\"127.0.0.0/8\", \"::1\"]\n\
+                 listener = \"{listen}\"\nprobability = 0.5\nfirst = 3\nevery = 2\n\
+                 rate = \"10/60\"\nreply = \"450 4.2.0 Try later\"\nthrottle = 1000\n\
+                 [[rule]]\non = \"message\"\ndisconnect = \"421\"\nafter_bytes = 100"
+            ),
+        ),
+    );
+    let output = run_blackhole(&["-t", "-c", good.to_str().expect("utf-8")], PROMPT);
+    assert_exit(&output, 0, "-t, good rules");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The command line's exit codes
 

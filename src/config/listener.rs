@@ -78,7 +78,8 @@ pub fn parse_listener(entry: &str, tls: bool) -> Result<ListenerSpec, String> {
     })
 }
 
-fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+/// `[ADDRESS]:PORT`, as a listener entry starts.
+pub(super) fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
     if let Some(rest) = s.strip_prefix('[') {
         let Some((host, port)) = rest.split_once("]:") else {
             return Err(format!(

@@ -18,8 +18,9 @@
 //!
 //! Its files, one job each: `toml_file` (the TOML format and `RawOptions`),
 //! `legacy_file` (the original format), `listener` (the entry syntax),
-//! `values` (value readers and the validation pass), `error` (how problems
-//! are reported) and `options` (the documented table).
+//! `values` (value readers and the validation pass), `rule_table` (the
+//! `[[rule]]` tables, which only TOML files have), `error` (how problems are
+//! reported) and `options` (the documented table).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ mod error;
 mod legacy_file;
 mod listener;
 pub mod options;
+mod rule_table;
 mod toml_file;
 mod values;
 

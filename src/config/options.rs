@@ -26,6 +26,36 @@ pub struct OptionDoc {
     /// What the option does, what is allowed and what to know: one
     /// paragraph, wrapped when shown.
     pub doc: &'static str,
+    /// For an array of tables (`[[rule]]`), the keys of each table; empty
+    /// for an option with one value. An example of a table is its keys.
+    pub keys: &'static [KeyDoc],
+}
+
+/// One key of a table option, as documented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyDoc {
+    pub name: &'static str,
+    /// The value's form, in TOML.
+    pub syntax: &'static str,
+    /// What it does and what is allowed: one paragraph.
+    pub doc: &'static str,
+}
+
+impl OptionDoc {
+    /// Whether the option is written as `[[name]]` tables.
+    pub fn is_table(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// `example` as the file spells it: `name = example`, or for a table
+    /// its `[[name]]` header and keys.
+    pub fn example_toml(&self, example: &str) -> String {
+        if self.is_table() {
+            format!("[[{}]]\n{example}", self.name)
+        } else {
+            format!("{} = {example}", self.name)
+        }
+    }
 }
 
 /// Every option, in the order the documentation, `blackhole.toml` and the
@@ -52,6 +82,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               root (see user and group) or CAP_NET_BIND_SERVICE (as the shipped \
               systemd unit gives). The original's comma-separated form, listen = \
               :25, :::25 mode=bounce, is read too.",
+        keys: &[],
     },
     OptionDoc {
         name: "tls_listen",
@@ -61,6 +92,7 @@ pub const OPTIONS: &[OptionDoc] = &[
         doc: "Where to accept SMTP over TLS from the first byte (SMTPS, usually \
               port 465). Same syntax and flags as listen. Needs tls_cert and \
               tls_key.",
+        keys: &[],
     },
     OptionDoc {
         name: "tls_cert",
@@ -73,6 +105,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               error. TLS 1.2 and 1.3 are offered. A missing or unreadable file, \
               or a key that does not match the certificate, stops the start \
               (exit 64), also under -t.",
+        keys: &[],
     },
     OptionDoc {
         name: "tls_key",
@@ -81,6 +114,7 @@ pub const OPTIONS: &[OptionDoc] = &[
         examples: &[r#""/etc/ssl/blackhole.key""#],
         doc: "The private key of tls_cert, a PEM file (PKCS#8, PKCS#1 or SEC1). \
               Keep it readable by the user blackhole starts as and nobody else.",
+        keys: &[],
     },
     OptionDoc {
         name: "tls_dhparams",
@@ -91,6 +125,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               library (rustls) negotiates ECDHE key exchange only, which needs no \
               Diffie-Hellman parameters. Setting it logs a warning; the file is \
               not read.",
+        keys: &[],
     },
     OptionDoc {
         name: "timeout",
@@ -100,6 +135,7 @@ pub const OPTIONS: &[OptionDoc] = &[
         doc: "Seconds a client may go without sending a complete line, in any \
               state (inside DATA, an AUTH exchange or the TLS handshake too), \
               before it gets \"421 Timeout\" and is disconnected. 1 to 180.",
+        keys: &[],
     },
     OptionDoc {
         name: "delay",
@@ -113,6 +149,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               wait for a delay; the delayed connection's pipelined commands do. \
               A listener's delay= flag, then a message's X-Blackhole-Delay header \
               (see dynamic_switch), come before this option.",
+        keys: &[],
     },
     OptionDoc {
         name: "mode",
@@ -125,6 +162,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               the ten errors, each as likely. Case-insensitive. A listener's \
               mode= flag, then a message's X-Blackhole-Mode header (see \
               dynamic_switch), come before this option.",
+        keys: &[],
     },
     OptionDoc {
         name: "max_message_size",
@@ -135,6 +173,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               SIZE. MAIL FROM with a larger SIZE= gets 552 at once; a message \
               that turns out larger gets 552 after its final dot (its bytes are \
               counted as they pass, never stored). 1 to 1073741824 (1 GiB).",
+        keys: &[],
     },
     OptionDoc {
         name: "dynamic_switch",
@@ -146,6 +185,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               N or MIN, MAX (seconds; above 60 counts as 60). A malformed switch \
               header is ignored. Listeners with mode= or delay= flags ignore the \
               headers whatever this says.",
+        keys: &[],
     },
     OptionDoc {
         name: "mailname",
@@ -154,6 +194,7 @@ pub const OPTIONS: &[OptionDoc] = &[
         examples: &[r#""mx.example.com""#],
         doc: "The name the server gives in its greeting (220 NAME ESMTP), its \
               EHLO reply and its message ids. One word, without spaces.",
+        keys: &[],
     },
     OptionDoc {
         name: "max_connections",
@@ -169,6 +210,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               while the open connections are served, and new clients wait in the \
               kernel's backlog. Raise the limit with ulimit -n, or \
               LimitNOFILE= in the systemd unit.",
+        keys: &[],
     },
     OptionDoc {
         name: "seed",
@@ -185,6 +227,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               logged, so that a run can be replayed with --seed. --seed N on the \
               command line overrides it. 0 to 9223372036854775807; takes a \
               restart.",
+        keys: &[],
     },
     OptionDoc {
         name: "workers",
@@ -196,6 +239,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               with SO_REUSEPORT so that the kernel spreads new connections across \
               them; the supervisor restarts any worker that dies. 1 to 256; one \
               per CPU core is a good start.",
+        keys: &[],
     },
     OptionDoc {
         name: "user",
@@ -209,6 +253,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               group. Leave it unset under the shipped systemd unit, which \
               starts blackhole as the user blackhole with CAP_NET_BIND_SERVICE \
               instead.",
+        keys: &[],
     },
     OptionDoc {
         name: "group",
@@ -218,6 +263,7 @@ pub const OPTIONS: &[OptionDoc] = &[
         doc: "The group to become once the listeners are bound (see user); \
               supplementary groups are dropped. Needs blackhole to be started as \
               root.",
+        keys: &[],
     },
     OptionDoc {
         name: "pidfile",
@@ -231,6 +277,131 @@ pub const OPTIONS: &[OptionDoc] = &[
               written stops the start (exit 77). Under the shipped systemd unit \
               use /run/blackhole/blackhole.pid: RuntimeDirectory=blackhole makes \
               that directory writable by the service's user.",
+        keys: &[],
+    },
+    OptionDoc {
+        name: "rule",
+        syntax: "[[rule]] tables, after the options above",
+        default: "none",
+        examples: &[
+            "on = \"rcpt\"\nmatch = \"nobody@*\"\nreply = \"550 5.1.1 No such user\"",
+            "name = \"slow greeting\"\non = \"connect\"\nlistener = \":25\"\n\
+             delay = \"1-30\"\nprobability = 0.1",
+            "name = \"cut off\"\non = \"message\"\nclient = [\"10.0.0.0/8\", \"::1\"]\n\
+             every = 10\ndisconnect = \"close\"\nafter_bytes = 10000",
+        ],
+        doc: "Scripted faults and latency. For each command the rules are tried \
+              in file order, and the first that matches and fires decides: a rule \
+              matches when its stage (on) and every condition it has (match, \
+              client, listener) hold, and fires when every chance it has \
+              (probability, first, every, rate) allows. It then does all of its \
+              effects: reply, delay, disconnect (with after_bytes), throttle; it \
+              needs at least one, and reply and disconnect do not go together. \
+              Every key but on is optional, and any other key is an error naming \
+              the rule. SIGHUP reads the rules again, and their counts (first, \
+              every, rate) start afresh. Rules exist only in a TOML file.",
+        keys: &[
+            KeyDoc {
+                name: "name",
+                syntax: "\"TEXT\"",
+                doc: "The rule's name in logs, events, metrics and error messages; \
+                      one line of at most 100 characters, each rule's own. Default: \
+                      rule N, N counting the rules from 1 in file order.",
+            },
+            KeyDoc {
+                name: "on",
+                syntax: "\"STAGE\"",
+                doc: "Required: where the rule applies. connect (the greeting), helo \
+                      (HELO, EHLO and LHLO), mail, rcpt, data (the DATA command), \
+                      message (the final reply after the message), auth, starttls, \
+                      rset, noop, quit, vrfy, expn, or any (every stage).",
+            },
+            KeyDoc {
+                name: "match",
+                syntax: "\"GLOB\"",
+                doc: "Matches only commands whose subject fits the pattern: * is any \
+                      run of characters, ? one character, case-insensitive. The \
+                      subject is the address without <> for mail and rcpt, the \
+                      domain for helo, the user name for auth and the MAIL FROM \
+                      address for message. At most 256 bytes.",
+            },
+            KeyDoc {
+                name: "client",
+                syntax: "\"CIDR\" | [\"CIDR\", ...]",
+                doc: "Matches only clients in these blocks: \"10.0.0.0/8\", \
+                      \"2001:db8::/32\", or one address, \"192.0.2.7\" or \"::1\". An \
+                      IPv4 client on an IPv6 listener is its IPv4 address. At most \
+                      1024 entries.",
+            },
+            KeyDoc {
+                name: "listener",
+                syntax: "\"[ADDRESS]:PORT\"",
+                doc: "Matches only connections to this listener: its address as \
+                      written in listen or tls_listen, without the flags \
+                      (\"127.0.0.1:2525\" is the entry \"127.0.0.1:2525 \
+                      mode=bounce\"). An address that is no listener is an error.",
+            },
+            KeyDoc {
+                name: "probability",
+                syntax: "P",
+                doc: "Fires a match with this chance, from 0 to 1 (0.25 is one in \
+                      four), drawn from the seed.",
+            },
+            KeyDoc {
+                name: "first",
+                syntax: "N",
+                doc: "Fires only the first N matches, then rests: fail N times, then \
+                      succeed. 1 to 9223372036854775807.",
+            },
+            KeyDoc {
+                name: "every",
+                syntax: "N",
+                doc: "Fires only every Nth match: the Nth, the 2Nth, and so on. 1 to \
+                      9223372036854775807.",
+            },
+            KeyDoc {
+                name: "rate",
+                syntax: "\"N/SECONDS\"",
+                doc: "Fires only a client's matches beyond N within any SECONDS: \
+                      \"10/60\" lets ten a minute through and fires on the rest. N \
+                      from 0, SECONDS from 1 to 86400.",
+            },
+            KeyDoc {
+                name: "reply",
+                syntax: "\"CODE TEXT\"",
+                doc: "The reply instead of the normal one: one line, a code from 200 \
+                      to 599, then a space and the text (an enhanced code is \
+                      optional). A 4xx or 5xx to mail, rcpt or data has the usual \
+                      consequences for the transaction.",
+            },
+            KeyDoc {
+                name: "delay",
+                syntax: "SECONDS | \"MIN-MAX\"",
+                doc: "Seconds to wait before the reply, a number or a range drawn \
+                      from for each firing; decimals allowed, to the millisecond. 0 \
+                      to 600. The idle timeout does not run while the server delays.",
+            },
+            KeyDoc {
+                name: "disconnect",
+                syntax: "\"close\" | \"421\"",
+                doc: "Ends the connection: close without a reply, or say 421 \
+                      (closing connection) first. Not with reply: a disconnect says \
+                      its own words.",
+            },
+            KeyDoc {
+                name: "after_bytes",
+                syntax: "BYTES",
+                doc: "With on = \"message\" and disconnect: disconnect once this many \
+                      bytes of the message have arrived, in the middle of DATA. 1 to \
+                      1073741824.",
+            },
+            KeyDoc {
+                name: "throttle",
+                syntax: "BYTES_PER_SECOND",
+                doc: "From then on, read the connection no faster than this. 1 to \
+                      1000000000.",
+            },
+        ],
     },
 ];
 
@@ -244,12 +415,14 @@ blackhole reads its configuration from the file given with -c, else \
 ./blackhole.toml, else /etc/blackhole.toml, else uses the defaults below. \
 The file is TOML; the original blackhole's key = value files are read \
 too, unchanged. Every option is optional. An unknown option or a bad value \
-stops the start with a message naming the file and the option (exit 64); \
+stops the start with a message naming the file, the option and, for a \
+rule, its number and name (exit 64); \
 blackhole -t -c FILE checks a file without serving.
 
 SIGHUP reads the file again: mode, delay, timeout, max_message_size, \
 dynamic_switch, max_connections and the listeners' mode= and delay= flags \
 apply to messages and connections from then on, and open connections stay. \
+Rules are read again too, their counts starting afresh. \
 The listener addresses, the TLS files, user, group, workers, pidfile and \
 seed take a restart.";
 
@@ -269,10 +442,18 @@ pub fn options_documentation() -> String {
         out.push_str(&format!("{INDENT}syntax:   {}\n", option.syntax));
         out.push_str(&format!("{INDENT}default:  {}\n", option.default));
         for example in option.examples {
-            out.push_str(&format!("{INDENT}example:  {} = {example}\n", option.name));
+            for (i, line) in option.example_toml(example).lines().enumerate() {
+                let label = if i == 0 { "example:" } else { "" };
+                out.push_str(&format!("{INDENT}{label:<10}{line}\n"));
+            }
         }
         out.push('\n');
         out.push_str(&wrap(option.doc, INDENT, WIDTH));
+        for key in option.keys {
+            out.push('\n');
+            out.push_str(&format!("{INDENT}{} = {}\n", key.name, key.syntax));
+            out.push_str(&wrap(key.doc, &INDENT.repeat(2), WIDTH));
+        }
     }
     out
 }
@@ -332,7 +513,34 @@ mod tests {
                 "{}: the documentation should be a paragraph",
                 option.name
             );
+            for (j, key) in option.keys.iter().enumerate() {
+                assert!(
+                    !key.name.is_empty()
+                        && key
+                            .name
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b == b'_'),
+                    "{key:?}"
+                );
+                assert!(
+                    !option.keys[..j].iter().any(|k| k.name == key.name),
+                    "{}.{} is in the table twice",
+                    option.name,
+                    key.name
+                );
+                assert!(!key.syntax.is_empty(), "{}: no syntax", key.name);
+                assert!(key.doc.ends_with('.'), "{}: not a sentence", key.name);
+            }
         }
+    }
+
+    /// The words of the paragraph that starts at `lines[at]`.
+    fn paragraph<'a>(lines: &[&'a str], at: usize) -> Vec<&'a str> {
+        lines[at..]
+            .iter()
+            .take_while(|line| !line.is_empty())
+            .flat_map(|line| line.split_whitespace())
+            .collect()
     }
 
     #[test]
@@ -357,15 +565,33 @@ mod tests {
                 "{}",
                 option.name
             );
+            // Each example, as the file spells it, the first line labelled.
+            let mut at = at + 3;
+            for example in option.examples {
+                for (i, line) in option.example_toml(example).lines().enumerate() {
+                    let label = if i == 0 { "example:" } else { "" };
+                    assert_eq!(
+                        lines[at],
+                        format!("    {label:<10}{line}"),
+                        "{}",
+                        option.name
+                    );
+                    at += 1;
+                }
+            }
             // The paragraph, every word of it, follows the examples.
-            let body_at = at + 3 + option.examples.len() + 1;
-            let words: Vec<&str> = lines[body_at..]
-                .iter()
-                .take_while(|line| !line.is_empty())
-                .flat_map(|line| line.split_whitespace())
-                .collect();
             let expected: Vec<&str> = option.doc.split_whitespace().collect();
-            assert_eq!(words, expected, "{}", option.name);
+            assert_eq!(paragraph(&lines, at + 1), expected, "{}", option.name);
+            at += 1 + lines[at + 1..].iter().take_while(|l| !l.is_empty()).count();
+            // Then each key of a table, its syntax and its paragraph.
+            for key in option.keys {
+                assert_eq!(lines[at], "", "{}: no blank line before", key.name);
+                assert_eq!(lines[at + 1], format!("    {} = {}", key.name, key.syntax));
+                let expected: Vec<&str> = key.doc.split_whitespace().collect();
+                assert_eq!(paragraph(&lines, at + 2), expected, "{}", key.name);
+                assert!(lines[at + 2].starts_with("        "), "{}", key.name);
+                at += 2 + lines[at + 2..].iter().take_while(|l| !l.is_empty()).count();
+            }
         }
         assert!(!text.contains("\n\n\n"), "two blank lines in a row");
         for line in &lines {

@@ -8,10 +8,14 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::options::OPTIONS;
+use super::rule_table::{
+    MAX_RULE_CLIENTS, MAX_RULE_COUNT, MAX_RULE_NAME, MAX_RULES, MAX_THROTTLE, RawRule, rule_keys,
+};
 use super::toml_file::{RawOptions, is_option};
 use super::values::{MAX_MAX_CONNECTIONS, MAX_MAX_MESSAGE_SIZE, MAX_TIMEOUT_SECS, MAX_WORKERS};
 use super::*;
 use crate::smtp::policy::MAX_DELAY_SECS;
+use crate::smtp::rules::{Disconnect, Glob, MAX_GLOB, MAX_RULE_DELAY_SECS, Probability, Stage};
 
 fn v4(a: [u8; 4], port: u16) -> SocketAddr {
     SocketAddr::from((a, port))
@@ -548,6 +552,7 @@ fn neither_format() {
 fn display_is_one_line() {
     let err = ConfigError {
         file: "/etc/blackhole.toml".to_owned(),
+        rule: None,
         option: Some("timeout".to_owned()),
         message: "bad".to_owned(),
     };
@@ -645,6 +650,10 @@ fn serde_fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
 fn raw_options_are_the_table() {
     let names: Vec<&str> = OPTIONS.iter().map(|option| option.name).collect();
     assert_eq!(serde_fields::<RawOptions>(), names.as_slice());
+    // A rule's keys: `name`, read first, then the rest.
+    let keys: Vec<&str> = rule_keys().iter().map(|key| key.name).collect();
+    assert_eq!(keys[0], "name");
+    assert_eq!(serde_fields::<RawRule>(), &keys[1..]);
 }
 
 /// `tls_cert` and `tls_key`, which `tls_listen` needs, except `option`.
@@ -662,13 +671,19 @@ fn every_option_is_accepted() {
         let base = tls_companions(option.name);
         let without = toml(&tls_companions("")).unwrap();
         for example in option.examples {
-            let text = format!("{base}{} = {example}\n", option.name);
+            let text = format!("{base}{}\n", option.example_toml(example));
             let with = toml(&text).unwrap_or_else(|err| panic!("{text:?}: {err}"));
             assert_ne!(with, without, "{text:?} changed nothing");
         }
-        // The original's format knows every option too; empty is unset.
+        // The original's format knows every option too, empty meaning unset, but has no
+        // tables.
         let text = format!("{} =\n", option.name);
-        assert!(legacy(&text).is_ok(), "{text:?}");
+        if option.is_table() {
+            let err = legacy_option_error(&text, option.name);
+            assert!(err.message.contains("only in TOML"), "{err}");
+        } else {
+            assert!(legacy(&text).is_ok(), "{text:?}");
+        }
     }
     // Nothing outside the table.
     for key in ["listen_on", "Listen", "server", "tls", "max_connection"] {
@@ -730,7 +745,7 @@ fn documented_limits_are_the_limits() {
 const SHIPPED: &str = include_str!("../../blackhole.toml");
 
 /// The option a line of the shipped file sets, or would set once
-/// uncommented (`name = ...` or `# name = ...`).
+/// uncommented (`name = ...` or `# name = ...`), and whether it is commented.
 fn shipped_setting(line: &str) -> Option<(&str, bool)> {
     let (line, commented) = match line.strip_prefix("# ") {
         Some(rest) => (rest, true),
@@ -741,26 +756,90 @@ fn shipped_setting(line: &str) -> Option<(&str, bool)> {
     plain.then_some((name, commented))
 }
 
+/// One setting of the shipped file: a `name = ...` line, or a `[[name]]` header and the key
+/// lines under it; either maybe commented out.
+#[derive(Debug)]
+struct Shipped {
+    name: &'static str,
+    commented: bool,
+    /// Its lines, by index.
+    lines: std::ops::Range<usize>,
+    /// A table's keys, in order.
+    keys: Vec<&'static str>,
+}
+
+fn shipped_settings() -> Vec<Shipped> {
+    let lines: Vec<&'static str> = SHIPPED.lines().collect();
+    let mut settings = Vec::new();
+    let mut at = 0;
+    while at < lines.len() {
+        let (line, commented) = match lines[at].strip_prefix("# ") {
+            Some(rest) => (rest, true),
+            None => (lines[at], false),
+        };
+        let table = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]"));
+        let mut end = at + 1;
+        let (name, keys) = if let Some(name) = table {
+            let mut keys = Vec::new();
+            while let Some((key, _)) = lines
+                .get(end)
+                .and_then(|line| shipped_setting(line))
+                .filter(|(_, c)| *c == commented)
+            {
+                keys.push(key);
+                end += 1;
+            }
+            (name, keys)
+        } else if let Some((name, _)) = shipped_setting(lines[at]) {
+            (name, Vec::new())
+        } else {
+            at += 1;
+            continue;
+        };
+        settings.push(Shipped {
+            name,
+            commented,
+            lines: at..end,
+            keys,
+        });
+        at = end;
+    }
+    settings
+}
+
 #[test]
 fn shipped_file_shows_every_option_in_order() {
-    let named: Vec<&str> = SHIPPED
-        .lines()
-        .filter_map(shipped_setting)
-        .map(|(name, _)| name)
-        .collect();
-    for name in &named {
-        assert!(is_option(name), "blackhole.toml sets unknown option {name}");
-    }
+    let settings = shipped_settings();
     let mut first: Vec<&str> = Vec::new();
-    for name in named {
-        if !first.contains(&name) {
-            first.push(name);
+    for setting in &settings {
+        assert!(
+            is_option(setting.name),
+            "blackhole.toml sets unknown option {}",
+            setting.name
+        );
+        let option = OPTIONS.iter().find(|o| o.name == setting.name).unwrap();
+        assert_eq!(
+            option.is_table(),
+            setting.lines.len() > 1,
+            "{} is a table in the file or in the documentation, not both",
+            setting.name
+        );
+        for key in &setting.keys {
+            assert!(
+                option.keys.iter().any(|k| k.name == *key),
+                "blackhole.toml: [[{}]] has unknown key {key}",
+                setting.name
+            );
+        }
+        if !first.contains(&setting.name) {
+            first.push(setting.name);
         }
     }
     let table: Vec<&str> = OPTIONS.iter().map(|option| option.name).collect();
     assert_eq!(
         first, table,
-        "blackhole.toml should show every option, as `name = ` or `# name = `, in the table's order"
+        "blackhole.toml should show every option, as `name = `, `# name = ` or `# [[name]]`, \
+         in the table's order"
     );
 }
 
@@ -769,36 +848,40 @@ fn shipped_suggestions_parse() {
     // Uncommenting the suggestions (one per option at a time, the first
     // for the others) still gives a valid file.
     let lines: Vec<&str> = SHIPPED.lines().collect();
-    let suggestions: Vec<(usize, &str)> = lines
-        .iter()
-        .enumerate()
-        .filter_map(|(i, line)| match shipped_setting(line) {
-            Some((name, true)) => Some((i, name)),
-            _ => None,
-        })
+    let suggestions: Vec<Shipped> = shipped_settings()
+        .into_iter()
+        .filter(|setting| setting.commented)
         .collect();
-    assert!(suggestions.len() >= 8, "{suggestions:?}");
-    for &(chosen, chosen_name) in &suggestions {
+    assert!(suggestions.len() >= 9, "{suggestions:?}");
+    for chosen in &suggestions {
         let mut taken: Vec<&str> = Vec::new();
+        let uncommented: Vec<&Shipped> = suggestions
+            .iter()
+            .filter(|s| {
+                if s.name == chosen.name {
+                    std::ptr::eq(*s, chosen)
+                } else if taken.contains(&s.name) {
+                    false
+                } else {
+                    taken.push(s.name);
+                    true
+                }
+            })
+            .collect();
         let text: String = lines
             .iter()
             .enumerate()
             .map(|(i, line)| {
-                let name = suggestions.iter().find(|(at, _)| *at == i).map(|(_, n)| *n);
-                let uncomment = match name {
-                    Some(name) if name == chosen_name => i == chosen,
-                    Some(name) if !taken.contains(&name) => {
-                        taken.push(name);
-                        true
-                    }
-                    _ => false,
-                };
+                let uncomment = uncommented.iter().any(|s| s.lines.contains(&i));
                 let line = if uncomment { &line[2..] } else { line };
                 format!("{line}\n")
             })
             .collect();
-        let config = toml(&text).unwrap_or_else(|err| panic!("line {}: {err}", chosen + 1));
+        let at = chosen.lines.start + 1;
+        let config = toml(&text).unwrap_or_else(|err| panic!("line {at}: {err}"));
         assert!(config.tls_cert.is_some() && config.pidfile.is_some());
+        let rules = uncommented.iter().filter(|s| s.name == "rule").count();
+        assert_eq!(config.rules.len(), rules, "line {at}");
     }
 }
 
@@ -842,4 +925,506 @@ fn seed_values() {
             "{bad}: {error}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// [[rule]] tables
+
+/// The error for a TOML file `text`: one line, naming the file, `rule` (as `rule N` or
+/// `rule N ("NAME")`) and `option` (when there is one).
+fn rule_error(text: &str, rule: &str, option: Option<&str>) -> ConfigError {
+    let err = toml(text).expect_err(text);
+    assert_eq!(err.rule.as_deref(), Some(rule), "{text:?}: {err}");
+    assert_eq!(err.option.as_deref(), option, "{text:?}: {err}");
+    let shown = err.to_string();
+    assert!(!shown.contains('\n'), "{shown}");
+    let start = match option {
+        Some(option) => format!("test.toml: {rule}, option `{option}`: "),
+        None => format!("test.toml: {rule}: "),
+    };
+    assert!(shown.starts_with(&start), "{shown}");
+    err
+}
+
+/// `text` with a first rule that is fine, so that the rule at fault is number 2.
+fn second_rule(keys: &str) -> String {
+    format!(
+        "listen = [\"127.0.0.1:2525\"]\n\
+         [[rule]]\non = \"rcpt\"\nreply = \"550 5.1.1 No\"\n\
+         [[rule]]\nname = \"slow rcpt\"\n{keys}\n"
+    )
+}
+
+#[test]
+fn a_rule_with_every_key() {
+    let config = toml(
+        r#"
+listen = [":25", "127.0.0.1:2525 mode=bounce"]
+[[rule]]
+name = " cut off "
+on = "Message"
+match = "*@Example.COM"
+client = ["10.0.0.0/8", " ::1 "]
+listener = "127.0.0.1:2525"
+probability = 0.5
+first = 3
+every = 2
+rate = "10/60"
+delay = "0.5-2"
+disconnect = "421"
+after_bytes = 1000
+throttle = 512
+"#,
+    )
+    .unwrap();
+    let mut expected = Rule::new("cut off".into(), Stage::Message);
+    expected.subject = Some(Glob::new("*@example.com").unwrap());
+    expected.clients = vec!["10.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()];
+    expected.listener = Some(1);
+    expected.probability = Some(Probability::new(0.5).unwrap());
+    expected.first = Some(3);
+    expected.every = Some(2);
+    expected.rate = Some("10/60".parse().unwrap());
+    expected.delay = Some("0.5-2".parse().unwrap());
+    expected.disconnect = Some(Disconnect::Reply421);
+    expected.after_bytes = Some(1000);
+    expected.throttle = Some(512);
+    assert_eq!(config.rules, [expected]);
+
+    // The other forms: one client as a string, a reply, an integer probability and delay,
+    // a float delay.
+    let config = toml(
+        "[[rule]]\non = \"rcpt\"\nclient = \"192.0.2.7\"\nprobability = 1\n\
+         reply = \"450 4.2.0 Try later\"\ndelay = 2\n\
+         [[rule]]\non = \"any\"\ndelay = 0.25\n",
+    )
+    .unwrap();
+    let mut first = Rule::new("rule 1".into(), Stage::Rcpt);
+    first.clients = vec!["192.0.2.7".parse().unwrap()];
+    first.probability = Some(Probability::new(1.0).unwrap());
+    first.reply = Some("450 4.2.0 Try later".parse().unwrap());
+    first.delay = Some("2".parse().unwrap());
+    let mut second = Rule::new("rule 2".into(), Stage::Any);
+    second.delay = Some("0.25".parse().unwrap());
+    assert_eq!(config.rules, [first, second]);
+}
+
+#[test]
+fn rules_keep_file_order_and_default_names() {
+    let config = toml(
+        "[[rule]]\non = \"mail\"\nthrottle = 100\n\
+         [[rule]]\nname = \"two\"\non = \"helo\"\ndisconnect = \"close\"\n\
+         [[rule]]\non = \"quit\"\ndelay = 1\n",
+    )
+    .unwrap();
+    let names: Vec<(&str, Stage)> = config
+        .rules
+        .iter()
+        .map(|r| (r.name.as_str(), r.on))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("rule 1", Stage::Mail),
+            ("two", Stage::Helo),
+            ("rule 3", Stage::Quit)
+        ]
+    );
+    // Inline tables are the same tables.
+    let inline = toml("rule = [{ on = \"mail\", throttle = 100 }]").unwrap();
+    assert_eq!(inline.rules[..], config.rules[..1]);
+    // No rule, or an empty list of them: no rules.
+    assert!(toml("").unwrap().rules.is_empty());
+    assert!(toml("rule = []").unwrap().rules.is_empty());
+}
+
+#[test]
+fn a_rule_finds_its_listener_by_address() {
+    let listeners = "listen = [\":25\", \"127.0.0.1:2525 mode=bounce\", \"[::1]:2525\"]\n\
+                     tls_listen = [\":465 delay=1\"]\ntls_cert = \"c\"\ntls_key = \"k\"\n";
+    let index = |address: &str| {
+        let text =
+            format!("{listeners}[[rule]]\non = \"any\"\ndelay = 1\nlistener = \"{address}\"");
+        toml(&text)
+            .unwrap_or_else(|err| panic!("{text}: {err}"))
+            .rules[0]
+            .listener
+    };
+    assert_eq!(index("0.0.0.0:25"), Some(0));
+    assert_eq!(index(":25"), Some(0));
+    assert_eq!(index("127.0.0.1:2525"), Some(1));
+    assert_eq!(index("localhost:2525"), Some(1));
+    assert_eq!(index("::1:2525"), Some(2));
+    assert_eq!(index("[::1]:2525"), Some(2));
+    assert_eq!(index(":465"), Some(3));
+
+    let no_listener = |address: &str| {
+        let text =
+            format!("{listeners}[[rule]]\non = \"any\"\ndelay = 1\nlistener = \"{address}\"");
+        rule_error(&text, "rule 1", Some("listener"))
+    };
+    let err = no_listener("127.0.0.1:2526");
+    for entry in [
+        ":25",
+        "127.0.0.1:2525 mode=bounce",
+        "[::1]:2525",
+        ":465 delay=1",
+    ] {
+        assert!(err.message.contains(&format!("`{entry}`")), "{err}");
+    }
+    no_listener("127.0.0.2:2525");
+    let err = no_listener("127.0.0.1:2525 mode=bounce");
+    assert!(err.message.contains("without its flags"), "{err}");
+    no_listener("mail.example.com:25");
+    // Several listeners on port 0 cannot be told apart.
+    let text = "listen = [\"127.0.0.1:0\", \"127.0.0.1:0 mode=bounce\"]\n\
+                [[rule]]\non = \"any\"\ndelay = 1\nlistener = \"127.0.0.1:0\"";
+    let err = rule_error(text, "rule 1", Some("listener"));
+    assert!(err.message.contains("2 listeners"), "{err}");
+}
+
+#[test]
+fn a_bad_rule_is_named_with_its_option() {
+    let named = "rule 2 (\"slow rcpt\")";
+    let cases: &[(&str, Option<&str>, &str)] = &[
+        ("on = \"rctp\"", Some("on"), "connect, helo, mail, rcpt"),
+        ("on = 3\ndelay = 1", Some("on"), "expected a string"),
+        ("delay = 1", Some("on"), "missing"),
+        ("on = \"rcpt\"", None, "no effect"),
+        (
+            "on = \"rcpt\"\nmatch = \"\"\ndelay = 1",
+            Some("match"),
+            "empty pattern",
+        ),
+        (
+            "on = \"rcpt\"\nmatch = \"a\\tb\"\ndelay = 1",
+            Some("match"),
+            "control",
+        ),
+        (
+            "on = \"rcpt\"\nmatch = [\"a\"]\ndelay = 1",
+            Some("match"),
+            "expected a string",
+        ),
+        (
+            "on = \"rcpt\"\nclient = \"10.0.0.0/33\"\ndelay = 1",
+            Some("client"),
+            "10.0.0.0/33",
+        ),
+        (
+            "on = \"rcpt\"\nclient = [\"::1\", 7]\ndelay = 1",
+            Some("client"),
+            "strings",
+        ),
+        (
+            "on = \"rcpt\"\nclient = []\ndelay = 1",
+            Some("client"),
+            "empty list",
+        ),
+        (
+            "on = \"rcpt\"\nclient = 10\ndelay = 1",
+            Some("client"),
+            "address block",
+        ),
+        (
+            "on = \"rcpt\"\nlistener = 2525\ndelay = 1",
+            Some("listener"),
+            "expected a string",
+        ),
+        (
+            "on = \"rcpt\"\nprobability = 1.5\ndelay = 1",
+            Some("probability"),
+            "0 to 1",
+        ),
+        (
+            "on = \"rcpt\"\nprobability = -0.1\ndelay = 1",
+            Some("probability"),
+            "0 to 1",
+        ),
+        (
+            "on = \"rcpt\"\nprobability = 2\ndelay = 1",
+            Some("probability"),
+            "0 to 1",
+        ),
+        (
+            "on = \"rcpt\"\nprobability = nan\ndelay = 1",
+            Some("probability"),
+            "0 to 1",
+        ),
+        (
+            "on = \"rcpt\"\nprobability = \"0.5\"\ndelay = 1",
+            Some("probability"),
+            "expected",
+        ),
+        (
+            "on = \"rcpt\"\nfirst = 0\ndelay = 1",
+            Some("first"),
+            "from 1",
+        ),
+        (
+            "on = \"rcpt\"\nfirst = -2\ndelay = 1",
+            Some("first"),
+            "negative",
+        ),
+        (
+            "on = \"rcpt\"\nevery = 0\ndelay = 1",
+            Some("every"),
+            "from 1",
+        ),
+        (
+            "on = \"rcpt\"\nevery = 1.5\ndelay = 1",
+            Some("every"),
+            "whole number",
+        ),
+        (
+            "on = \"rcpt\"\nrate = \"10\"\ndelay = 1",
+            Some("rate"),
+            "N/SECONDS",
+        ),
+        (
+            "on = \"rcpt\"\nrate = \"10/0\"\ndelay = 1",
+            Some("rate"),
+            "N/SECONDS",
+        ),
+        (
+            "on = \"rcpt\"\nrate = 10\ndelay = 1",
+            Some("rate"),
+            "expected a string",
+        ),
+        (
+            "on = \"rcpt\"\nreply = \"199 odd\"",
+            Some("reply"),
+            "200 to 599",
+        ),
+        (
+            "on = \"rcpt\"\nreply = \"600 odd\"",
+            Some("reply"),
+            "200 to 599",
+        ),
+        (
+            "on = \"rcpt\"\nreply = \"550 a\\r\\nb\"",
+            Some("reply"),
+            "one line",
+        ),
+        (
+            "on = \"rcpt\"\nreply = \"550 a\\nb\"",
+            Some("reply"),
+            "one line",
+        ),
+        ("on = \"rcpt\"\nreply = \"No\"", Some("reply"), "200 to 599"),
+        (
+            "on = \"rcpt\"\nreply = 550",
+            Some("reply"),
+            "expected a string",
+        ),
+        (
+            "on = \"rcpt\"\ndelay = 700",
+            Some("delay"),
+            "at most 600 seconds",
+        ),
+        (
+            "on = \"rcpt\"\ndelay = 600.5",
+            Some("delay"),
+            "at most 600 seconds",
+        ),
+        (
+            "on = \"rcpt\"\ndelay = \"5-700\"",
+            Some("delay"),
+            "at most 600 seconds",
+        ),
+        (
+            "on = \"rcpt\"\ndelay = \"5-2\"",
+            Some("delay"),
+            "MIN above MAX",
+        ),
+        ("on = \"rcpt\"\ndelay = -1", Some("delay"), "not a delay"),
+        (
+            "on = \"rcpt\"\ndelay = \"soon\"",
+            Some("delay"),
+            "not a delay",
+        ),
+        (
+            "on = \"rcpt\"\ndelay = true",
+            Some("delay"),
+            "expected seconds",
+        ),
+        (
+            "on = \"rcpt\"\ndisconnect = \"hangup\"",
+            Some("disconnect"),
+            "close",
+        ),
+        (
+            "on = \"rcpt\"\ndisconnect = \"close\"\nreply = \"550 No\"",
+            Some("reply"),
+            "disconnect",
+        ),
+        (
+            "on = \"rcpt\"\ndisconnect = \"close\"\nafter_bytes = 10",
+            Some("after_bytes"),
+            "message",
+        ),
+        (
+            "on = \"message\"\ndelay = 1\nafter_bytes = 10",
+            Some("after_bytes"),
+            "disconnect",
+        ),
+        (
+            "on = \"message\"\ndisconnect = \"close\"\nafter_bytes = 0",
+            Some("after_bytes"),
+            "1 to",
+        ),
+        (
+            "on = \"rcpt\"\nthrottle = 0",
+            Some("throttle"),
+            "1 to 1000000000",
+        ),
+        (
+            "on = \"rcpt\"\nthrottle = 1000000001",
+            Some("throttle"),
+            "1 to 1000000000",
+        ),
+        (
+            "on = \"rcpt\"\nreplay = \"550 No\"",
+            Some("replay"),
+            "unknown key",
+        ),
+        (
+            "on = \"rcpt\"\ndelay = 1\n[rule.extra]\nx = 1",
+            Some("extra"),
+            "unknown key",
+        ),
+    ];
+    for (keys, option, says) in cases {
+        let err = rule_error(&second_rule(keys), named, *option);
+        assert!(
+            err.message.contains(says),
+            "{keys:?}: {err} should say {says:?}"
+        );
+    }
+    let err = rule_error(
+        &second_rule("on = \"rcpt\"\ndelay = 700"),
+        named,
+        Some("delay"),
+    );
+    assert_eq!(
+        err.to_string(),
+        "test.toml: rule 2 (\"slow rcpt\"), option `delay`: \
+         `700` is too long a delay: at most 600 seconds"
+    );
+    let err = rule_error(
+        &second_rule("on = \"rcpt\"\nreplay = 1"),
+        named,
+        Some("replay"),
+    );
+    for key in ["name", "match", "after_bytes", "throttle"] {
+        assert!(err.message.contains(key), "{err} should list {key}");
+    }
+}
+
+#[test]
+fn a_rule_without_a_usable_name_is_named_by_number() {
+    let text = |name: &str| {
+        format!(
+            "[[rule]]\non = \"rcpt\"\ndelay = 1\n[[rule]]\nname = {name}\non = \"rcpt\"\ndelay = 1\n"
+        )
+    };
+    for name in ["\"\"", "\"  \"", "\"a\\nb\"", "5"] {
+        rule_error(&text(name), "rule 2", Some("name"));
+    }
+    let long = format!("\"{}\"", "x".repeat(MAX_RULE_NAME + 1));
+    rule_error(&text(&long), "rule 2", Some("name"));
+    toml(&text(&format!("\"{}\"", "x".repeat(MAX_RULE_NAME)))).unwrap();
+    // Without a name, a problem names the rule by its number alone.
+    rule_error("[[rule]]\non = \"bogus\"\ndelay = 1", "rule 1", Some("on"));
+    // Names tell rules apart in logs and metrics: two rules cannot share one, given or not.
+    let err = rule_error(&text("\"rule 1\""), "rule 2 (\"rule 1\")", Some("name"));
+    assert!(err.message.contains("rule 1"), "{err}");
+    let twice = "[[rule]]\nname = \"a\"\non = \"rcpt\"\ndelay = 1\n\
+                 [[rule]]\nname = \"a\"\non = \"mail\"\ndelay = 1\n";
+    rule_error(twice, "rule 2 (\"a\")", Some("name"));
+}
+
+#[test]
+fn rule_must_be_tables() {
+    for text in [
+        "rule = 5",
+        "rule = \"on = rcpt\"",
+        "rule = { on = \"rcpt\", delay = 1 }",
+    ] {
+        let err = option_error(text, "rule");
+        assert_eq!(err.rule, None, "{err}");
+    }
+    rule_error("rule = [5]", "rule 1", Some("rule"));
+    let many: String = (0..=MAX_RULES)
+        .map(|_| "[[rule]]\non = \"noop\"\ndelay = 1\n")
+        .collect();
+    let err = option_error(&many, "rule");
+    assert!(err.message.contains(&MAX_RULES.to_string()), "{err}");
+    let clients: Vec<String> = (0..=MAX_RULE_CLIENTS)
+        .map(|i| format!("\"10.0.{}.{}\"", i / 256, i % 256))
+        .collect();
+    let text = format!(
+        "[[rule]]\non = \"rcpt\"\ndelay = 1\nclient = [{}]",
+        clients.join(", ")
+    );
+    rule_error(&text, "rule 1", Some("client"));
+    toml(&format!(
+        "[[rule]]\non = \"rcpt\"\ndelay = 1\nclient = [{}]",
+        clients[1..].join(", ")
+    ))
+    .unwrap();
+}
+
+#[test]
+fn documented_rule_limits_are_the_limits() {
+    let doc = |name: &str| rule_keys().iter().find(|key| key.name == name).unwrap().doc;
+    let rule = |keys: &str| format!("[[rule]]\non = \"message\"\ndisconnect = \"close\"\n{keys}");
+    let limits = [
+        ("first", 1, MAX_RULE_COUNT),
+        ("every", 1, MAX_RULE_COUNT),
+        ("after_bytes", 1, MAX_MAX_MESSAGE_SIZE),
+        ("throttle", 1, MAX_THROTTLE),
+    ];
+    for (name, min, max) in limits {
+        let range = format!("{min} to {max}");
+        assert!(doc(name).contains(&range), "{name}: doc should say {range}");
+        toml(&rule(&format!("{name} = {min}"))).unwrap();
+        toml(&rule(&format!("{name} = {max}"))).unwrap();
+        rule_error(
+            &rule(&format!("{name} = {}", min - 1)),
+            "rule 1",
+            Some(name),
+        );
+        if max < MAX_RULE_COUNT {
+            rule_error(
+                &rule(&format!("{name} = {}", max + 1)),
+                "rule 1",
+                Some(name),
+            );
+        }
+    }
+    assert!(doc("delay").contains(&format!("0 to {MAX_RULE_DELAY_SECS}")));
+    toml(&rule(&format!("delay = {MAX_RULE_DELAY_SECS}"))).unwrap();
+    assert!(doc("probability").contains("0 to 1"));
+    assert!(doc("name").contains(&format!("at most {MAX_RULE_NAME} characters")));
+    assert!(doc("client").contains(&format!("At most {MAX_RULE_CLIENTS} entries")));
+    assert!(doc("match").contains(&format!("At most {MAX_GLOB} bytes")));
+    let stages = doc("on");
+    for stage in [
+        "connect", "helo", "mail", "rcpt", "data", "message", "auth", "starttls", "rset", "noop",
+        "quit", "vrfy", "expn", "any",
+    ] {
+        assert!(stages.contains(stage), "on: doc should name {stage}");
+        toml(&format!("[[rule]]\non = \"{stage}\"\ndelay = 1")).unwrap();
+    }
+}
+
+#[test]
+fn a_legacy_file_has_no_rules() {
+    let err = legacy_option_error("timeout = 30\nrule = on rcpt\n", "rule");
+    assert!(
+        err.message.contains("line 2") && err.message.contains("TOML"),
+        "{err}"
+    );
+    assert_eq!(err.rule, None);
 }

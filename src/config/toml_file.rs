@@ -35,10 +35,19 @@ pub(super) struct RawOptions {
     pub(super) user: Option<Value>,
     pub(super) group: Option<Value>,
     pub(super) pidfile: Option<Value>,
+    /// `[[rule]]` tables.
+    pub(super) rule: Option<Value>,
 }
 
 pub(super) fn is_option(key: &str) -> bool {
     OPTIONS.iter().any(|option| option.name == key)
+}
+
+/// Whether `key` is written as `[[key]]` tables.
+pub(super) fn is_table(key: &str) -> bool {
+    OPTIONS
+        .iter()
+        .any(|option| option.name == key && option.is_table())
 }
 
 pub(super) fn unknown_option(key: &str) -> Problem {

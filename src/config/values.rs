@@ -8,6 +8,7 @@ use toml::Value;
 
 use super::error::Problem;
 use super::listener::{ListenerSpec, parse_listener};
+use super::rule_table;
 use super::toml_file::RawOptions;
 use super::{Config, DelayRange, Mode, is_host_name_like};
 use crate::smtp::decimal;
@@ -67,6 +68,9 @@ pub(super) fn build(raw: RawOptions) -> Result<Config, Problem> {
     )?
     .unwrap_or(defaults.max_message_size);
 
+    // Last, as the tables come last in the file.
+    let rules = rule_table::rules(raw.rule, &all)?;
+
     Ok(Config {
         source: None,
         listeners: all,
@@ -86,7 +90,7 @@ pub(super) fn build(raw: RawOptions) -> Result<Config, Problem> {
         max_connections,
         seed: number(raw.seed, "seed", 0, MAX_SEED, "")?,
         mailname: mailname(raw.mailname)?,
-        rules: Vec::new(),
+        rules,
     })
 }
 
@@ -97,7 +101,7 @@ fn count(value: Option<Value>, option: &str, max: u32, unit: &str) -> Result<Opt
     Ok(n.map(|n| u32::try_from(n).unwrap_or(max)))
 }
 
-fn wrong_type(option: &str, expected: &str, found: &Value) -> Problem {
+pub(super) fn wrong_type(option: &str, expected: &str, found: &Value) -> Problem {
     Problem::option(
         option,
         format!("expected {expected}, found {}", found.type_str()),
@@ -119,7 +123,7 @@ fn path(value: Option<Value>, option: &str) -> Result<Option<PathBuf>, Problem> 
 
 /// A whole number in `min..=max`, given as an integer or a string of
 /// digits.
-fn number(
+pub(super) fn number(
     value: Option<Value>,
     option: &str,
     min: u64,
