@@ -192,7 +192,8 @@ fn serve(args: &Args, checked: Checked, worker: bool) -> Result<(), Failure> {
         catch_signals().map_err(|e| (EXIT_SOFTWARE, format!("cannot catch signals: {e}")))?;
     let mut listeners = Vec::with_capacity(config.listeners.len());
     for spec in &config.listeners {
-        let socket = bind::bind(spec, worker).map_err(|e| (e.exit_code as u8, e.message))?;
+        let socket = bind::bind(spec, worker.then_some(config.workers))
+            .map_err(|e| (e.exit_code as u8, e.message))?;
         if let Ok(addr) = socket.local_addr() {
             let kind = if spec.tls { "SMTPS" } else { "SMTP" };
             info!("listening for {kind} on {addr} as {fqdn}");
@@ -246,7 +247,7 @@ fn supervise(args: &Args, checked: &Checked) -> Result<(), Failure> {
     // which share their port with any process of the same user that asks to, still count as
     // "in use" rather than quietly taking half of each other's connections.
     for spec in &config.listeners {
-        bind::bind(spec, false).map_err(|e| (e.exit_code as u8, e.message))?;
+        bind::bind(spec, None).map_err(|e| (e.exit_code as u8, e.message))?;
     }
     if let Some(path) = &config.pidfile {
         pidfile::write(path, file).map_err(|e| (EXIT_PERMISSION, e))?;
