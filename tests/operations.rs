@@ -1,6 +1,7 @@
-//! Running blackhole as a service: `workers = N` (a supervisor, restarts, SO_REUSEPORT and how
-//! evenly the kernel spreads connections), SIGHUP, dropping root (`user`/`group`), `-b` and its
-//! pidfile, bind errors, `-t`, and the exit codes of the command line.
+//! Running blackhole as a service: `workers = N` (a supervisor, restarts, SO_REUSEPORT, and
+//! how evenly the workers share connections from many client addresses), SIGHUP, dropping
+//! root (`user`/`group`), `-b` and its pidfile, bind errors, `-t`, and the exit codes of the
+//! command line.
 //!
 //! Every process a test starts is killed when the test ends, however it ends: servers and
 //! supervisors by their handle, workers and `-b` daemons by a scan of /proc for the test's own
@@ -16,6 +17,7 @@ use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -25,8 +27,8 @@ use common::procfs::{
 };
 use common::{
     Client, TempDir, assert_bounce, assert_queued, blackhole_bin, config_toml, free_port, greeted,
-    require_program, run_blackhole, run_with_limit, send_signal, spawn_blackhole, wait_for,
-    wait_with_limit,
+    greeted_from, require_program, run_blackhole, run_with_limit, send_signal, spawn_blackhole,
+    wait_for, wait_with_limit,
 };
 
 /// How long a start, a restart or a reload may take before the test calls it stuck.
@@ -315,11 +317,19 @@ fn serving_process(serving: &[u32], client: &Client) -> u32 {
 
 /// Like `one_message`, and which of `serving` served it.
 fn one_message_served(addr: SocketAddr, serving: &[u32]) -> (u32, String) {
-    let mut client = greeted(addr);
+    let mut client = greeted_from(next_client(), addr);
     let server = serving_process(serving, &client);
     let reply = send_message(&mut client);
     assert_eq!(client.command("QUIT"), "221 2.0.0 Goodbye");
     (server, reply)
+}
+
+/// The next of 200 loopback client addresses, 127.0.0.2 on: workers take each client address
+/// to one worker, so a test that must reach every worker comes from many addresses.
+fn next_client() -> Ipv4Addr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % 200;
+    Ipv4Addr::new(127, 0, 0, 2 + n as u8)
 }
 
 /// New connections, one message each, every final reply checked by `check`: at least
@@ -551,8 +561,9 @@ fn sigint_to_the_supervisor_stops_every_worker() {
     assert!(nothing_listens(server.addr.port()));
 }
 
-/// The evenness measurement: 1,000 idle connections to 4 workers, each worker's share counted
-/// from its open sockets in /proc/PID/fd.
+/// The evenness measurement: 1,000 idle connections from 200 client addresses to 4 workers,
+/// which take each client address to one worker; each worker's share counted from its open
+/// sockets in /proc/PID/fd.
 #[test]
 fn four_workers_share_the_connections_evenly() {
     const WORKERS: usize = 4;
@@ -577,7 +588,9 @@ fn four_workers_share_the_connections_evenly() {
     );
 
     // Each connection reads its greeting: some worker has accepted it.
-    let clients: Vec<Client> = (0..CONNECTIONS).map(|_| server.greeted()).collect();
+    let clients: Vec<Client> = (0..CONNECTIONS)
+        .map(|_| greeted_from(next_client(), server.addr))
+        .collect();
     let mut held = Vec::new();
     let counted = wait_for(SETTLE, || {
         held = sockets(&workers)

@@ -6,15 +6,13 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
-use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Child;
 use std::time::Duration;
 
 use common::procfs::{children, cmdline, connections, kill_every_process_naming, listens};
-use common::{GREETING, REPLY_TIMEOUT, TempDir, spawn_blackhole, wait_for};
-use socket2::{Domain, Socket, Type};
+use common::{TempDir, greeted_from, spawn_blackhole, wait_for};
 
 /// How long the workers may take to start and to accept.
 const SETTLE: Duration = Duration::from_secs(10);
@@ -63,61 +61,16 @@ fn wait_workers(supervisor: &Supervisor, port: u16) -> Vec<u32> {
     workers
 }
 
-/// A connection to `server` from `client` (any port), once it has been greeted: some worker
-/// has accepted it.
-fn greeted_from(client: Ipv4Addr, server: SocketAddr) -> TcpStream {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a TCP socket");
-    socket
-        .bind(&SocketAddr::from((client, 0)).into())
-        .unwrap_or_else(|e| panic!("bind {client}: {e}"));
-    socket
-        .connect_timeout(&server.into(), REPLY_TIMEOUT)
-        .unwrap_or_else(|e| panic!("connect from {client} to {server}: {e}"));
-    let mut stream = TcpStream::from(socket);
-    stream
-        .set_read_timeout(Some(REPLY_TIMEOUT))
-        .expect("set_read_timeout");
-    let mut greeting = Vec::new();
-    let mut byte = [0; 1];
-    while !greeting.ends_with(b"\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => greeting.push(byte[0]),
-            other => panic!("no greeting for {client}: {other:?} after {greeting:?}"),
-        }
-    }
-    let greeting = String::from_utf8_lossy(&greeting);
-    assert!(greeting.starts_with(GREETING), "greeting {greeting:?}");
-    stream
-}
-
-/// The remote address of every IPv4 TCP socket, by inode (/proc/net/tcp: `sl local rem st
-/// tx:rx tr:when retrnsmt uid timeout inode`, the address as the hex of its bytes in memory).
-fn remote_addresses() -> HashMap<u64, Ipv4Addr> {
-    let table = fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (address, _port) = fields.get(2)?.split_once(':')?;
-            let address = u32::from_str_radix(address, 16).ok()?;
-            let inode = fields.get(9)?.parse().ok()?;
-            Some((inode, Ipv4Addr::from(address.to_ne_bytes())))
-        })
-        .collect()
-}
-
 /// For each client address, the workers holding its connections to `port`, and how many
 /// connections they hold between them.
 fn workers_by_client(workers: &[u32], port: u16) -> HashMap<Ipv4Addr, (BTreeSet<u32>, usize)> {
-    let remote = remote_addresses();
     let mut found: HashMap<Ipv4Addr, (BTreeSet<u32>, usize)> = HashMap::new();
     for &pid in workers {
         for socket in connections(pid) {
             if socket.local_port != port {
                 continue;
             }
-            if let Some(&client) = remote.get(&socket.inode) {
+            if let Some(client) = socket.remote_v4 {
                 let entry = found.entry(client).or_default();
                 entry.0.insert(pid);
                 entry.1 += 1;
@@ -144,7 +97,9 @@ fn every_connection_of_one_client_address_reaches_the_same_worker() {
     let clients: Vec<Ipv4Addr> = (2..10).map(|last| Ipv4Addr::new(127, 0, 0, last)).collect();
     let _open: Vec<TcpStream> = clients
         .iter()
-        .flat_map(|&client| (0..CONNECTIONS_EACH).map(move |_| greeted_from(client, server)))
+        .flat_map(|&client| {
+            (0..CONNECTIONS_EACH).map(move |_| greeted_from(client, server).into_stream())
+        })
         .collect();
 
     let mut held = HashMap::new();

@@ -374,6 +374,25 @@ impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect_timeout(&addr, REPLY_TIMEOUT)
             .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        Client::over(stream)
+    }
+
+    /// A connection to `addr` from the loopback address `source` (any port): the whole of
+    /// 127/8 is loopback, so a test can be many clients, as workers that steer by client
+    /// address see them.
+    pub fn connect_from(source: Ipv4Addr, addr: SocketAddr) -> Client {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("a TCP socket");
+        socket
+            .bind(&SocketAddr::from((source, 0)).into())
+            .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+        socket
+            .connect_timeout(&addr.into(), REPLY_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect from {source} to {addr}: {e}"));
+        Client::over(socket.into())
+    }
+
+    fn over(stream: TcpStream) -> Client {
         stream
             .set_read_timeout(Some(REPLY_TIMEOUT))
             .expect("set_read_timeout");
@@ -512,6 +531,13 @@ impl Client {
         assert_eq!(self.command("RCPT TO:<b@example.net>"), "250 2.1.5 OK");
         assert_eq!(self.command("DATA"), "354 End data with <CR><LF>.<CR><LF>");
     }
+}
+
+/// A new connection to `addr` from `source` that has read its greeting.
+pub fn greeted_from(source: Ipv4Addr, addr: SocketAddr) -> Client {
+    let mut client = Client::connect_from(source, addr);
+    assert_eq!(client.reply(), GREETING);
+    client
 }
 
 /// A new connection to `addr` that has read its greeting.

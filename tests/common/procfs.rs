@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
 /// The fields of /proc/PID/stat the tests need.
@@ -80,6 +81,8 @@ pub fn socket_inodes(pid: u32) -> Vec<u64> {
 /// One TCP socket, as a row of /proc/net/tcp or /proc/net/tcp6 shows it.
 pub struct TcpSocket {
     pub local_port: u16,
+    /// The far end's address, for IPv4 sockets.
+    pub remote_v4: Option<Ipv4Addr>,
     pub remote_port: u16,
     /// The kernel's TCP state: 0x01 established, 0x0A listening.
     pub state: u8,
@@ -109,6 +112,13 @@ fn tcp_row(line: &str) -> Option<TcpSocket> {
     Some(TcpSocket {
         local_port: port(fields.get(1)?)?,
         remote_port: port(fields.get(2)?)?,
+        // IPv4 rows write the address as the hex of its four bytes as they lie in memory.
+        remote_v4: fields
+            .get(2)?
+            .split_once(':')
+            .filter(|(hex, _)| hex.len() == 8)
+            .and_then(|(hex, _)| u32::from_str_radix(hex, 16).ok())
+            .map(|n| Ipv4Addr::from(n.to_ne_bytes())),
         state: u8::from_str_radix(fields.get(3)?, 16).ok()?,
         rx_queue: u64::from_str_radix(fields.get(4)?.split_once(':')?.1, 16).ok()?,
         inode: fields.get(9)?.parse().ok()?,
