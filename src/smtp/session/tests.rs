@@ -4,11 +4,68 @@
 use base64::Engine;
 use base64::engine::general_purpose;
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use super::*;
 use crate::smtp::command::MAX_LINE;
 use crate::smtp::policy::DelayRange;
+use crate::smtp::rules::{RuleBook, RuleState};
 
 const FQDN: &str = "mx.example";
+
+/// The client the tests' sessions serve.
+pub(super) const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+
+/// What a session is told, with `rules` and their `state`, at `now_ms`.
+pub(super) fn context<'a>(
+    policy: &'a Policy,
+    seed: ConnectionSeed,
+    rules: &'a RuleBook,
+    state: &'a mut RuleState,
+    now_ms: u64,
+) -> Context<'a> {
+    Context {
+        policy,
+        seed,
+        rules,
+        rule_state: state,
+        client: CLIENT,
+        listener: 0,
+        now_ms,
+    }
+}
+
+/// [`Session::feed`] without rules.
+pub(super) fn feed(
+    session: &mut Session,
+    policy: &Policy,
+    seed: ConnectionSeed,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Step {
+    let (rules, mut state) = (RuleBook::default(), RuleState::default());
+    session.feed(
+        &mut context(policy, seed, &rules, &mut state, 0),
+        input,
+        out,
+    )
+}
+
+/// [`Session::resume`] without rules.
+pub(super) fn resume(
+    session: &mut Session,
+    policy: &Policy,
+    seed: ConnectionSeed,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Step {
+    let (rules, mut state) = (RuleBook::default(), RuleState::default());
+    session.resume(
+        &mut context(policy, seed, &rules, &mut state, 0),
+        input,
+        out,
+    )
+}
 
 fn policy() -> Policy {
     Policy::new(FQDN.into(), Mode::Accept, None, true, 1000, false)
@@ -30,40 +87,79 @@ struct Run {
 /// Feeds `input` in pieces of `step` bytes as the event loop does: unused bytes are kept and
 /// fed again with the next piece; a pause is resumed at once.
 fn run_split(policy: &Policy, input: &[u8], step: usize) -> Run {
+    run_ruled(policy, &RuleBook::default(), input, step)
+}
+
+/// [`run_split`] with `rules`, their counters fresh; the greeting is the first output.
+fn run_ruled(policy: &Policy, rules: &RuleBook, input: &[u8], step: usize) -> Run {
     let mut session = Session::new(false);
-    let seed = ConnectionSeed::new(7, 1);
-    let mut out = Vec::new();
-    let mut tail = Vec::new();
-    let mut pauses = Vec::new();
+    let mut state = RuleState::default();
+    let mut cx = context(policy, ConnectionSeed::new(7, 1), rules, &mut state, 0);
+    let (mut out, mut tail, mut pauses) = (Vec::new(), Vec::new(), Vec::new());
+    if !rules.is_empty() {
+        let action = session.greet(&mut cx, &mut out);
+        if let Some(end) = follow(
+            &mut session,
+            &mut cx,
+            action,
+            &mut tail,
+            &mut pauses,
+            &mut out,
+        ) {
+            return finish(&out, pauses, Some(end), 0);
+        }
+    }
     for piece in input.chunks(step.max(1)) {
         tail.extend_from_slice(piece);
         loop {
             let before = tail.len();
-            let result = session.feed(policy, seed, &tail, &mut out);
+            let result = session.feed(&mut cx, &tail, &mut out);
             tail.drain(..result.consumed);
-            match result.action {
-                Action::Continue if tail.len() == before || tail.is_empty() => break,
-                Action::Continue => {}
-                Action::Pause { millis } => {
-                    pauses.push(millis);
-                    session.resume(policy, seed, &mut out);
-                }
-                end => {
-                    return Run {
-                        sent: normalise(&out),
-                        pauses,
-                        end: Some(end),
-                        left: tail.len(),
-                    };
-                }
+            match follow(
+                &mut session,
+                &mut cx,
+                result.action,
+                &mut tail,
+                &mut pauses,
+                &mut out,
+            ) {
+                Some(end) => return finish(&out, pauses, Some(end), tail.len()),
+                None if tail.len() == before || tail.is_empty() => break,
+                None => {}
             }
         }
     }
+    finish(&out, pauses, None, tail.len())
+}
+
+/// Carries out `action` as the loop does (a pause is over at once; a throttle changes
+/// nothing here): the action that ends the run, if it does.
+fn follow(
+    session: &mut Session,
+    cx: &mut Context,
+    mut action: Action,
+    tail: &mut Vec<u8>,
+    pauses: &mut Vec<u64>,
+    out: &mut Vec<u8>,
+) -> Option<Action> {
+    while let Action::Pause { millis } = action {
+        pauses.push(millis);
+        let step = session.resume(cx, tail, out);
+        tail.drain(..step.consumed);
+        action = step.action;
+    }
+    match action {
+        Action::Continue | Action::Throttle { .. } => None,
+        end => Some(end),
+    }
+}
+
+fn finish(out: &[u8], pauses: Vec<u64>, end: Option<Action>, left: usize) -> Run {
     Run {
-        sent: normalise(&out),
+        sent: normalise(out),
         pauses,
-        end: None,
-        left: tail.len(),
+        end,
+        left,
     }
 }
 
@@ -190,7 +286,8 @@ fn two_messages_on_one_connection_get_two_ids() {
     let raw = {
         let mut session = Session::new(false);
         let mut out = Vec::new();
-        session.feed(
+        feed(
+            &mut session,
             &policy(),
             ConnectionSeed::new(1, 1),
             input.as_bytes(),
@@ -250,14 +347,14 @@ fn message_size_counts_up_to_the_final_dot_line() {
 fn a_huge_message_is_counted_not_kept() {
     let mut session = Session::new(false);
     let (policy, seed, mut out) = (policy(), ConnectionSeed::new(1, 1), Vec::new());
-    session.feed(&policy, seed, ENVELOPE.as_bytes(), &mut out);
+    feed(&mut session, &policy, seed, ENVELOPE.as_bytes(), &mut out);
     let chunk = vec![b'x'; 65536];
     for _ in 0..100 {
-        let step = session.feed(&policy, seed, &chunk, &mut out);
+        let step = feed(&mut session, &policy, seed, &chunk, &mut out);
         assert_eq!(step.consumed, chunk.len());
     }
     out.clear();
-    session.feed(&policy, seed, b"\r\n.\r\n", &mut out);
+    feed(&mut session, &policy, seed, b"\r\n.\r\n", &mut out);
     assert_eq!(out, reply::TOO_BIG);
 }
 
@@ -638,13 +735,14 @@ fn auth_login() {
 fn auth_cram_md5_challenges_with_a_message_id() {
     let mut session = Session::new(false);
     let (policy, seed, mut out) = (policy(), ConnectionSeed::new(3, 1), Vec::new());
-    session.feed(&policy, seed, b"AUTH CRAM-MD5\r\n", &mut out);
+    feed(&mut session, &policy, seed, b"AUTH CRAM-MD5\r\n", &mut out);
     let line = String::from_utf8(out.clone()).unwrap();
     let challenge = line.strip_prefix("334 ").unwrap().trim_end();
     let decoded = general_purpose::STANDARD.decode(challenge).unwrap();
     assert_eq!(normalise(&decoded), "{msgid}");
     out.clear();
-    session.feed(
+    feed(
+        &mut session,
         &policy,
         seed,
         format!("{}\r\n", b64(b"fail=bob 0123abcd")).as_bytes(),
@@ -725,7 +823,8 @@ fn starttls_drops_what_was_pipelined_after_it() {
     for policy in [&with_tls, &policy()] {
         let mut inside = Session::new(true);
         let mut out = Vec::new();
-        inside.feed(
+        feed(
+            &mut inside,
             policy,
             ConnectionSeed::new(1, 1),
             b"STARTTLS\r\nEHLO c\r\n",
@@ -748,7 +847,8 @@ fn message(headers: &str) -> String {
 fn final_reply(policy: &Policy, seed: u64) -> String {
     let mut out = Vec::new();
     let input = message("");
-    Session::new(false).feed(
+    feed(
+        &mut Session::new(false),
         policy,
         ConnectionSeed::new(seed, 1),
         input.as_bytes(),
@@ -852,7 +952,8 @@ fn delays_pause_before_the_final_reply() {
     let drawn: Vec<u64> = (0..50)
         .map(|seed| {
             let mut session = Session::new(false);
-            let step = session.feed(
+            let step = feed(
+                &mut session,
                 &policy(),
                 ConnectionSeed::new(seed, 1),
                 ranged.as_bytes(),
@@ -926,16 +1027,16 @@ fn commands_after_a_delayed_message_wait_for_its_reply() {
     let mut session = Session::new(false);
     let (policy, seed, mut out) = (policy(), ConnectionSeed::new(1, 1), Vec::new());
     let input = format!("{}NOOP\r\n", message("X-Blackhole-Delay: 5\r\n"));
-    let step = session.feed(&policy, seed, input.as_bytes(), &mut out);
+    let step = feed(&mut session, &policy, seed, input.as_bytes(), &mut out);
     assert_eq!(step.action, Action::Pause { millis: 5000 });
     assert_eq!(step.consumed, input.len() - 6);
     assert!(session.is_waiting());
     assert!(normalise(&out).ends_with("354 End data with <CR><LF>.<CR><LF>\r\n"));
     // Fed while waiting, it takes nothing.
-    let again = session.feed(&policy, seed, b"NOOP\r\n", &mut out);
+    let again = feed(&mut session, &policy, seed, b"NOOP\r\n", &mut out);
     assert_eq!(again.consumed, 0);
-    session.resume(&policy, seed, &mut out);
-    session.feed(&policy, seed, b"NOOP\r\n", &mut out);
+    resume(&mut session, &policy, seed, b"", &mut out);
+    feed(&mut session, &policy, seed, b"NOOP\r\n", &mut out);
     assert!(normalise(&out).ends_with(&format!("{QUEUED}250 2.0.0 OK\r\n")));
 }
 
@@ -946,7 +1047,13 @@ fn timeout_says_so_and_closes() {
     session.time_out(&mut out);
     assert_eq!(out, b"421 Timeout\r\n");
     assert!(session.is_closed());
-    let step = session.feed(&policy(), ConnectionSeed::new(1, 1), b"NOOP\r\n", &mut out);
+    let step = feed(
+        &mut session,
+        &policy(),
+        ConnectionSeed::new(1, 1),
+        b"NOOP\r\n",
+        &mut out,
+    );
     assert_eq!(step.action, Action::Close);
 }
 
@@ -955,11 +1062,17 @@ fn output_is_bounded_while_the_client_does_not_read() {
     let mut session = Session::new(false);
     let (policy, seed, mut out) = (policy(), ConnectionSeed::new(1, 1), Vec::new());
     let flood = "EHLO c\r\n".repeat(5000);
-    let step = session.feed(&policy, seed, flood.as_bytes(), &mut out);
+    let step = feed(&mut session, &policy, seed, flood.as_bytes(), &mut out);
     assert!(step.consumed < flood.len());
     assert!(out.len() < OUTPUT_HIGH_WATER + 1024);
     out.clear();
-    let rest = session.feed(&policy, seed, &flood.as_bytes()[step.consumed..], &mut out);
+    let rest = feed(
+        &mut session,
+        &policy,
+        seed,
+        &flood.as_bytes()[step.consumed..],
+        &mut out,
+    );
     assert!(rest.consumed > 0);
 }
 
@@ -976,12 +1089,13 @@ fn raw_run(
     for piece in input.chunks(step.max(1)) {
         tail.extend_from_slice(piece);
         loop {
-            let step = session.feed(policy, seed, &tail, &mut out);
+            let step = feed(&mut session, policy, seed, &tail, &mut out);
             tail.drain(..step.consumed);
             match step.action {
                 Action::Pause { millis } => {
                     pauses.push(millis);
-                    session.resume(policy, seed, &mut out);
+                    let step = resume(&mut session, policy, seed, &tail, &mut out);
+                    tail.drain(..step.consumed);
                 }
                 _ => break,
             }
@@ -1046,7 +1160,7 @@ fn starttls_does_not_repeat_the_draws_before_it() {
     let mut encrypted = Session::new(true);
     let (mut a, mut b) = (Vec::new(), Vec::new());
     let seed = ConnectionSeed::new(9, 1);
-    plain.feed(&policy, seed, input.as_bytes(), &mut a);
-    encrypted.feed(&policy, seed, input.as_bytes(), &mut b);
+    feed(&mut plain, &policy, seed, input.as_bytes(), &mut a);
+    feed(&mut encrypted, &policy, seed, input.as_bytes(), &mut b);
     assert_ne!(a, b, "the same message id before and after STARTTLS");
 }
