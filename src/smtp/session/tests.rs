@@ -1164,3 +1164,387 @@ fn starttls_does_not_repeat_the_draws_before_it() {
     feed(&mut encrypted, &policy, seed, input.as_bytes(), &mut b);
     assert_ne!(a, b, "the same message id before and after STARTTLS");
 }
+
+/// Rules from `(stage, what to set)` pairs.
+fn book(rules: Vec<crate::smtp::rules::Rule>) -> RuleBook {
+    RuleBook::new(rules)
+}
+
+fn rule(on: &str, set: impl FnOnce(&mut crate::smtp::rules::Rule)) -> crate::smtp::rules::Rule {
+    let mut rule = crate::smtp::rules::Rule::new("r".into(), on.parse().expect("a stage"));
+    set(&mut rule);
+    rule
+}
+
+fn replying(on: &str, line: &str) -> crate::smtp::rules::Rule {
+    rule(on, |r| r.reply = Some(line.parse().expect("a reply line")))
+}
+
+/// `input` with `rules`, whole and split at every byte boundary (fresh counters each run):
+/// all runs must agree.
+fn ruled(rules: &RuleBook, input: &str) -> Run {
+    let input = input.as_bytes();
+    let whole = run_ruled(&policy(), rules, input, input.len());
+    for step in 1..input.len() {
+        assert_eq!(
+            run_ruled(&policy(), rules, input, step),
+            whole,
+            "split every {step} bytes"
+        );
+    }
+    whole
+}
+
+const GREETING: &str = "220 mx.example ESMTP\r\n";
+
+#[test]
+fn a_rule_replies_instead_at_each_command_stage() {
+    let cases = [
+        ("helo", "HELO c\r\n", "250 OK\r\n"),
+        ("helo", "EHLO c\r\n", EHLO_REPLY),
+        ("rset", "RSET\r\n", "250 2.0.0 OK\r\n"),
+        ("noop", "NOOP\r\n", "250 2.0.0 OK\r\n"),
+        ("vrfy", "VRFY pass=x\r\n", "250 2.0.0 <pass=x> OK\r\n"),
+        ("expn", "EXPN nobody\r\n", "550 Not authorised\r\n"),
+        ("starttls", "STARTTLS\r\n", "500 Not implemented\r\n"),
+    ];
+    for (stage, command, normal) in cases {
+        let rules = book(vec![replying(stage, "452 4.3.1 Not now")]);
+        let run = ruled(&rules, &format!("{command}RSET\r\n"));
+        let after = if stage == "rset" {
+            "452 4.3.1 Not now"
+        } else {
+            "250 2.0.0 OK"
+        };
+        assert_eq!(
+            run.sent,
+            format!("{GREETING}452 4.3.1 Not now\r\n{after}\r\n"),
+            "{stage}"
+        );
+        // Another stage's rule leaves the command alone.
+        let other = if stage == "noop" { "quit" } else { "noop" };
+        let rules = book(vec![replying(other, "452 4.3.1 Not now")]);
+        assert_eq!(
+            ruled(&rules, command).sent,
+            format!("{GREETING}{normal}"),
+            "{stage}"
+        );
+    }
+    // QUIT closes whatever the reply.
+    let rules = book(vec![replying("quit", "421 4.3.2 Bye now")]);
+    let run = ruled(&rules, "QUIT\r\nNOOP\r\n");
+    assert_eq!(run.sent, format!("{GREETING}421 4.3.2 Bye now\r\n"));
+    assert_eq!(run.end, Some(Action::Close));
+}
+
+#[test]
+fn the_greeting_can_be_replaced_delayed_or_refused() {
+    let rules = book(vec![replying("connect", "554 5.7.1 Go away")]);
+    assert_eq!(
+        ruled(&rules, "QUIT\r\n").sent,
+        format!("554 5.7.1 Go away\r\n221 2.0.0 Goodbye\r\n")
+    );
+    let rules = book(vec![rule("connect", |r| {
+        r.delay = Some("1.5".parse().unwrap())
+    })]);
+    let run = ruled(&rules, "NOOP\r\n");
+    assert_eq!(
+        (run.sent, run.pauses),
+        (format!("{GREETING}250 2.0.0 OK\r\n"), vec![1500])
+    );
+    let rules = book(vec![rule("connect", |r| {
+        r.disconnect = Some("421".parse().unwrap())
+    })]);
+    let run = ruled(&rules, "NOOP\r\n");
+    assert_eq!(run.sent, "421 4.4.2 mx.example closing connection\r\n");
+    assert_eq!(run.end, Some(Action::Close));
+    let rules = book(vec![rule("connect", |r| {
+        r.disconnect = Some("close".parse().unwrap())
+    })]);
+    let run = ruled(&rules, "NOOP\r\n");
+    assert_eq!((run.sent.as_str(), run.end), ("", Some(Action::Close)));
+}
+
+#[test]
+fn a_refused_mail_opens_no_transaction() {
+    let mut refuse = replying("mail", "451 4.3.0 Try again");
+    refuse.subject = Some(crate::smtp::rules::Glob::new("*@spam.example").unwrap());
+    let rules = book(vec![refuse]);
+    let run = ruled(
+        &rules,
+        "MAIL FROM:<x@spam.example>\r\nRCPT TO:<b@example.net>\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\n",
+    );
+    assert_eq!(
+        run.sent,
+        format!(
+            "{GREETING}451 4.3.0 Try again\r\n503 5.5.1 Error: need MAIL command\r\n250 2.1.0 OK\r\n250 2.1.5 OK\r\n"
+        )
+    );
+}
+
+#[test]
+fn a_refused_recipient_does_not_count() {
+    let mut refuse = replying("rcpt", "550 5.1.1 No such user");
+    refuse.subject = Some(crate::smtp::rules::Glob::new("nobody@*").unwrap());
+    let rules = book(vec![refuse]);
+    let run = ruled(
+        &rules,
+        "MAIL FROM:<a@example.com>\r\nRCPT TO:<nobody@example.net>\r\nDATA\r\nRCPT TO:<b@example.net>\r\nDATA\r\n.\r\n",
+    );
+    assert_eq!(
+        run.sent,
+        format!(
+            "{GREETING}250 2.1.0 OK\r\n550 5.1.1 No such user\r\n503 5.5.1 Error: need RCPT command\r\n250 2.1.5 OK\r\n354 End data with <CR><LF>.<CR><LF>\r\n{QUEUED}"
+        )
+    );
+}
+
+#[test]
+fn a_refused_data_leaves_the_next_lines_commands() {
+    let rules = book(vec![replying("data", "451 4.3.0 No data today")]);
+    let run = ruled(&rules, &format!("{ENVELOPE}NOOP\r\n.\r\n"));
+    assert_eq!(
+        run.sent,
+        format!(
+            "{GREETING}250 2.1.0 OK\r\n250 2.1.5 OK\r\n451 4.3.0 No data today\r\n250 2.0.0 OK\r\n502 5.5.2 Command not recognised\r\n"
+        )
+    );
+}
+
+#[test]
+fn a_2xx_rule_reply_accepts_the_command() {
+    // A recipient the normal path would refuse (no MAIL yet) counts, and so does DATA.
+    let rules = book(vec![
+        replying("rcpt", "250 2.1.5 Sure"),
+        replying("data", "354 Go on"),
+    ]);
+    let run = ruled(&rules, "RCPT TO:<b@example.net>\r\nDATA\r\nhello\r\n.\r\n");
+    assert_eq!(
+        run.sent,
+        format!("{GREETING}250 2.1.5 Sure\r\n354 Go on\r\n{QUEUED}")
+    );
+    let rules = book(vec![replying("mail", "250 2.1.0 Fine")]);
+    let run = ruled(&rules, "MAIL FROM:bad syntax\r\nRCPT TO:<b@x>\r\n");
+    assert_eq!(
+        run.sent,
+        format!("{GREETING}250 2.1.0 Fine\r\n250 2.1.5 OK\r\n")
+    );
+}
+
+#[test]
+fn message_rules_match_the_sender_kept_from_mail() {
+    let mut bounce = replying("message", "554 5.6.0 Rejected");
+    bounce.subject = Some(crate::smtp::rules::Glob::new("*@bounce.example").unwrap());
+    let rules = book(vec![bounce]);
+    let two = "MAIL FROM:<a@bounce.example>\r\nRCPT TO:<b@x>\r\nDATA\r\n.\r\n\
+               MAIL FROM:<a@fine.example>\r\nRCPT TO:<b@x>\r\nDATA\r\n.\r\n";
+    let run = ruled(&rules, two);
+    let finals: Vec<&str> = run
+        .sent
+        .lines()
+        .filter(|l| l.starts_with("554") || l.starts_with("250 2.0.0"))
+        .collect();
+    assert_eq!(
+        finals,
+        ["554 5.6.0 Rejected", "250 2.0.0 OK: queued as {msgid}"]
+    );
+}
+
+#[test]
+fn first_and_every_count_across_commands() {
+    let fail_twice = rule("rcpt", |r| {
+        r.reply = Some("451 4.3.0 Later".parse().unwrap());
+        r.first = Some(2);
+    });
+    let rules = book(vec![fail_twice]);
+    let input = "MAIL FROM:<a@x>\r\n".to_owned() + &"RCPT TO:<b@x>\r\n".repeat(4);
+    let run = ruled(&rules, &input);
+    assert_eq!(
+        run.sent,
+        format!(
+            "{GREETING}250 2.1.0 OK\r\n451 4.3.0 Later\r\n451 4.3.0 Later\r\n250 2.1.5 OK\r\n250 2.1.5 OK\r\n"
+        )
+    );
+    let every_second = rule("noop", |r| {
+        r.reply = Some("250 2.0.0 Second".parse().unwrap());
+        r.every = Some(2);
+    });
+    let run = ruled(&book(vec![every_second]), &"NOOP\r\n".repeat(4));
+    assert_eq!(
+        run.sent,
+        format!(
+            "{GREETING}250 2.0.0 OK\r\n250 2.0.0 Second\r\n250 2.0.0 OK\r\n250 2.0.0 Second\r\n"
+        )
+    );
+}
+
+#[test]
+fn a_delayed_command_is_held_then_answered() {
+    let slow = rule("rcpt", |r| {
+        r.delay = Some("2".parse().unwrap());
+        r.reply = Some("452 4.5.3 Too many".parse().unwrap());
+        r.first = Some(1);
+    });
+    let rules = book(vec![slow]);
+    let input = "MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nRCPT TO:<c@x>\r\nNOOP\r\n";
+    let run = ruled(&rules, input);
+    assert_eq!(run.pauses, vec![2000]);
+    assert_eq!(
+        run.sent,
+        format!("{GREETING}250 2.1.0 OK\r\n452 4.5.3 Too many\r\n250 2.1.5 OK\r\n250 2.0.0 OK\r\n")
+    );
+    // While held, nothing is answered and the line is not used.
+    let mut session = Session::new(false);
+    let (policy, mut state) = (policy(), RuleState::default());
+    let mut cx = context(&policy, ConnectionSeed::new(1, 1), &rules, &mut state, 0);
+    let mut out = Vec::new();
+    let step = session.feed(&mut cx, input.as_bytes(), &mut out);
+    assert_eq!(step.action, Action::Pause { millis: 2000 });
+    assert_eq!(step.consumed, "MAIL FROM:<a@x>\r\n".len());
+    assert!(session.is_waiting());
+    let rest = &input.as_bytes()[step.consumed..];
+    assert_eq!(session.feed(&mut cx, rest, &mut out).consumed, 0);
+    let resumed = session.resume(&mut cx, rest, &mut out);
+    assert_eq!(resumed.consumed, "RCPT TO:<b@x>\r\n".len());
+    assert!(out.ends_with(b"452 4.5.3 Too many\r\n"));
+    // A delay without a reply holds the normal one; AUTH's is held within its exchange.
+    let login = rule("auth", |r| r.delay = Some("1".parse().unwrap()));
+    let auth = format!("AUTH LOGIN\r\n{}\r\n{}\r\n", b64(b"user"), b64(b"secret"));
+    let run = ruled(&book(vec![login]), &auth);
+    assert_eq!(run.pauses, vec![1000]);
+    assert_eq!(
+        run.sent,
+        format!(
+            "{GREETING}334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n235 2.7.0 Authentication successful\r\n"
+        )
+    );
+}
+
+#[test]
+fn a_delayed_final_reply_and_a_disconnect_after_it() {
+    let slow = rule("message", |r| {
+        r.delay = Some("3".parse().unwrap());
+        r.disconnect = Some("421".parse().unwrap());
+    });
+    let run = ruled(&book(vec![slow]), &format!("{}NOOP\r\n", message("")));
+    assert_eq!(run.pauses, vec![3000]);
+    assert_eq!(run.end, Some(Action::Close));
+    assert!(run.sent.ends_with(
+        "354 End data with <CR><LF>.<CR><LF>\r\n421 4.4.2 mx.example closing connection\r\n"
+    ));
+    // The rule's delay replaces the one the message asked for.
+    let slow = rule("message", |r| r.delay = Some("0.25".parse().unwrap()));
+    let run = ruled(&book(vec![slow]), &message("X-Blackhole-Delay: 5\r\n"));
+    assert_eq!(run.pauses, vec![250]);
+    assert!(run.sent.ends_with(QUEUED));
+}
+
+#[test]
+fn disconnects_close_at_once() {
+    let rules = book(vec![rule("mail", |r| {
+        r.disconnect = Some("close".parse().unwrap())
+    })]);
+    let run = ruled(&rules, "NOOP\r\nMAIL FROM:<a@x>\r\nNOOP\r\n");
+    assert_eq!(run.sent, format!("{GREETING}250 2.0.0 OK\r\n"));
+    assert_eq!((run.end, run.left), (Some(Action::Close), 0));
+    let rules = book(vec![rule("helo", |r| {
+        r.disconnect = Some("421".parse().unwrap())
+    })]);
+    let run = ruled(&rules, "EHLO c\r\nNOOP\r\n");
+    assert_eq!(
+        run.sent,
+        format!("{GREETING}421 4.4.2 mx.example closing connection\r\n")
+    );
+    assert_eq!(run.end, Some(Action::Close));
+}
+
+#[test]
+fn auth_rules_match_the_decoded_user_name() {
+    let mut deny = replying("auth", "535 5.7.8 Not you");
+    deny.subject = Some(crate::smtp::rules::Glob::new("mallory").unwrap());
+    let rules = book(vec![deny]);
+    let plain = |user: &str| format!("AUTH PLAIN {}\r\n", b64(format!("\0{user}\0pw").as_bytes()));
+    assert!(
+        ruled(&rules, &plain("mallory"))
+            .sent
+            .ends_with("535 5.7.8 Not you\r\n")
+    );
+    assert!(
+        ruled(&rules, &plain("alice"))
+            .sent
+            .ends_with("235 2.7.0 Authentication successful\r\n")
+    );
+    let login = |user: &str| format!("AUTH LOGIN {}\r\n{}\r\n", b64(user.as_bytes()), b64(b"pw"));
+    assert!(
+        ruled(&rules, &login("mallory"))
+            .sent
+            .ends_with("535 5.7.8 Not you\r\n")
+    );
+    assert!(
+        ruled(&rules, &login("alice"))
+            .sent
+            .ends_with("235 2.7.0 Authentication successful\r\n")
+    );
+    // Refused: the session is not authenticated, and AUTH may be tried again.
+    let again = format!("{}{}", plain("mallory"), plain("alice"));
+    assert!(
+        ruled(&rules, &again)
+            .sent
+            .ends_with("235 2.7.0 Authentication successful\r\n")
+    );
+}
+
+#[test]
+fn throttle_is_asked_of_the_loop() {
+    let rules = book(vec![rule("helo", |r| r.throttle = Some(100))]);
+    let (policy, mut state) = (policy(), RuleState::default());
+    let mut cx = context(&policy, ConnectionSeed::new(1, 1), &rules, &mut state, 0);
+    let mut session = Session::new(false);
+    let mut out = Vec::new();
+    let step = session.feed(&mut cx, b"EHLO c\r\nNOOP\r\n", &mut out);
+    assert_eq!(
+        step,
+        Step {
+            consumed: 8,
+            action: Action::Throttle { bytes_per_sec: 100 }
+        }
+    );
+    assert_eq!(normalise(&out), EHLO_REPLY);
+}
+
+#[test]
+fn after_bytes_cuts_the_message_at_every_boundary() {
+    let body = "Subject: x\r\n\r\n".to_owned() + &"line of text\r\n".repeat(10) + ".\r\n";
+    let input = format!("{ENVELOPE}{body}NOOP\r\n");
+    for n in [0, 1, 5, 40, body.len() as u64 - 1] {
+        for disconnect in ["421", "close"] {
+            let cut = rule("message", |r| {
+                r.after_bytes = Some(n);
+                r.disconnect = Some(disconnect.parse().unwrap());
+            });
+            let run = ruled(&book(vec![cut]), &input);
+            let said = if disconnect == "421" {
+                "421 4.4.2 mx.example closing connection\r\n"
+            } else {
+                ""
+            };
+            assert_eq!(
+                run.sent,
+                format!("{GREETING}{ENVELOPE_REPLIES}{said}"),
+                "{n} {disconnect}"
+            );
+            assert_eq!(run.end, Some(Action::Close), "{n}");
+        }
+    }
+    // A message that ends within the bytes is not cut.
+    let cut = rule("message", |r| {
+        r.after_bytes = Some(body.len() as u64);
+        r.disconnect = Some("close".parse().unwrap());
+    });
+    let run = ruled(&book(vec![cut]), &input);
+    assert_eq!(
+        run.sent,
+        format!("{GREETING}{ENVELOPE_REPLIES}{QUEUED}250 2.0.0 OK\r\n")
+    );
+    assert_eq!(run.end, None);
+}
