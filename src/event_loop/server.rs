@@ -576,6 +576,7 @@ impl Server {
     }
 
     /// Carries out what the session asked for.
+    #[inline]
     fn act(&mut self, slot: usize, action: Action) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
@@ -592,10 +593,7 @@ impl Server {
                 );
             }
             Action::StartTls => conn.starting_tls = true,
-            Action::Throttle { bytes_per_sec } => match &mut conn.throttle {
-                Some(throttle) => throttle.set_rate(bytes_per_sec),
-                None => conn.throttle = Some(Box::new(Throttle::new(bytes_per_sec))),
-            },
+            Action::Throttle { bytes_per_sec } => throttle(conn, bytes_per_sec),
         }
     }
 
@@ -776,6 +774,15 @@ fn lookup(conns: &mut Slab<Conn>, conn: ConnRef) -> Option<&mut Conn> {
     conns
         .get_mut(conn.slot as usize)
         .filter(|c| (c.id & GEN_MASK) as u32 == conn.generation)
+}
+
+/// From now on, reads `conn` no faster than `bytes_per_sec`. Out of line: only rules ask.
+#[inline(never)]
+fn throttle(conn: &mut Conn, bytes_per_sec: u32) {
+    match &mut conn.throttle {
+        Some(throttle) => throttle.set_rate(bytes_per_sec),
+        None => conn.throttle = Some(Box::new(Throttle::new(bytes_per_sec))),
+    }
 }
 
 /// What a connection's session is told with each call.

@@ -291,6 +291,7 @@ impl Session {
     /// The next command line (or AUTH reply) and its answer: `None` when it has not all
     /// arrived, or when the output is full and must drain first. A line held for a delay is
     /// not used: it is answered at [`Session::resume`].
+    #[inline(always)]
     fn read_line(
         &mut self,
         cx: &mut Context,
@@ -353,17 +354,32 @@ impl Session {
             return self.auth_response(cx, step, line, out);
         }
         let (verb, arg) = command::parse_command(line);
-        if !cx.rules.is_empty()
-            && let Some(stage) = faults::stage_of(verb)
-        {
-            return self.answer_by_rules(cx, stage, Subject::Arg(arg), out, &mut |s, cx, out| {
-                s.normal_answer(cx, verb, arg, out)
-            });
+        if !cx.rules.is_empty() {
+            return self.line_by_rules(cx, verb, arg, out);
         }
         self.normal_answer(cx, verb, arg, out)
     }
 
+    /// A command line where rules are configured. Out of line: without rules, the check
+    /// that the book is empty is all they cost.
+    #[inline(never)]
+    fn line_by_rules(
+        &mut self,
+        cx: &mut Context,
+        verb: Verb,
+        arg: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Action {
+        let Some(stage) = faults::stage_of(verb) else {
+            return self.normal_answer(cx, verb, arg, out);
+        };
+        self.answer_by_rules(cx, stage, Subject::Arg(arg), out, &mut |s, cx, out| {
+            s.normal_answer(cx, verb, arg, out)
+        })
+    }
+
     /// The answer to a command when no rule has its say.
+    #[inline(always)]
     fn normal_answer(
         &mut self,
         cx: &mut Context,
@@ -407,6 +423,7 @@ impl Session {
     }
 
     /// MAIL, RCPT, DATA and RSET: the steps of a mail transaction, in RFC 5321 order.
+    #[inline(always)]
     fn transaction_step(&mut self, cx: &mut Context, verb: Verb, arg: &[u8]) -> &'static [u8] {
         match verb {
             Verb::Mail => self.mail(cx, arg),
@@ -437,6 +454,7 @@ impl Session {
     }
 
     /// DATA is accepted: the message's bytes come next.
+    #[inline]
     fn start_data(&mut self, cx: &mut Context) {
         let cut = if cx.rules.is_empty() {
             None
@@ -515,6 +533,7 @@ impl Session {
     }
 
     /// MAIL is accepted from `sender`.
+    #[inline(always)]
     fn open_transaction(&mut self, cx: &Context, sender: &[u8]) {
         self.transaction = Transaction::Mail;
         if !cx.rules.is_empty() {
