@@ -6,10 +6,12 @@
 //! the session's.
 
 use std::io::{self, Read, Write};
+use std::net::IpAddr;
 
 use mio::Interest;
 use mio::net::TcpStream;
 
+use super::throttle::Throttle;
 use super::timer::TimerKey;
 use super::tls::TlsLayer;
 use crate::smtp::session::Session;
@@ -27,6 +29,8 @@ pub struct Conn {
     pub session: Session,
     /// Index of the listener it came through: its policy.
     pub listener: usize,
+    /// The client's address, as the rules see it.
+    pub client: IpAddr,
     /// A serial number, for logs and to tell this connection from a later one in its slot.
     pub id: u64,
     /// Input the session has not used yet: an unfinished line, or input that waits for a
@@ -44,6 +48,8 @@ pub struct Conn {
     pub last_line_at: u64,
     pub idle_timer: Option<TimerKey>,
     pub delay_timer: Option<TimerKey>,
+    /// Where a rule throttles the connection: boxed, as few connections are.
+    pub throttle: Option<Box<Throttle>>,
     /// The socket may have bytes to read (readiness seen and not drained to `WouldBlock`).
     pub read_ready: bool,
     /// The client has finished sending.
@@ -52,8 +58,9 @@ pub struct Conn {
     pub end_announced: bool,
     /// Close once `out` has gone.
     pub closing: bool,
-    /// The interest the socket is registered with.
-    pub interest: Interest,
+    /// The interest the socket is registered with; `None`: not registered (resting from a
+    /// throttled read with nothing to send).
+    pub interest: Option<Interest>,
     /// On the server's ready queue, to go on next turn.
     pub queued: bool,
 }
@@ -68,13 +75,21 @@ pub enum Received {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, listener: usize, id: u64, now: u64, tls: bool) -> Self {
+    pub fn new(
+        stream: TcpStream,
+        listener: usize,
+        client: IpAddr,
+        id: u64,
+        now: u64,
+        tls: bool,
+    ) -> Self {
         Conn {
             stream,
             tls: None,
             starting_tls: false,
             session: Session::new(tls),
             listener,
+            client,
             id,
             tail: Vec::new(),
             tail_fed: false,
@@ -83,11 +98,12 @@ impl Conn {
             last_line_at: now,
             idle_timer: None,
             delay_timer: None,
+            throttle: None,
             read_ready: false,
             peer_closed: false,
             end_announced: false,
             closing: false,
-            interest: Interest::READABLE,
+            interest: Some(Interest::READABLE),
             queued: false,
         }
     }
@@ -169,14 +185,21 @@ impl Conn {
         self.out.len() - self.written
     }
 
-    /// READABLE always (it also reports the client's end and errors); WRITABLE only while
-    /// output that can go waits for room in the socket.
-    pub fn wanted_interest(&self) -> Interest {
-        if self.can_send() {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
+    /// READABLE (it also reports the client's end and errors) unless a throttled read rests;
+    /// WRITABLE only while output that can go waits for room in the socket. `None`: neither.
+    pub fn wanted_interest(&self) -> Option<Interest> {
+        let read = !self.resting();
+        match (read, self.can_send()) {
+            (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+            (true, false) => Some(Interest::READABLE),
+            (false, true) => Some(Interest::WRITABLE),
+            (false, false) => None,
         }
+    }
+
+    /// Whether a throttled connection waits before its next read.
+    pub fn resting(&self) -> bool {
+        self.throttle.as_ref().is_some_and(|t| t.resting.is_some())
     }
 
     /// Before the socket closes: a TLS connection sends its close_notify. Best effort; the
@@ -229,7 +252,8 @@ mod tests {
             .expect("connect");
         let (accepted, _) = listener.accept().expect("accept");
         accepted.set_nonblocking(true).expect("non-blocking");
-        let conn = Conn::new(TcpStream::from_std(accepted), 0, 1, 0, false);
+        let address = client.local_addr().expect("its address").ip();
+        let conn = Conn::new(TcpStream::from_std(accepted), 0, address, 1, 0, false);
         (conn, client)
     }
 

@@ -1,8 +1,9 @@
 //! The event loop: one thread, one `mio::Poll`, a slab of connections and a timer wheel.
 //!
 //! It owns the sockets, the TLS records, the buffers and the clock: it accepts (`server`),
-//! reads and writes each connection plain or through rustls (`conn`, `tls`), and keeps every
-//! deadline (idle timeouts, delayed replies, accept back-off) in one hierarchical wheel
+//! reads and writes each connection plain or through rustls (`conn`, `tls`), slows the reading
+//! of a connection a rule throttles (`throttle`), and keeps every deadline (idle timeouts,
+//! delayed replies, throttled reads, accept back-off) in one hierarchical wheel
 //! (`timer`) measured by one clock (`clock`).
 //!
 //! It must not decide anything about SMTP (that is `smtp::session`'s job) nor read files or
@@ -12,5 +13,6 @@
 pub mod clock;
 pub mod conn;
 pub mod server;
+pub mod throttle;
 pub mod timer;
 pub mod tls;

@@ -6,6 +6,7 @@
 //! is due. It decides nothing about SMTP: that is the session's job.
 
 use std::io::{self, Write};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,10 +21,14 @@ use slab::Slab;
 
 use super::clock::Clock;
 use super::conn::{Conn, Received};
+use super::throttle::Throttle;
 use super::timer::TimerWheel;
 use super::tls::TlsLayer;
 use crate::smtp::reply;
-use crate::smtp::session::{Action, ConnectionSeed, OUTPUT_HIGH_WATER, Policy, Session};
+use crate::smtp::rules::{RuleBook, RuleState};
+use crate::smtp::session::{
+    Action, ConnectionSeed, Context, OUTPUT_HIGH_WATER, Policy, Session, Step as SessionStep,
+};
 
 /// The shared read buffer: the most read from one socket in one call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -67,15 +72,25 @@ impl ConnRef {
 enum Timer {
     Idle(ConnRef),
     Delay(ConnRef),
+    /// A throttled connection may read again.
+    Throttle(ConnRef),
     ResumeAccept(usize),
 }
 
 /// What SIGHUP can change while connections stay open: one policy per listener, in the
-/// listeners' order, the idle timeout and the connection limit.
+/// listeners' order, the idle timeout, the connection limit and the rules.
 pub struct Settings {
     pub policies: Vec<Policy>,
     pub timeout_secs: u32,
     pub max_connections: usize,
+    pub rules: Arc<RuleBook>,
+}
+
+/// The rules and the counters they keep for the whole process (`first`, `every`, `rate`),
+/// started afresh with each new book.
+struct Rules {
+    book: Arc<RuleBook>,
+    state: RuleState,
 }
 
 /// Re-reads the configuration on SIGHUP: new settings, or `None` to keep the old ones (it
@@ -108,6 +123,7 @@ pub struct Server {
     /// Where a certificate is configured: for SMTPS listeners and STARTTLS.
     tls: Option<Arc<ServerConfig>>,
     timers: TimerWheel<Timer>,
+    rules: Rules,
     /// The run's seed: each connection's random choices are drawn from it and the
     /// connection's serial number (`Conn::id`).
     seed: u64,
@@ -177,6 +193,10 @@ impl Server {
             limit_reported: false,
             tls,
             timers: TimerWheel::new(),
+            rules: Rules {
+                book: settings.rules,
+                state: RuleState::default(),
+            },
             seed,
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             spare_output: Vec::new(),
@@ -317,12 +337,13 @@ impl Server {
             self.timers.cancel(key);
         }
         c.lend_output(&mut self.spare_output);
-        let policy = &self.listeners[c.listener].policy;
-        c.session
-            .resume(policy, ConnectionSeed::new(self.seed, c.id), &mut c.out);
+        let mut cx = context(&self.listeners, &mut self.rules, self.seed, self.now, c);
+        let step = c.session.resume(&mut cx, &c.tail, &mut c.out);
+        c.tail.drain(..step.consumed);
         // The client has been waiting for us: its idle time starts now.
         c.last_line_at = self.now;
         c.tail_fed = false;
+        self.act(slot, step.action);
         self.drive(slot);
     }
 
@@ -340,6 +361,10 @@ impl Server {
         }
         self.timeout_ms = u64::from(settings.timeout_secs) * 1000;
         self.max_connections = settings.max_connections;
+        self.rules = Rules {
+            book: settings.rules,
+            state: RuleState::default(),
+        };
         info!("configuration reloaded");
     }
 
@@ -365,7 +390,7 @@ impl Server {
                         self.limit_reported = false;
                     }
                     debug!("connection from {peer}");
-                    self.open(stream, index);
+                    self.open(stream, index, peer.ip());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
@@ -403,7 +428,7 @@ impl Server {
         let _ = stream.write(reply::TOO_MANY_CONNECTIONS);
     }
 
-    fn open(&mut self, mut stream: TcpStream, listener: usize) {
+    fn open(&mut self, mut stream: TcpStream, listener: usize, client: IpAddr) {
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
         let id = self.next_id;
@@ -423,7 +448,7 @@ impl Server {
             // leaves in one write, after a client command that acknowledged the one before.
             let _ = stream.set_nodelay(true);
         }
-        let mut conn = Conn::new(stream, listener, id, self.now, state.tls);
+        let mut conn = Conn::new(stream, listener, client, id, self.now, state.tls);
         if state.tls {
             match new_tls(self.tls.as_ref()) {
                 Ok(tls) => conn.tls = Some(tls),
@@ -435,12 +460,14 @@ impl Server {
         }
         // On SMTPS the greeting waits inside rustls for the handshake to end.
         conn.lend_output(&mut self.spare_output);
-        conn.out.extend_from_slice(state.policy.greeting());
+        let mut cx = context(&self.listeners, &mut self.rules, self.seed, self.now, &conn);
+        let action = conn.session.greet(&mut cx, &mut conn.out);
         conn.idle_timer = Some(self.timers.insert(
             self.now + self.timeout_ms,
             Timer::Idle(ConnRef::new(slot, id)),
         ));
         entry.insert(conn);
+        self.act(slot, action);
         self.drive(slot);
     }
 
@@ -480,10 +507,11 @@ impl Server {
             return start_tls(conn, self.tls.as_ref());
         }
         let unfed = !conn.tail.is_empty() && !conn.tail_fed;
+        let readable = conn.read_ready && !conn.resting();
         if conn.session.is_waiting()
             || self.stop_by.is_some()
             || conn.pending_output() >= OUTPUT_HIGH_WATER
-            || !(unfed || conn.peer_closed || conn.read_ready)
+            || !(unfed || conn.peer_closed || readable)
         {
             return Step::Wait;
         }
@@ -503,14 +531,21 @@ impl Server {
             conn.closing = true;
             return Step::Again;
         } else {
-            match receive(conn, &mut self.scratch, self.now) {
-                Ok(input) => input,
+            let limit = conn.throttle.as_ref().map_or(READ_CHUNK, |t| t.chunk());
+            match receive(conn, &mut self.scratch[..limit], self.now) {
+                Ok(input) => {
+                    if let Some(throttle) = &mut conn.throttle {
+                        let deadline = self.clock.deadline_after(throttle.rest_after(input.len()));
+                        let timer = Timer::Throttle(ConnRef::new(slot, conn.id));
+                        throttle.resting = Some(self.timers.insert(deadline, timer));
+                    }
+                    input
+                }
                 Err(step) => return step,
             }
         };
-        let policy = &self.listeners[conn.listener].policy;
-        let seed = ConnectionSeed::new(self.seed, conn.id);
-        let action = feed(conn, policy, seed, &mut self.spare_output, input);
+        let mut cx = context(&self.listeners, &mut self.rules, self.seed, self.now, conn);
+        let action = feed(conn, &mut cx, &mut self.spare_output, input);
         self.act(slot, action);
         Step::Again
     }
@@ -525,12 +560,13 @@ impl Server {
         if wanted == conn.interest {
             return;
         }
-        let token = conn_token(slot, conn.id);
-        match self
-            .poll
-            .registry()
-            .reregister(&mut conn.stream, token, wanted)
-        {
+        let (registry, token) = (self.poll.registry(), conn_token(slot, conn.id));
+        let changed = match (conn.interest, wanted) {
+            (_, None) => registry.deregister(&mut conn.stream),
+            (None, Some(interest)) => registry.register(&mut conn.stream, token, interest),
+            (Some(_), Some(interest)) => registry.reregister(&mut conn.stream, token, interest),
+        };
+        match changed {
             Ok(()) => conn.interest = wanted,
             Err(e) => {
                 warn!("[{}] cannot watch the connection: {e}", conn.id);
@@ -540,6 +576,7 @@ impl Server {
     }
 
     /// Carries out what the session asked for.
+    #[inline]
     fn act(&mut self, slot: usize, action: Action) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
@@ -556,6 +593,7 @@ impl Server {
                 );
             }
             Action::StartTls => conn.starting_tls = true,
+            Action::Throttle { bytes_per_sec } => throttle(conn, bytes_per_sec),
         }
     }
 
@@ -572,6 +610,17 @@ impl Server {
                     // It has fired: nothing to cancel.
                     c.delay_timer = None;
                     self.resume_delayed(conn.slot as usize);
+                }
+            }
+            Timer::Throttle(conn) => {
+                if let Some(c) = lookup(&mut self.conns, conn) {
+                    if let Some(throttle) = &mut c.throttle {
+                        throttle.resting = None;
+                    }
+                    // It stopped reading before the socket said WouldBlock (or bytes came
+                    // unannounced while nothing watched it): read again.
+                    c.read_ready = true;
+                    self.drive(conn.slot as usize);
                 }
             }
             Timer::Idle(conn) => {
@@ -611,7 +660,8 @@ impl Server {
             return;
         }
         let mut conn = self.conns.remove(slot);
-        for key in [conn.idle_timer.take(), conn.delay_timer.take()]
+        let resting = conn.throttle.as_mut().and_then(|t| t.resting.take());
+        for key in [conn.idle_timer.take(), conn.delay_timer.take(), resting]
             .into_iter()
             .flatten()
         {
@@ -726,26 +776,48 @@ fn lookup(conns: &mut Slab<Conn>, conn: ConnRef) -> Option<&mut Conn> {
         .filter(|c| (c.id & GEN_MASK) as u32 == conn.generation)
 }
 
+/// From now on, reads `conn` no faster than `bytes_per_sec`. Out of line: only rules ask.
+#[inline(never)]
+fn throttle(conn: &mut Conn, bytes_per_sec: u32) {
+    match &mut conn.throttle {
+        Some(throttle) => throttle.set_rate(bytes_per_sec),
+        None => conn.throttle = Some(Box::new(Throttle::new(bytes_per_sec))),
+    }
+}
+
+/// What a connection's session is told with each call.
+fn context<'a>(
+    listeners: &'a [ListenerState],
+    rules: &'a mut Rules,
+    seed: u64,
+    now: u64,
+    conn: &Conn,
+) -> Context<'a> {
+    Context {
+        policy: &listeners[conn.listener].policy,
+        seed: ConnectionSeed::new(seed, conn.id),
+        rules: &rules.book,
+        rule_state: &mut rules.state,
+        client: conn.client,
+        listener: conn.listener,
+        now_ms: now,
+    }
+}
+
 /// Gives the session the connection's waiting input followed by `fresh` bytes, and keeps
 /// what it does not use.
-fn feed(
-    conn: &mut Conn,
-    policy: &Policy,
-    seed: ConnectionSeed,
-    spare_output: &mut Vec<u8>,
-    fresh: &[u8],
-) -> Action {
+fn feed(conn: &mut Conn, cx: &mut Context, spare_output: &mut Vec<u8>, fresh: &[u8]) -> Action {
     conn.lend_output(spare_output);
     // The session bounds output by `out.len()`: make that the unsent part.
     conn.out.drain(..conn.written);
     conn.written = 0;
     let step = if conn.tail.is_empty() {
-        let step = conn.session.feed(policy, seed, fresh, &mut conn.out);
+        let step: SessionStep = conn.session.feed(cx, fresh, &mut conn.out);
         conn.tail.extend_from_slice(&fresh[step.consumed..]);
         step
     } else {
         conn.tail.extend_from_slice(fresh);
-        let step = conn.session.feed(policy, seed, &conn.tail, &mut conn.out);
+        let step = conn.session.feed(cx, &conn.tail, &mut conn.out);
         conn.tail.drain(..step.consumed);
         step
     };

@@ -7,12 +7,14 @@
 //! reads /proc.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use log::{error, warn};
 
 use crate::config::{self, Config, ListenerSpec};
 use crate::event_loop::server::{Reload, Settings};
 use crate::smtp::policy::Policy;
+use crate::smtp::rules::RuleBook;
 
 /// What one listener's sessions are told to do: its flags over the config. `tls`: a
 /// certificate is loaded, so plain listeners offer STARTTLS.
@@ -43,6 +45,7 @@ pub fn settings_for(config: &Config, tls: bool, descriptors: Option<u64>) -> Set
             descriptors,
             config.listeners.len(),
         ),
+        rules: Arc::new(RuleBook::new(config.rules.clone())),
     }
 }
 

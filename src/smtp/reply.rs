@@ -105,6 +105,13 @@ pub fn greeting(out: &mut Vec<u8>, fqdn: &str) {
     out.extend_from_slice(b" ESMTP\r\n");
 }
 
+/// `421 4.4.2 {fqdn} closing connection`: what a rule's `disconnect = "421"` says.
+pub fn closing(out: &mut Vec<u8>, fqdn: &str) {
+    out.extend_from_slice(b"421 4.4.2 ");
+    out.extend_from_slice(fqdn.as_bytes());
+    out.extend_from_slice(b" closing connection\r\n");
+}
+
 /// The whole EHLO reply, built once per listener: it only depends on the mail name, the
 /// size limit and whether STARTTLS is on offer.
 pub fn ehlo(fqdn: &str, max_message_size: u64, starttls: bool) -> Vec<u8> {

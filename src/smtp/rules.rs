@@ -479,14 +479,11 @@ impl Rule {
             || self.throttle.is_some()
     }
 
-    fn matches(&self, stage: Stage, command: &Command) -> bool {
+    /// Whether it applies to `command` at `stage`, its `match` aside.
+    fn applies(&self, stage: Stage, command: &Command) -> bool {
         (self.on == stage || self.on == Stage::Any)
             && self.listener.is_none_or(|l| l == command.listener)
             && (self.clients.is_empty() || self.clients.iter().any(|c| c.contains(command.client)))
-            && self
-                .subject
-                .as_ref()
-                .is_none_or(|g| g.matches(command.subject))
     }
 }
 
@@ -538,16 +535,77 @@ impl RuleBook {
         state: &mut RuleState,
         rng: &mut Rand64,
     ) -> Option<(usize, &Rule)> {
+        self.decide_among(stage, command, None, state, rng, |_| true)
+    }
+
+    /// [`RuleBook::decide`] among the rules `only` keeps (the others are not tried, so their
+    /// matches are not counted). With `remembered`, `match` is taken from what a subject
+    /// seen earlier passed ([`RuleBook::remember`]), not from `command.subject`.
+    pub fn decide_among(
+        &self,
+        stage: Stage,
+        command: &Command,
+        remembered: Option<&Remembered>,
+        state: &mut RuleState,
+        rng: &mut Rand64,
+        only: impl Fn(&Rule) -> bool,
+    ) -> Option<(usize, &Rule)> {
         if self.rules.is_empty() {
             return None;
         }
         state.fit(self.rules.len());
         for (index, rule) in self.rules.iter().enumerate() {
-            if rule.matches(stage, command) && state.fires(index, rule, command, rng) {
+            let subject = |rule: &Rule| match remembered {
+                Some(remembered) => rule.subject.is_none() || remembered.passed(index),
+                None => rule
+                    .subject
+                    .as_ref()
+                    .is_none_or(|g| g.matches(command.subject)),
+            };
+            if only(rule)
+                && rule.applies(stage, command)
+                && subject(rule)
+                && state.fires(index, rule, command, rng)
+            {
                 return Some((index, rule));
             }
         }
         None
+    }
+
+    /// Which rules at `stage` the `match` of `subject` passes, for a decision that comes
+    /// later (a message's final reply is decided on its MAIL FROM address): the subject itself
+    /// need not be kept. `None` when no rule at `stage` has a `match`.
+    pub fn remember(&self, stage: Stage, subject: &[u8]) -> Option<Remembered> {
+        let at_stage = |r: &Rule| r.on == stage || r.on == Stage::Any;
+        if !self
+            .rules
+            .iter()
+            .any(|r| at_stage(r) && r.subject.is_some())
+        {
+            return None;
+        }
+        let mut bits = vec![0u64; self.rules.len().div_ceil(64)];
+        for (index, rule) in self.rules.iter().enumerate() {
+            if at_stage(rule) && rule.subject.as_ref().is_some_and(|g| g.matches(subject)) {
+                bits[index / 64] |= 1 << (index % 64);
+            }
+        }
+        Some(Remembered(bits.into_boxed_slice()))
+    }
+}
+
+/// What [`RuleBook::remember`] keeps of a subject: one bit per rule, set where its `match`
+/// passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remembered(Box<[u64]>);
+
+impl Remembered {
+    /// Whether rule `index` passed; a rule beyond the book it was made with did not.
+    fn passed(&self, index: usize) -> bool {
+        self.0
+            .get(index / 64)
+            .is_some_and(|word| word & (1 << (index % 64)) != 0)
     }
 }
 

@@ -1,9 +1,12 @@
 //! The SMTP session: one connection's protocol state machine.
 //!
 //! Bytes in, replies and actions out. It never touches a socket or reads a clock: the event
-//! loop hands it what arrived and carries out what it returns (close, wait before the final
-//! reply, start TLS). Every reply of SPEC.md is chosen here; a client can make it reply, never
-//! make it store what was sent or panic.
+//! loop hands it what arrived, with the time and the rules in a [`Context`], and carries out
+//! what it returns (close, wait before a reply, start TLS, read slower). Every reply of
+//! SPEC.md is chosen here; a client can make it reply, never make it store what was sent or
+//! panic.
+
+use std::net::IpAddr;
 
 use oorandom::Rand64;
 
@@ -12,8 +15,11 @@ use super::decimal;
 use super::policy::Mode;
 pub use super::policy::Policy;
 use super::reply;
+use super::rules;
+use super::rules::{Remembered, RuleBook, RuleState};
 use super::switches::Switches;
 use auth::AuthStep;
+use faults::{Cut, Subject};
 
 /// The 10th unknown command on a connection closes it.
 pub const MAX_UNKNOWN_COMMANDS: u8 = 10;
@@ -23,6 +29,22 @@ pub const MAX_UNKNOWN_COMMANDS: u8 = 10;
 /// so a pipelining client that never reads cannot make the server buffer without bound.
 pub const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 
+/// What the session is told with each call: its listener's policy, where its random choices
+/// come from, and what the rules decide with (the book, the process's counters, the client,
+/// the listener and the time).
+pub struct Context<'a> {
+    pub policy: &'a Policy,
+    pub seed: ConnectionSeed,
+    pub rules: &'a RuleBook,
+    pub rule_state: &'a mut RuleState,
+    /// The client's address.
+    pub client: IpAddr,
+    /// The listener's index, in the configuration's order.
+    pub listener: usize,
+    /// Milliseconds on the caller's clock.
+    pub now_ms: u64,
+}
+
 /// What the caller must do after [`Session::feed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -30,12 +52,14 @@ pub enum Action {
     Continue,
     /// Send the output, then close. The session takes no more input.
     Close,
-    /// Send the output, wait this long, then call [`Session::resume`] (which writes the final
-    /// reply) before feeding the rest of the input.
+    /// Send the output, wait this long, then call [`Session::resume`] with the input not
+    /// used yet (which writes the reply held back) before feeding the rest of the input.
     Pause { millis: u64 },
     /// Send the output (the 220), then start a TLS handshake and replace this session with
     /// [`Session::new`]`(true)`. Input after the STARTTLS line was thrown away.
     StartTls,
+    /// As [`Action::Continue`], and from now on read this connection no faster than this.
+    Throttle { bytes_per_sec: u32 },
 }
 
 /// The result of [`Session::feed`]: how many input bytes were used, and what to do. Unused
@@ -52,19 +76,35 @@ enum Phase {
     Data {
         scanner: DataScanner,
         switches: Switches,
+        /// Where a rule cuts the message off.
+        cut: Option<Cut>,
     },
     Auth(AuthStep),
-    /// The message has ended; its final reply waits for a delay.
-    Waiting(Outcome),
+    /// A reply waits for a delay: [`Session::resume`] gives it.
+    Held(Held),
     Closed,
 }
 
-/// The final reply to a message.
+/// What a session says once a delay is over: a small description, never the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// The answer to the command line at the head of the caller's input, which rule `rule`
+    /// (an index into the book) fired on; the line is read again, in the AUTH step it came in.
+    Line { rule: u32, auth: Option<AuthStep> },
+    /// A reply to no command line: `normal`, or what rule `rule` says instead.
+    Reply { normal: Outcome, rule: Option<u32> },
+}
+
+/// A reply that answers no command line: the greeting, the end of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
+    Greeting,
     Accept,
     /// An index into [`reply::BOUNCES`].
     Bounce(u8),
+    TooBig,
+    /// A rule cut the message off: `421`, and close.
+    Cut,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +128,11 @@ pub struct Session {
     /// Random choices made so far: with the connection's seed, what the next one is drawn
     /// from.
     draws: u32,
+    /// The rule that fired on the line a delay held, while that line is read again.
+    decided: Option<u32>,
+    /// What the rules need of a subject whose reply comes later: the MAIL FROM address
+    /// through the transaction, the AUTH LOGIN user name until the password.
+    remembered: Option<Remembered>,
 }
 
 /// Where one connection's random choices come from: the run's seed and the connection's
@@ -127,12 +172,14 @@ impl Session {
             authenticated: false,
             tls,
             draws: 0,
+            decided: None,
+            remembered: None,
         }
     }
 
-    /// Whether the final reply waits for [`Session::resume`].
+    /// Whether a reply waits for [`Session::resume`].
     pub fn is_waiting(&self) -> bool {
-        matches!(self.phase, Phase::Waiting(_))
+        matches!(self.phase, Phase::Held(_))
     }
 
     pub fn is_closed(&self) -> bool {
@@ -144,14 +191,21 @@ impl Session {
         matches!(self.phase, Phase::Data { .. })
     }
 
+    /// The greeting, as the session starts (not again after STARTTLS).
+    pub fn greet(&mut self, cx: &mut Context, out: &mut Vec<u8>) -> Action {
+        if cx.rules.is_empty() {
+            out.extend_from_slice(cx.policy.greeting());
+            return Action::Continue;
+        }
+        let action = self.greet_by_rules(cx, out);
+        if action == Action::Close {
+            self.phase = Phase::Closed;
+        }
+        action
+    }
+
     /// Takes what the client sent. Replies are appended to `out`.
-    pub fn feed(
-        &mut self,
-        policy: &Policy,
-        seed: ConnectionSeed,
-        input: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Step {
+    pub fn feed(&mut self, cx: &mut Context, input: &[u8], out: &mut Vec<u8>) -> Step {
         let mut used = 0;
         loop {
             let rest = &input[used..];
@@ -163,51 +217,56 @@ impl Session {
                     };
                 }
                 // Nothing is taken until the caller resumes the held-back reply.
-                Phase::Waiting(_) => (0, None),
-                Phase::Data { scanner, switches } => {
-                    let (n, ended) = read_message(scanner, switches, policy, rest);
-                    let action = ended.map(|(size, switches)| {
-                        self.end_message(policy, seed, size, switches, out)
-                    });
-                    (n, action)
-                }
-                Phase::Command | Phase::Auth(_) => self.read_line(policy, seed, rest, out),
+                Phase::Held(_) => (0, None),
+                Phase::Data { .. } => self.read_data(cx, rest, out),
+                Phase::Command | Phase::Auth(_) => self.read_line(cx, rest, out),
             };
             used += n;
-            match action {
-                Some(Action::Continue) => {}
-                None => {
-                    return Step {
-                        consumed: used,
-                        action: Action::Continue,
-                    };
-                }
-                Some(action @ Action::Pause { .. }) => {
-                    return Step {
-                        consumed: used,
-                        action,
-                    };
-                }
-                // What follows the end of the session, or the start of TLS, is dropped.
-                Some(action @ (Action::Close | Action::StartTls)) => {
-                    if action == Action::Close {
-                        self.phase = Phase::Closed;
-                    }
-                    return Step {
-                        consumed: input.len(),
-                        action,
-                    };
-                }
+            if let Some(step) = self.settle(used, input.len(), action) {
+                return step;
             }
         }
     }
 
-    /// Writes the final reply that a [`Action::Pause`] held back.
-    pub fn resume(&mut self, policy: &Policy, seed: ConnectionSeed, out: &mut Vec<u8>) {
-        if let Phase::Waiting(outcome) = self.phase {
-            self.phase = Phase::Command;
-            write_outcome(outcome, policy, &mut self.rng(seed), out);
+    /// Where [`Session::feed`] goes after one step: on (`None`), or back to the caller.
+    fn settle(&mut self, used: usize, len: usize, action: Option<Action>) -> Option<Step> {
+        let action = match action {
+            Some(Action::Continue) => return None,
+            None => Action::Continue,
+            Some(action) => action,
+        };
+        let consumed = match action {
+            // What follows the end of the session, or the start of TLS, is dropped.
+            Action::Close | Action::StartTls => len,
+            _ => used,
+        };
+        if action == Action::Close {
+            self.phase = Phase::Closed;
         }
+        Some(Step { consumed, action })
+    }
+
+    /// Writes the reply that a [`Action::Pause`] held back. `input` is what the session has
+    /// not used yet: a held command line is answered from it.
+    pub fn resume(&mut self, cx: &mut Context, input: &[u8], out: &mut Vec<u8>) -> Step {
+        let (n, action) = match self.phase {
+            Phase::Held(Held::Line { rule, auth }) => {
+                self.phase = auth.map_or(Phase::Command, Phase::Auth);
+                self.decided = Some(rule);
+                let (n, action) = self.read_line(cx, input, out);
+                self.decided = None;
+                (n, action)
+            }
+            Phase::Held(Held::Reply { normal, rule }) => {
+                self.phase = Phase::Command;
+                (0, Some(self.say(cx, normal, rule, out)))
+            }
+            _ => (0, None),
+        };
+        self.settle(n, input.len(), action).unwrap_or(Step {
+            consumed: n,
+            action: Action::Continue,
+        })
     }
 
     /// The generator for the session's next random choice: made from the connection's seed
@@ -230,11 +289,12 @@ impl Session {
     }
 
     /// The next command line (or AUTH reply) and its answer: `None` when it has not all
-    /// arrived, or when the output is full and must drain first.
+    /// arrived, or when the output is full and must drain first. A line held for a delay is
+    /// not used: it is answered at [`Session::resume`].
+    #[inline(always)]
     fn read_line(
         &mut self,
-        policy: &Policy,
-        seed: ConnectionSeed,
+        cx: &mut Context,
         input: &[u8],
         out: &mut Vec<u8>,
     ) -> (usize, Option<Action>) {
@@ -246,43 +306,102 @@ impl Session {
             None => None,
             Some(Line::TooLong) => {
                 // An over-long reply inside AUTH ends the exchange too.
-                self.phase = Phase::Command;
+                if let Phase::Auth(_) = self.phase {
+                    self.phase = Phase::Command;
+                    self.remembered = None;
+                }
                 out.extend_from_slice(reply::LINE_TOO_LONG);
                 Some(Action::Continue)
             }
-            Some(Line::Complete(line)) => Some(self.line(policy, seed, line, out)),
+            Some(Line::Complete(line)) => match self.line(cx, line, out) {
+                action @ Action::Pause { .. } => return (0, Some(action)),
+                action => Some(action),
+            },
+        };
+        (n, action)
+    }
+
+    /// Message bytes, up to where a rule cuts the message off, and what the end (or the cut)
+    /// brings.
+    fn read_data(
+        &mut self,
+        cx: &mut Context,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> (usize, Option<Action>) {
+        let Phase::Data {
+            scanner,
+            switches,
+            cut,
+        } = &mut self.phase
+        else {
+            return (0, None);
+        };
+        let room = cut.map_or(input.len(), |cut| cut.room(scanner.size(), input.len()));
+        let (n, ended) = read_message(scanner, switches, cx.policy, &input[..room]);
+        let cut_now = cut.filter(|cut| ended.is_none() && scanner.size() >= cut.at);
+        let action = match (ended, cut_now) {
+            (Some((size, switches)), _) => Some(self.end_message(cx, size, switches, out)),
+            (None, Some(cut)) => Some(self.cut(cx, cut, out)),
+            (None, None) => None,
         };
         (n, action)
     }
 
     /// Answers one whole line.
-    fn line(
-        &mut self,
-        policy: &Policy,
-        seed: ConnectionSeed,
-        line: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Action {
+    fn line(&mut self, cx: &mut Context, line: &[u8], out: &mut Vec<u8>) -> Action {
         if let Phase::Auth(step) = self.phase {
-            self.phase = Phase::Command;
-            return self.auth_response(step, line, out);
+            return self.auth_response(cx, step, line, out);
         }
         let (verb, arg) = command::parse_command(line);
+        if !cx.rules.is_empty() {
+            return self.line_by_rules(cx, verb, arg, out);
+        }
+        self.normal_answer(cx, verb, arg, out)
+    }
+
+    /// A command line where rules are configured. Out of line: without rules, the check
+    /// that the book is empty is all they cost.
+    #[inline(never)]
+    fn line_by_rules(
+        &mut self,
+        cx: &mut Context,
+        verb: Verb,
+        arg: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Action {
+        let Some(stage) = faults::stage_of(verb) else {
+            return self.normal_answer(cx, verb, arg, out);
+        };
+        self.answer_by_rules(cx, stage, Subject::Arg(arg), out, &mut |s, cx, out| {
+            s.normal_answer(cx, verb, arg, out)
+        })
+    }
+
+    /// The answer to a command when no rule has its say.
+    #[inline(always)]
+    fn normal_answer(
+        &mut self,
+        cx: &mut Context,
+        verb: Verb,
+        arg: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Action {
         match verb {
-            Verb::Helo | Verb::Ehlo => out.extend_from_slice(self.greeting(verb, arg, policy)),
+            Verb::Helo | Verb::Ehlo => out.extend_from_slice(self.greeting(verb, arg, cx.policy)),
             Verb::Mail | Verb::Rcpt | Verb::Data | Verb::Rset => {
-                out.extend_from_slice(self.transaction_step(verb, arg, policy));
+                out.extend_from_slice(self.transaction_step(cx, verb, arg));
             }
-            Verb::Auth => self.auth(arg, policy, seed, out),
             Verb::Vrfy => vrfy(arg, out),
-            Verb::Expn => expn(arg, policy, out),
-            Verb::Noop | Verb::Etrn | Verb::Help => out.extend_from_slice(information(verb, arg)),
-            Verb::StartTls => return self.starttls(arg, policy, out),
+            Verb::Expn => expn(arg, cx.policy, out),
+            Verb::StartTls => return self.starttls(arg, cx.policy, out),
+            Verb::Auth => return self.auth(cx, arg, out),
             Verb::Unknown => return self.unknown(out),
             Verb::Quit => {
                 out.extend_from_slice(reply::GOODBYE);
                 return Action::Close;
             }
+            _ => out.extend_from_slice(information(verb, arg)),
         }
         Action::Continue
     }
@@ -293,41 +412,60 @@ impl Session {
             (Verb::Helo, true) => reply::HELO_SYNTAX,
             (_, true) => reply::EHLO_SYNTAX,
             (Verb::Helo, false) => {
-                self.transaction = Transaction::None;
+                self.end_transaction();
                 reply::HELO_OK
             }
             (_, false) => {
-                self.transaction = Transaction::None;
+                self.end_transaction();
                 policy.ehlo(self.tls)
             }
         }
     }
 
     /// MAIL, RCPT, DATA and RSET: the steps of a mail transaction, in RFC 5321 order.
-    fn transaction_step(&mut self, verb: Verb, arg: &[u8], policy: &Policy) -> &'static [u8] {
+    #[inline(always)]
+    fn transaction_step(&mut self, cx: &mut Context, verb: Verb, arg: &[u8]) -> &'static [u8] {
         match verb {
-            Verb::Mail => self.mail(arg, policy),
+            Verb::Mail => self.mail(cx, arg),
             Verb::Rcpt => self.rcpt(arg),
-            Verb::Data => self.data(),
+            Verb::Data => self.data(cx),
             _ => {
-                self.transaction = Transaction::None;
+                self.end_transaction();
                 reply::OK
             }
         }
     }
 
-    fn data(&mut self) -> &'static [u8] {
+    /// No transaction from here on: HELO, EHLO, RSET, the end of a message.
+    fn end_transaction(&mut self) {
+        self.transaction = Transaction::None;
+        self.remembered = None;
+    }
+
+    fn data(&mut self, cx: &mut Context) -> &'static [u8] {
         match self.transaction {
             Transaction::None => reply::NEED_MAIL,
             Transaction::Mail => reply::NEED_RCPT,
             Transaction::Rcpt => {
-                self.phase = Phase::Data {
-                    scanner: DataScanner::new(),
-                    switches: Switches::default(),
-                };
+                self.start_data(cx);
                 reply::START_DATA
             }
         }
+    }
+
+    /// DATA is accepted: the message's bytes come next.
+    #[inline]
+    fn start_data(&mut self, cx: &mut Context) {
+        let cut = if cx.rules.is_empty() {
+            None
+        } else {
+            self.decide_cut(cx)
+        };
+        self.phase = Phase::Data {
+            scanner: DataScanner::new(),
+            switches: Switches::default(),
+            cut,
+        };
     }
 
     fn starttls(&mut self, arg: &[u8], policy: &Policy, out: &mut Vec<u8>) -> Action {
@@ -355,11 +493,12 @@ impl Session {
         Action::Continue
     }
 
-    fn mail(&mut self, arg: &[u8], policy: &Policy) -> &'static [u8] {
+    fn mail(&mut self, cx: &mut Context, arg: &[u8]) -> &'static [u8] {
+        let policy = cx.policy;
         if self.transaction != Transaction::None {
             return reply::NESTED_MAIL;
         }
-        let Some((_path, params)) = strip_keyword(arg, b"FROM:").and_then(split_path) else {
+        let Some((path, params)) = strip_keyword(arg, b"FROM:").and_then(split_path) else {
             return reply::MAIL_SYNTAX;
         };
         for param in command::words(params) {
@@ -389,8 +528,17 @@ impl Session {
                 return error;
             }
         }
-        self.transaction = Transaction::Mail;
+        self.open_transaction(cx, unbracketed(path));
         reply::MAIL_OK
+    }
+
+    /// MAIL is accepted from `sender`.
+    #[inline(always)]
+    fn open_transaction(&mut self, cx: &Context, sender: &[u8]) {
+        self.transaction = Transaction::Mail;
+        if !cx.rules.is_empty() {
+            self.remembered = cx.rules.remember(rules::Stage::Message, sender);
+        }
     }
 
     fn rcpt(&mut self, arg: &[u8]) -> &'static [u8] {
@@ -416,17 +564,15 @@ impl Session {
     /// The message has ended: choose its reply, now or after a delay.
     fn end_message(
         &mut self,
-        policy: &Policy,
-        seed: ConnectionSeed,
+        cx: &mut Context,
         size: u64,
         switches: Switches,
         out: &mut Vec<u8>,
     ) -> Action {
+        let policy = cx.policy;
         self.phase = Phase::Command;
-        self.transaction = Transaction::None;
         if size > policy.max_message_size() {
-            out.extend_from_slice(reply::TOO_BIG);
-            return Action::Continue;
+            return self.final_reply(cx, Outcome::TooBig, 0, out);
         }
         let (mode, delay) = if policy.dynamic_switch() {
             (
@@ -436,7 +582,7 @@ impl Session {
         } else {
             (policy.mode(), policy.delay())
         };
-        let rng = &mut self.rng(seed);
+        let rng = &mut self.rng(cx.seed);
         let outcome = match mode {
             Mode::Accept => Outcome::Accept,
             Mode::Bounce => Outcome::Bounce(draw(rng, reply::BOUNCES.len())),
@@ -449,11 +595,17 @@ impl Session {
         let millis = delay.map_or(0, |d| {
             rng.rand_range(u64::from(d.min_secs()) * 1000..u64::from(d.max_secs()) * 1000 + 1)
         });
+        if !cx.rules.is_empty() {
+            return self.final_reply(cx, outcome, millis, out);
+        }
+        self.end_transaction();
         if millis == 0 {
-            write_outcome(outcome, policy, rng, out);
-            Action::Continue
+            write_outcome(outcome, policy, || draw_id(rng), out)
         } else {
-            self.phase = Phase::Waiting(outcome);
+            self.phase = Phase::Held(Held::Reply {
+                normal: outcome,
+                rule: None,
+            });
             Action::Pause { millis }
         }
     }
@@ -517,11 +669,25 @@ fn information(verb: Verb, arg: &[u8]) -> &'static [u8] {
     }
 }
 
-fn write_outcome(outcome: Outcome, policy: &Policy, rng: &mut Rand64, out: &mut Vec<u8>) {
+/// Writes a reply to no command line, with `id` to draw a message id; the action that
+/// follows it.
+fn write_outcome(
+    outcome: Outcome,
+    policy: &Policy,
+    id: impl FnOnce() -> [u64; 3],
+    out: &mut Vec<u8>,
+) -> Action {
     match outcome {
-        Outcome::Accept => reply::queued(out, draw_id(rng), policy.fqdn()),
+        Outcome::Greeting => out.extend_from_slice(policy.greeting()),
+        Outcome::Accept => reply::queued(out, id(), policy.fqdn()),
         Outcome::Bounce(n) => out.extend_from_slice(reply::BOUNCES[usize::from(n) % 10]),
+        Outcome::TooBig => out.extend_from_slice(reply::TOO_BIG),
+        Outcome::Cut => {
+            reply::closing(out, policy.fqdn());
+            return Action::Close;
+        }
     }
+    Action::Continue
 }
 
 /// A number below `n` (n <= 256).
@@ -533,6 +699,13 @@ fn draw(rng: &mut Rand64, n: usize) -> u8 {
 fn draw_id(rng: &mut Rand64) -> [u64; 3] {
     let r = rng.rand_u64();
     [r >> 32, r & 0xffff_ffff, rng.rand_range(0..1_000_000)]
+}
+
+/// A path without its angle brackets.
+fn unbracketed(path: &[u8]) -> &[u8] {
+    path.strip_prefix(b"<")
+        .and_then(|p| p.strip_suffix(b">"))
+        .unwrap_or(path)
 }
 
 /// `FROM:` / `TO:` at the start of `arg`, in any case; what follows, trimmed.
@@ -572,6 +745,7 @@ fn parse_size(digits: &[u8]) -> Option<u64> {
 }
 
 mod auth;
+mod faults;
 
 #[cfg(test)]
 mod tests;

@@ -7,9 +7,11 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::{DecodePaddingMode, general_purpose};
 use oorandom::Rand64;
 
-use super::{Action, ConnectionSeed, Phase, Policy, Session, Transaction};
+use super::faults::Subject;
+use super::{Action, Context, Phase, Policy, Session, Transaction};
 use crate::smtp::command::{self, MAX_LINE};
 use crate::smtp::reply;
+use crate::smtp::rules::Stage;
 
 /// The reply an AUTH exchange waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,98 +22,175 @@ pub(super) enum AuthStep {
     CramMd5,
 }
 
-impl Session {
-    /// AUTH: starts an exchange, or refuses one.
-    pub(super) fn auth(
-        &mut self,
-        arg: &[u8],
-        policy: &Policy,
-        seed: ConnectionSeed,
-        out: &mut Vec<u8>,
-    ) {
-        let reply = if self.authenticated {
-            reply::AUTH_TWICE
-        } else if self.transaction != Transaction::None {
-            reply::AUTH_IN_TRANSACTION
-        } else {
-            let mut words = command::words(arg);
-            match (words.next(), words.next(), words.next()) {
-                (None, ..) => reply::AUTH_SYNTAX,
-                (Some(_), _, Some(_)) => reply::AUTH_EXTRA_WORDS,
-                (Some(mechanism), initial, None) => {
-                    if mechanism.eq_ignore_ascii_case(b"CRAM-MD5") && initial.is_none() {
-                        self.phase = Phase::Auth(AuthStep::CramMd5);
-                        return cram_md5_challenge(policy, &mut self.rng(seed), out);
-                    }
-                    self.auth_start(mechanism, initial)
-                }
-            }
-        };
-        out.extend_from_slice(reply);
-    }
+/// The mechanisms, as a rule's `match` reads the user name from their responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mechanism {
+    Plain,
+    Login,
+    CramMd5,
+}
 
-    /// AUTH PLAIN and LOGIN, with or without an initial response.
-    fn auth_start(&mut self, mechanism: &[u8], initial: Option<&[u8]>) -> &'static [u8] {
-        if mechanism.eq_ignore_ascii_case(b"PLAIN") {
-            match initial {
-                Some(b"*") => reply::AUTH_CANCELLED,
-                Some(response) => self.auth_outcome(mentions_fail(response)),
-                None => {
-                    self.phase = Phase::Auth(AuthStep::Plain);
-                    reply::AUTH_EMPTY_CHALLENGE
+/// How an AUTH command or response ends the exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Final {
+    Reply(&'static [u8]),
+    /// Authenticated, unless the client asked to fail.
+    Outcome {
+        fail: bool,
+    },
+}
+
+impl Session {
+    /// AUTH: starts an exchange, or answers at once.
+    pub(super) fn auth(&mut self, cx: &mut Context, arg: &[u8], out: &mut Vec<u8>) -> Action {
+        let mut words = command::words(arg);
+        let (mechanism, initial) = (words.next(), words.next());
+        match self.auth_command(mechanism, initial, words.next()) {
+            Ok(step) => {
+                match step {
+                    AuthStep::CramMd5 => cram_md5_challenge(cx.policy, &mut self.rng(cx.seed), out),
+                    AuthStep::Plain => out.extend_from_slice(reply::AUTH_EMPTY_CHALLENGE),
+                    AuthStep::LoginUser => out.extend_from_slice(reply::AUTH_USERNAME),
+                    AuthStep::LoginPassword { .. } => {
+                        self.remember_user(cx, initial.unwrap_or_default());
+                        out.extend_from_slice(reply::AUTH_PASSWORD);
+                    }
                 }
+                self.phase = Phase::Auth(step);
+                Action::Continue
             }
-        } else if mechanism.eq_ignore_ascii_case(b"LOGIN") {
-            match initial {
-                Some(b"*") => reply::AUTH_CANCELLED,
-                // The initial response answers the first challenge: it is the user name.
-                Some(user) => {
-                    self.phase = Phase::Auth(AuthStep::LoginPassword {
-                        fail: mentions_fail(user),
-                    });
-                    reply::AUTH_PASSWORD
-                }
-                None => {
-                    self.phase = Phase::Auth(AuthStep::LoginUser);
-                    reply::AUTH_USERNAME
-                }
+            Err(end) => {
+                let plain = mechanism.is_some_and(|m| m.eq_ignore_ascii_case(b"PLAIN"));
+                let subject = match initial {
+                    Some(response) if plain => Subject::User(Mechanism::Plain, response),
+                    _ => Subject::Arg(b""),
+                };
+                self.auth_final(cx, end, subject, out)
             }
-        } else if mechanism.eq_ignore_ascii_case(b"CRAM-MD5") {
-            // CRAM-MD5 starts with the server's challenge: there is no initial response.
-            reply::AUTH_EXTRA_WORDS
-        } else {
-            reply::AUTH_SYNTAX
         }
     }
 
+    /// What an AUTH command starts (the step it waits in), or how it ends at once.
+    fn auth_command(
+        &self,
+        mechanism: Option<&[u8]>,
+        initial: Option<&[u8]>,
+        extra: Option<&[u8]>,
+    ) -> Result<AuthStep, Final> {
+        if self.authenticated {
+            return Err(Final::Reply(reply::AUTH_TWICE));
+        }
+        if self.transaction != Transaction::None {
+            return Err(Final::Reply(reply::AUTH_IN_TRANSACTION));
+        }
+        let Some(mechanism) = mechanism else {
+            return Err(Final::Reply(reply::AUTH_SYNTAX));
+        };
+        if extra.is_some() {
+            return Err(Final::Reply(reply::AUTH_EXTRA_WORDS));
+        }
+        let named = |name: &[u8]| mechanism.eq_ignore_ascii_case(name);
+        match initial {
+            Some(b"*") if named(b"PLAIN") || named(b"LOGIN") => {
+                Err(Final::Reply(reply::AUTH_CANCELLED))
+            }
+            Some(response) if named(b"PLAIN") => Err(Final::Outcome {
+                fail: mentions_fail(response),
+            }),
+            None if named(b"PLAIN") => Ok(AuthStep::Plain),
+            // The initial response answers the first challenge: it is the user name.
+            Some(user) if named(b"LOGIN") => Ok(AuthStep::LoginPassword {
+                fail: mentions_fail(user),
+            }),
+            None if named(b"LOGIN") => Ok(AuthStep::LoginUser),
+            None if named(b"CRAM-MD5") => Ok(AuthStep::CramMd5),
+            // CRAM-MD5 starts with the server's challenge: there is no initial response.
+            Some(_) if named(b"CRAM-MD5") => Err(Final::Reply(reply::AUTH_EXTRA_WORDS)),
+            _ => Err(Final::Reply(reply::AUTH_SYNTAX)),
+        }
+    }
+
+    /// A client's response inside an exchange (the phase is still the step it answers).
     pub(super) fn auth_response(
         &mut self,
+        cx: &mut Context,
         step: AuthStep,
         line: &[u8],
         out: &mut Vec<u8>,
     ) -> Action {
-        let reply = if line == b"*" {
-            reply::AUTH_CANCELLED
-        } else {
-            match step {
-                AuthStep::Plain | AuthStep::CramMd5 => self.auth_outcome(mentions_fail(line)),
-                // The documented shortcut: `pass=`/`fail=` in clear answers at once.
-                AuthStep::LoginUser
-                    if command::contains(line, b"pass=") || command::contains(line, b"fail=") =>
-                {
-                    self.auth_outcome(command::contains(line, b"fail="))
-                }
-                AuthStep::LoginUser => {
-                    self.phase = Phase::Auth(AuthStep::LoginPassword {
-                        fail: mentions_fail(line),
-                    });
-                    reply::AUTH_PASSWORD
-                }
-                AuthStep::LoginPassword { fail } => self.auth_outcome(fail || mentions_fail(line)),
+        let (end, subject) = match step {
+            _ if line == b"*" => (Final::Reply(reply::AUTH_CANCELLED), Subject::Remembered),
+            AuthStep::Plain | AuthStep::CramMd5 => {
+                let mechanism = if step == AuthStep::Plain {
+                    Mechanism::Plain
+                } else {
+                    Mechanism::CramMd5
+                };
+                let fail = mentions_fail(line);
+                (Final::Outcome { fail }, Subject::User(mechanism, line))
+            }
+            // The documented shortcut: `pass=`/`fail=` in clear answers at once.
+            AuthStep::LoginUser
+                if command::contains(line, b"pass=") || command::contains(line, b"fail=") =>
+            {
+                let fail = command::contains(line, b"fail=");
+                (
+                    Final::Outcome { fail },
+                    Subject::User(Mechanism::Login, line),
+                )
+            }
+            AuthStep::LoginUser => {
+                self.remember_user(cx, line);
+                self.phase = Phase::Auth(AuthStep::LoginPassword {
+                    fail: mentions_fail(line),
+                });
+                out.extend_from_slice(reply::AUTH_PASSWORD);
+                return Action::Continue;
+            }
+            AuthStep::LoginPassword { fail } => {
+                let fail = fail || mentions_fail(line);
+                (Final::Outcome { fail }, Subject::Remembered)
             }
         };
-        out.extend_from_slice(reply);
-        Action::Continue
+        self.auth_final(cx, end, subject, out)
+    }
+
+    /// The reply that ends an exchange, as the rules at `auth` may change it.
+    fn auth_final(
+        &mut self,
+        cx: &mut Context,
+        end: Final,
+        subject: Subject,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        let mut normal = |session: &mut Session, _: &mut Context, out: &mut Vec<u8>| {
+            session.phase = Phase::Command;
+            out.extend_from_slice(match end {
+                Final::Reply(reply) => reply,
+                Final::Outcome { fail } => session.auth_outcome(fail),
+            });
+            Action::Continue
+        };
+        if cx.rules.is_empty() {
+            return normal(self, cx, out);
+        }
+        let action = self.answer_by_rules(cx, Stage::Auth, subject, out, &mut normal);
+        if !self.is_waiting() && self.transaction == Transaction::None {
+            // The user name was only kept for this reply.
+            self.remembered = None;
+        }
+        action
+    }
+
+    /// Keeps which rules the user name in a LOGIN response matches, for the reply after the
+    /// password.
+    fn remember_user(&mut self, cx: &Context, response: &[u8]) {
+        if cx.rules.is_empty() {
+            return;
+        }
+        let mut decoded = [0u8; MAX_LINE];
+        let user = user_name(Mechanism::Login, response, &mut decoded);
+        self.remembered = cx.rules.remember(Stage::Auth, user);
     }
 
     fn auth_outcome(&mut self, fail: bool) -> &'static [u8] {
@@ -121,6 +200,25 @@ impl Session {
             self.authenticated = true;
             reply::AUTH_OK
         }
+    }
+}
+
+/// The user name in a response: PLAIN's authentication identity (`authzid NUL authcid NUL
+/// password`), LOGIN's whole response, CRAM-MD5's first word. A response that is not base64
+/// is taken as it is (the documented `pass=`/`fail=` in clear).
+pub(super) fn user_name<'b>(
+    mechanism: Mechanism,
+    response: &'b [u8],
+    buf: &'b mut [u8; MAX_LINE],
+) -> &'b [u8] {
+    let decoded: &[u8] = match BASE64.decode_slice(response, &mut buf[..]) {
+        Ok(len) => &buf[..len],
+        Err(_) => response,
+    };
+    match mechanism {
+        Mechanism::Plain => decoded.split(|&b| b == 0).nth(1).unwrap_or_default(),
+        Mechanism::Login => decoded,
+        Mechanism::CramMd5 => decoded.split(|&b| b == b' ').next().unwrap_or_default(),
     }
 }
 

@@ -13,6 +13,7 @@
 
 use std::str::FromStr;
 
+use super::tests::{feed, resume};
 use super::*;
 use crate::smtp::command::MAX_LINE;
 use crate::smtp::policy::DelayRange;
@@ -165,14 +166,16 @@ fn run_one(policy: &Policy, input: &[u8], rng: &mut Rand64) -> usize {
         tail.extend_from_slice(&input[offset..end]);
         offset = end;
         loop {
-            let step = session.feed(policy, seed, &tail, &mut out);
+            let step = feed(&mut session, policy, seed, &tail, &mut out);
             assert!(step.consumed <= tail.len());
             tail.drain(..step.consumed);
             match step.action {
                 Action::Pause { millis } => {
                     assert!(millis <= 60_000);
-                    session.resume(policy, seed, &mut out);
+                    let step = resume(&mut session, policy, seed, &tail, &mut out);
+                    tail.drain(..step.consumed);
                 }
+                Action::Throttle { .. } => {}
                 Action::Continue if out.len() >= OUTPUT_HIGH_WATER => {
                     assert_output(&out, input);
                     peaks += 1;
@@ -182,7 +185,7 @@ fn run_one(policy: &Policy, input: &[u8], rng: &mut Rand64) -> usize {
                 Action::Close | Action::StartTls => {
                     assert_output(&out, input);
                     if step.action == Action::Close {
-                        let again = session.feed(policy, seed, b"NOOP\r\n", &mut out);
+                        let again = feed(&mut session, policy, seed, b"NOOP\r\n", &mut out);
                         assert_eq!(again.action, Action::Close, "a closed session reopened");
                     }
                     return peaks;

@@ -4,11 +4,68 @@
 use base64::Engine;
 use base64::engine::general_purpose;
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use super::*;
 use crate::smtp::command::MAX_LINE;
 use crate::smtp::policy::DelayRange;
+use crate::smtp::rules::{RuleBook, RuleState};
 
 const FQDN: &str = "mx.example";
+
+/// The client the tests' sessions serve.
+pub(super) const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+
+/// What a session is told, with `rules` and their `state`, at `now_ms`.
+pub(super) fn context<'a>(
+    policy: &'a Policy,
+    seed: ConnectionSeed,
+    rules: &'a RuleBook,
+    state: &'a mut RuleState,
+    now_ms: u64,
+) -> Context<'a> {
+    Context {
+        policy,
+        seed,
+        rules,
+        rule_state: state,
+        client: CLIENT,
+        listener: 0,
+        now_ms,
+    }
+}
+
+/// [`Session::feed`] without rules.
+pub(super) fn feed(
+    session: &mut Session,
+    policy: &Policy,
+    seed: ConnectionSeed,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Step {
+    let (rules, mut state) = (RuleBook::default(), RuleState::default());
+    session.feed(
+        &mut context(policy, seed, &rules, &mut state, 0),
+        input,
+        out,
+    )
+}
+
+/// [`Session::resume`] without rules.
+pub(super) fn resume(
+    session: &mut Session,
+    policy: &Policy,
+    seed: ConnectionSeed,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Step {
+    let (rules, mut state) = (RuleBook::default(), RuleState::default());
+    session.resume(
+        &mut context(policy, seed, &rules, &mut state, 0),
+        input,
+        out,
+    )
+}
 
 fn policy() -> Policy {
     Policy::new(FQDN.into(), Mode::Accept, None, true, 1000, false)
@@ -30,40 +87,79 @@ struct Run {
 /// Feeds `input` in pieces of `step` bytes as the event loop does: unused bytes are kept and
 /// fed again with the next piece; a pause is resumed at once.
 fn run_split(policy: &Policy, input: &[u8], step: usize) -> Run {
+    run_ruled(policy, &RuleBook::default(), input, step)
+}
+
+/// [`run_split`] with `rules`, their counters fresh; the greeting is the first output.
+fn run_ruled(policy: &Policy, rules: &RuleBook, input: &[u8], step: usize) -> Run {
     let mut session = Session::new(false);
-    let seed = ConnectionSeed::new(7, 1);
-    let mut out = Vec::new();
-    let mut tail = Vec::new();
-    let mut pauses = Vec::new();
+    let mut state = RuleState::default();
+    let mut cx = context(policy, ConnectionSeed::new(7, 1), rules, &mut state, 0);
+    let (mut out, mut tail, mut pauses) = (Vec::new(), Vec::new(), Vec::new());
+    if !rules.is_empty() {
+        let action = session.greet(&mut cx, &mut out);
+        if let Some(end) = follow(
+            &mut session,
+            &mut cx,
+            action,
+            &mut tail,
+            &mut pauses,
+            &mut out,
+        ) {
+            return finish(&out, pauses, Some(end), 0);
+        }
+    }
     for piece in input.chunks(step.max(1)) {
         tail.extend_from_slice(piece);
         loop {
             let before = tail.len();
-            let result = session.feed(policy, seed, &tail, &mut out);
+            let result = session.feed(&mut cx, &tail, &mut out);
             tail.drain(..result.consumed);
-            match result.action {
-                Action::Continue if tail.len() == before || tail.is_empty() => break,
-                Action::Continue => {}
-                Action::Pause { millis } => {
-                    pauses.push(millis);
-                    session.resume(policy, seed, &mut out);
-                }
-                end => {
-                    return Run {
-                        sent: normalise(&out),
-                        pauses,
-                        end: Some(end),
-                        left: tail.len(),
-                    };
-                }
+            match follow(
+                &mut session,
+                &mut cx,
+                result.action,
+                &mut tail,
+                &mut pauses,
+                &mut out,
+            ) {
+                Some(end) => return finish(&out, pauses, Some(end), tail.len()),
+                None if tail.len() == before || tail.is_empty() => break,
+                None => {}
             }
         }
     }
+    finish(&out, pauses, None, tail.len())
+}
+
+/// Carries out `action` as the loop does (a pause is over at once; a throttle changes
+/// nothing here): the action that ends the run, if it does.
+fn follow(
+    session: &mut Session,
+    cx: &mut Context,
+    mut action: Action,
+    tail: &mut Vec<u8>,
+    pauses: &mut Vec<u64>,
+    out: &mut Vec<u8>,
+) -> Option<Action> {
+    while let Action::Pause { millis } = action {
+        pauses.push(millis);
+        let step = session.resume(cx, tail, out);
+        tail.drain(..step.consumed);
+        action = step.action;
+    }
+    match action {
+        Action::Continue | Action::Throttle { .. } => None,
+        end => Some(end),
+    }
+}
+
+fn finish(out: &[u8], pauses: Vec<u64>, end: Option<Action>, left: usize) -> Run {
     Run {
-        sent: normalise(&out),
+        sent: normalise(out),
         pauses,
-        end: None,
-        left: tail.len(),
+        end,
+        left,
     }
 }
 
@@ -190,7 +286,8 @@ fn two_messages_on_one_connection_get_two_ids() {
     let raw = {
         let mut session = Session::new(false);
         let mut out = Vec::new();
-        session.feed(
+        feed(
+            &mut session,
             &policy(),
             ConnectionSeed::new(1, 1),
             input.as_bytes(),
@@ -250,14 +347,14 @@ fn message_size_counts_up_to_the_final_dot_line() {
 fn a_huge_message_is_counted_not_kept() {
     let mut session = Session::new(false);
     let (policy, seed, mut out) = (policy(), ConnectionSeed::new(1, 1), Vec::new());
-    session.feed(&policy, seed, ENVELOPE.as_bytes(), &mut out);
+    feed(&mut session, &policy, seed, ENVELOPE.as_bytes(), &mut out);
     let chunk = vec![b'x'; 65536];
     for _ in 0..100 {
-        let step = session.feed(&policy, seed, &chunk, &mut out);
+        let step = feed(&mut session, &policy, seed, &chunk, &mut out);
         assert_eq!(step.consumed, chunk.len());
     }
     out.clear();
-    session.feed(&policy, seed, b"\r\n.\r\n", &mut out);
+    feed(&mut session, &policy, seed, b"\r\n.\r\n", &mut out);
     assert_eq!(out, reply::TOO_BIG);
 }
 
@@ -638,13 +735,14 @@ fn auth_login() {
 fn auth_cram_md5_challenges_with_a_message_id() {
     let mut session = Session::new(false);
     let (policy, seed, mut out) = (policy(), ConnectionSeed::new(3, 1), Vec::new());
-    session.feed(&policy, seed, b"AUTH CRAM-MD5\r\n", &mut out);
+    feed(&mut session, &policy, seed, b"AUTH CRAM-MD5\r\n", &mut out);
     let line = String::from_utf8(out.clone()).unwrap();
     let challenge = line.strip_prefix("334 ").unwrap().trim_end();
     let decoded = general_purpose::STANDARD.decode(challenge).unwrap();
     assert_eq!(normalise(&decoded), "{msgid}");
     out.clear();
-    session.feed(
+    feed(
+        &mut session,
         &policy,
         seed,
         format!("{}\r\n", b64(b"fail=bob 0123abcd")).as_bytes(),
@@ -725,7 +823,8 @@ fn starttls_drops_what_was_pipelined_after_it() {
     for policy in [&with_tls, &policy()] {
         let mut inside = Session::new(true);
         let mut out = Vec::new();
-        inside.feed(
+        feed(
+            &mut inside,
             policy,
             ConnectionSeed::new(1, 1),
             b"STARTTLS\r\nEHLO c\r\n",
@@ -748,7 +847,8 @@ fn message(headers: &str) -> String {
 fn final_reply(policy: &Policy, seed: u64) -> String {
     let mut out = Vec::new();
     let input = message("");
-    Session::new(false).feed(
+    feed(
+        &mut Session::new(false),
         policy,
         ConnectionSeed::new(seed, 1),
         input.as_bytes(),
@@ -852,7 +952,8 @@ fn delays_pause_before_the_final_reply() {
     let drawn: Vec<u64> = (0..50)
         .map(|seed| {
             let mut session = Session::new(false);
-            let step = session.feed(
+            let step = feed(
+                &mut session,
                 &policy(),
                 ConnectionSeed::new(seed, 1),
                 ranged.as_bytes(),
@@ -926,16 +1027,16 @@ fn commands_after_a_delayed_message_wait_for_its_reply() {
     let mut session = Session::new(false);
     let (policy, seed, mut out) = (policy(), ConnectionSeed::new(1, 1), Vec::new());
     let input = format!("{}NOOP\r\n", message("X-Blackhole-Delay: 5\r\n"));
-    let step = session.feed(&policy, seed, input.as_bytes(), &mut out);
+    let step = feed(&mut session, &policy, seed, input.as_bytes(), &mut out);
     assert_eq!(step.action, Action::Pause { millis: 5000 });
     assert_eq!(step.consumed, input.len() - 6);
     assert!(session.is_waiting());
     assert!(normalise(&out).ends_with("354 End data with <CR><LF>.<CR><LF>\r\n"));
     // Fed while waiting, it takes nothing.
-    let again = session.feed(&policy, seed, b"NOOP\r\n", &mut out);
+    let again = feed(&mut session, &policy, seed, b"NOOP\r\n", &mut out);
     assert_eq!(again.consumed, 0);
-    session.resume(&policy, seed, &mut out);
-    session.feed(&policy, seed, b"NOOP\r\n", &mut out);
+    resume(&mut session, &policy, seed, b"", &mut out);
+    feed(&mut session, &policy, seed, b"NOOP\r\n", &mut out);
     assert!(normalise(&out).ends_with(&format!("{QUEUED}250 2.0.0 OK\r\n")));
 }
 
@@ -946,7 +1047,13 @@ fn timeout_says_so_and_closes() {
     session.time_out(&mut out);
     assert_eq!(out, b"421 Timeout\r\n");
     assert!(session.is_closed());
-    let step = session.feed(&policy(), ConnectionSeed::new(1, 1), b"NOOP\r\n", &mut out);
+    let step = feed(
+        &mut session,
+        &policy(),
+        ConnectionSeed::new(1, 1),
+        b"NOOP\r\n",
+        &mut out,
+    );
     assert_eq!(step.action, Action::Close);
 }
 
@@ -955,11 +1062,17 @@ fn output_is_bounded_while_the_client_does_not_read() {
     let mut session = Session::new(false);
     let (policy, seed, mut out) = (policy(), ConnectionSeed::new(1, 1), Vec::new());
     let flood = "EHLO c\r\n".repeat(5000);
-    let step = session.feed(&policy, seed, flood.as_bytes(), &mut out);
+    let step = feed(&mut session, &policy, seed, flood.as_bytes(), &mut out);
     assert!(step.consumed < flood.len());
     assert!(out.len() < OUTPUT_HIGH_WATER + 1024);
     out.clear();
-    let rest = session.feed(&policy, seed, &flood.as_bytes()[step.consumed..], &mut out);
+    let rest = feed(
+        &mut session,
+        &policy,
+        seed,
+        &flood.as_bytes()[step.consumed..],
+        &mut out,
+    );
     assert!(rest.consumed > 0);
 }
 
@@ -976,12 +1089,13 @@ fn raw_run(
     for piece in input.chunks(step.max(1)) {
         tail.extend_from_slice(piece);
         loop {
-            let step = session.feed(policy, seed, &tail, &mut out);
+            let step = feed(&mut session, policy, seed, &tail, &mut out);
             tail.drain(..step.consumed);
             match step.action {
                 Action::Pause { millis } => {
                     pauses.push(millis);
-                    session.resume(policy, seed, &mut out);
+                    let step = resume(&mut session, policy, seed, &tail, &mut out);
+                    tail.drain(..step.consumed);
                 }
                 _ => break,
             }
@@ -1046,7 +1160,391 @@ fn starttls_does_not_repeat_the_draws_before_it() {
     let mut encrypted = Session::new(true);
     let (mut a, mut b) = (Vec::new(), Vec::new());
     let seed = ConnectionSeed::new(9, 1);
-    plain.feed(&policy, seed, input.as_bytes(), &mut a);
-    encrypted.feed(&policy, seed, input.as_bytes(), &mut b);
+    feed(&mut plain, &policy, seed, input.as_bytes(), &mut a);
+    feed(&mut encrypted, &policy, seed, input.as_bytes(), &mut b);
     assert_ne!(a, b, "the same message id before and after STARTTLS");
+}
+
+/// Rules from `(stage, what to set)` pairs.
+fn book(rules: Vec<crate::smtp::rules::Rule>) -> RuleBook {
+    RuleBook::new(rules)
+}
+
+fn rule(on: &str, set: impl FnOnce(&mut crate::smtp::rules::Rule)) -> crate::smtp::rules::Rule {
+    let mut rule = crate::smtp::rules::Rule::new("r".into(), on.parse().expect("a stage"));
+    set(&mut rule);
+    rule
+}
+
+fn replying(on: &str, line: &str) -> crate::smtp::rules::Rule {
+    rule(on, |r| r.reply = Some(line.parse().expect("a reply line")))
+}
+
+/// `input` with `rules`, whole and split at every byte boundary (fresh counters each run):
+/// all runs must agree.
+fn ruled(rules: &RuleBook, input: &str) -> Run {
+    let input = input.as_bytes();
+    let whole = run_ruled(&policy(), rules, input, input.len());
+    for step in 1..input.len() {
+        assert_eq!(
+            run_ruled(&policy(), rules, input, step),
+            whole,
+            "split every {step} bytes"
+        );
+    }
+    whole
+}
+
+const GREETING: &str = "220 mx.example ESMTP\r\n";
+
+#[test]
+fn a_rule_replies_instead_at_each_command_stage() {
+    let cases = [
+        ("helo", "HELO c\r\n", "250 OK\r\n"),
+        ("helo", "EHLO c\r\n", EHLO_REPLY),
+        ("rset", "RSET\r\n", "250 2.0.0 OK\r\n"),
+        ("noop", "NOOP\r\n", "250 2.0.0 OK\r\n"),
+        ("vrfy", "VRFY pass=x\r\n", "250 2.0.0 <pass=x> OK\r\n"),
+        ("expn", "EXPN nobody\r\n", "550 Not authorised\r\n"),
+        ("starttls", "STARTTLS\r\n", "500 Not implemented\r\n"),
+    ];
+    for (stage, command, normal) in cases {
+        let rules = book(vec![replying(stage, "452 4.3.1 Not now")]);
+        let run = ruled(&rules, &format!("{command}RSET\r\n"));
+        let after = if stage == "rset" {
+            "452 4.3.1 Not now"
+        } else {
+            "250 2.0.0 OK"
+        };
+        assert_eq!(
+            run.sent,
+            format!("{GREETING}452 4.3.1 Not now\r\n{after}\r\n"),
+            "{stage}"
+        );
+        // Another stage's rule leaves the command alone.
+        let other = if stage == "noop" { "quit" } else { "noop" };
+        let rules = book(vec![replying(other, "452 4.3.1 Not now")]);
+        assert_eq!(
+            ruled(&rules, command).sent,
+            format!("{GREETING}{normal}"),
+            "{stage}"
+        );
+    }
+    // QUIT closes whatever the reply.
+    let rules = book(vec![replying("quit", "421 4.3.2 Bye now")]);
+    let run = ruled(&rules, "QUIT\r\nNOOP\r\n");
+    assert_eq!(run.sent, format!("{GREETING}421 4.3.2 Bye now\r\n"));
+    assert_eq!(run.end, Some(Action::Close));
+}
+
+#[test]
+fn the_greeting_can_be_replaced_delayed_or_refused() {
+    let rules = book(vec![replying("connect", "554 5.7.1 Go away")]);
+    assert_eq!(
+        ruled(&rules, "QUIT\r\n").sent,
+        format!("554 5.7.1 Go away\r\n221 2.0.0 Goodbye\r\n")
+    );
+    let rules = book(vec![rule("connect", |r| {
+        r.delay = Some("1.5".parse().unwrap())
+    })]);
+    let run = ruled(&rules, "NOOP\r\n");
+    assert_eq!(
+        (run.sent, run.pauses),
+        (format!("{GREETING}250 2.0.0 OK\r\n"), vec![1500])
+    );
+    let rules = book(vec![rule("connect", |r| {
+        r.disconnect = Some("421".parse().unwrap())
+    })]);
+    let run = ruled(&rules, "NOOP\r\n");
+    assert_eq!(run.sent, "421 4.4.2 mx.example closing connection\r\n");
+    assert_eq!(run.end, Some(Action::Close));
+    let rules = book(vec![rule("connect", |r| {
+        r.disconnect = Some("close".parse().unwrap())
+    })]);
+    let run = ruled(&rules, "NOOP\r\n");
+    assert_eq!((run.sent.as_str(), run.end), ("", Some(Action::Close)));
+}
+
+#[test]
+fn a_refused_mail_opens_no_transaction() {
+    let mut refuse = replying("mail", "451 4.3.0 Try again");
+    refuse.subject = Some(crate::smtp::rules::Glob::new("*@spam.example").unwrap());
+    let rules = book(vec![refuse]);
+    let run = ruled(
+        &rules,
+        "MAIL FROM:<x@spam.example>\r\nRCPT TO:<b@example.net>\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\n",
+    );
+    assert_eq!(
+        run.sent,
+        format!(
+            "{GREETING}451 4.3.0 Try again\r\n503 5.5.1 Error: need MAIL command\r\n250 2.1.0 OK\r\n250 2.1.5 OK\r\n"
+        )
+    );
+}
+
+#[test]
+fn a_refused_recipient_does_not_count() {
+    let mut refuse = replying("rcpt", "550 5.1.1 No such user");
+    refuse.subject = Some(crate::smtp::rules::Glob::new("nobody@*").unwrap());
+    let rules = book(vec![refuse]);
+    let run = ruled(
+        &rules,
+        "MAIL FROM:<a@example.com>\r\nRCPT TO:<nobody@example.net>\r\nDATA\r\nRCPT TO:<b@example.net>\r\nDATA\r\n.\r\n",
+    );
+    assert_eq!(
+        run.sent,
+        format!(
+            "{GREETING}250 2.1.0 OK\r\n550 5.1.1 No such user\r\n503 5.5.1 Error: need RCPT command\r\n250 2.1.5 OK\r\n354 End data with <CR><LF>.<CR><LF>\r\n{QUEUED}"
+        )
+    );
+}
+
+#[test]
+fn a_refused_data_leaves_the_next_lines_commands() {
+    let rules = book(vec![replying("data", "451 4.3.0 No data today")]);
+    let run = ruled(&rules, &format!("{ENVELOPE}NOOP\r\n.\r\n"));
+    assert_eq!(
+        run.sent,
+        format!(
+            "{GREETING}250 2.1.0 OK\r\n250 2.1.5 OK\r\n451 4.3.0 No data today\r\n250 2.0.0 OK\r\n502 5.5.2 Command not recognised\r\n"
+        )
+    );
+}
+
+#[test]
+fn a_2xx_rule_reply_accepts_the_command() {
+    // A recipient the normal path would refuse (no MAIL yet) counts, and so does DATA.
+    let rules = book(vec![
+        replying("rcpt", "250 2.1.5 Sure"),
+        replying("data", "354 Go on"),
+    ]);
+    let run = ruled(&rules, "RCPT TO:<b@example.net>\r\nDATA\r\nhello\r\n.\r\n");
+    assert_eq!(
+        run.sent,
+        format!("{GREETING}250 2.1.5 Sure\r\n354 Go on\r\n{QUEUED}")
+    );
+    let rules = book(vec![replying("mail", "250 2.1.0 Fine")]);
+    let run = ruled(&rules, "MAIL FROM:bad syntax\r\nRCPT TO:<b@x>\r\n");
+    assert_eq!(
+        run.sent,
+        format!("{GREETING}250 2.1.0 Fine\r\n250 2.1.5 OK\r\n")
+    );
+}
+
+#[test]
+fn message_rules_match_the_sender_kept_from_mail() {
+    let mut bounce = replying("message", "554 5.6.0 Rejected");
+    bounce.subject = Some(crate::smtp::rules::Glob::new("*@bounce.example").unwrap());
+    let rules = book(vec![bounce]);
+    let two = "MAIL FROM:<a@bounce.example>\r\nRCPT TO:<b@x>\r\nDATA\r\n.\r\n\
+               MAIL FROM:<a@fine.example>\r\nRCPT TO:<b@x>\r\nDATA\r\n.\r\n";
+    let run = ruled(&rules, two);
+    let finals: Vec<&str> = run
+        .sent
+        .lines()
+        .filter(|l| l.starts_with("554") || l.starts_with("250 2.0.0"))
+        .collect();
+    assert_eq!(
+        finals,
+        ["554 5.6.0 Rejected", "250 2.0.0 OK: queued as {msgid}"]
+    );
+}
+
+#[test]
+fn first_and_every_count_across_commands() {
+    let fail_twice = rule("rcpt", |r| {
+        r.reply = Some("451 4.3.0 Later".parse().unwrap());
+        r.first = Some(2);
+    });
+    let rules = book(vec![fail_twice]);
+    let input = "MAIL FROM:<a@x>\r\n".to_owned() + &"RCPT TO:<b@x>\r\n".repeat(4);
+    let run = ruled(&rules, &input);
+    assert_eq!(
+        run.sent,
+        format!(
+            "{GREETING}250 2.1.0 OK\r\n451 4.3.0 Later\r\n451 4.3.0 Later\r\n250 2.1.5 OK\r\n250 2.1.5 OK\r\n"
+        )
+    );
+    let every_second = rule("noop", |r| {
+        r.reply = Some("250 2.0.0 Second".parse().unwrap());
+        r.every = Some(2);
+    });
+    let run = ruled(&book(vec![every_second]), &"NOOP\r\n".repeat(4));
+    assert_eq!(
+        run.sent,
+        format!(
+            "{GREETING}250 2.0.0 OK\r\n250 2.0.0 Second\r\n250 2.0.0 OK\r\n250 2.0.0 Second\r\n"
+        )
+    );
+}
+
+#[test]
+fn a_delayed_command_is_held_then_answered() {
+    let slow = rule("rcpt", |r| {
+        r.delay = Some("2".parse().unwrap());
+        r.reply = Some("452 4.5.3 Too many".parse().unwrap());
+        r.first = Some(1);
+    });
+    let rules = book(vec![slow]);
+    let input = "MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nRCPT TO:<c@x>\r\nNOOP\r\n";
+    let run = ruled(&rules, input);
+    assert_eq!(run.pauses, vec![2000]);
+    assert_eq!(
+        run.sent,
+        format!("{GREETING}250 2.1.0 OK\r\n452 4.5.3 Too many\r\n250 2.1.5 OK\r\n250 2.0.0 OK\r\n")
+    );
+    // While held, nothing is answered and the line is not used.
+    let mut session = Session::new(false);
+    let (policy, mut state) = (policy(), RuleState::default());
+    let mut cx = context(&policy, ConnectionSeed::new(1, 1), &rules, &mut state, 0);
+    let mut out = Vec::new();
+    let step = session.feed(&mut cx, input.as_bytes(), &mut out);
+    assert_eq!(step.action, Action::Pause { millis: 2000 });
+    assert_eq!(step.consumed, "MAIL FROM:<a@x>\r\n".len());
+    assert!(session.is_waiting());
+    let rest = &input.as_bytes()[step.consumed..];
+    assert_eq!(session.feed(&mut cx, rest, &mut out).consumed, 0);
+    let resumed = session.resume(&mut cx, rest, &mut out);
+    assert_eq!(resumed.consumed, "RCPT TO:<b@x>\r\n".len());
+    assert!(out.ends_with(b"452 4.5.3 Too many\r\n"));
+    // A delay without a reply holds the normal one; AUTH's is held within its exchange.
+    let login = rule("auth", |r| r.delay = Some("1".parse().unwrap()));
+    let auth = format!("AUTH LOGIN\r\n{}\r\n{}\r\n", b64(b"user"), b64(b"secret"));
+    let run = ruled(&book(vec![login]), &auth);
+    assert_eq!(run.pauses, vec![1000]);
+    assert_eq!(
+        run.sent,
+        format!(
+            "{GREETING}334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n235 2.7.0 Authentication successful\r\n"
+        )
+    );
+}
+
+#[test]
+fn a_delayed_final_reply_and_a_disconnect_after_it() {
+    let slow = rule("message", |r| {
+        r.delay = Some("3".parse().unwrap());
+        r.disconnect = Some("421".parse().unwrap());
+    });
+    let run = ruled(&book(vec![slow]), &format!("{}NOOP\r\n", message("")));
+    assert_eq!(run.pauses, vec![3000]);
+    assert_eq!(run.end, Some(Action::Close));
+    assert!(run.sent.ends_with(
+        "354 End data with <CR><LF>.<CR><LF>\r\n421 4.4.2 mx.example closing connection\r\n"
+    ));
+    // The rule's delay replaces the one the message asked for.
+    let slow = rule("message", |r| r.delay = Some("0.25".parse().unwrap()));
+    let run = ruled(&book(vec![slow]), &message("X-Blackhole-Delay: 5\r\n"));
+    assert_eq!(run.pauses, vec![250]);
+    assert!(run.sent.ends_with(QUEUED));
+}
+
+#[test]
+fn disconnects_close_at_once() {
+    let rules = book(vec![rule("mail", |r| {
+        r.disconnect = Some("close".parse().unwrap())
+    })]);
+    let run = ruled(&rules, "NOOP\r\nMAIL FROM:<a@x>\r\nNOOP\r\n");
+    assert_eq!(run.sent, format!("{GREETING}250 2.0.0 OK\r\n"));
+    assert_eq!((run.end, run.left), (Some(Action::Close), 0));
+    let rules = book(vec![rule("helo", |r| {
+        r.disconnect = Some("421".parse().unwrap())
+    })]);
+    let run = ruled(&rules, "EHLO c\r\nNOOP\r\n");
+    assert_eq!(
+        run.sent,
+        format!("{GREETING}421 4.4.2 mx.example closing connection\r\n")
+    );
+    assert_eq!(run.end, Some(Action::Close));
+}
+
+#[test]
+fn auth_rules_match_the_decoded_user_name() {
+    let mut deny = replying("auth", "535 5.7.8 Not you");
+    deny.subject = Some(crate::smtp::rules::Glob::new("mallory").unwrap());
+    let rules = book(vec![deny]);
+    let plain = |user: &str| format!("AUTH PLAIN {}\r\n", b64(format!("\0{user}\0pw").as_bytes()));
+    assert!(
+        ruled(&rules, &plain("mallory"))
+            .sent
+            .ends_with("535 5.7.8 Not you\r\n")
+    );
+    assert!(
+        ruled(&rules, &plain("alice"))
+            .sent
+            .ends_with("235 2.7.0 Authentication successful\r\n")
+    );
+    let login = |user: &str| format!("AUTH LOGIN {}\r\n{}\r\n", b64(user.as_bytes()), b64(b"pw"));
+    assert!(
+        ruled(&rules, &login("mallory"))
+            .sent
+            .ends_with("535 5.7.8 Not you\r\n")
+    );
+    assert!(
+        ruled(&rules, &login("alice"))
+            .sent
+            .ends_with("235 2.7.0 Authentication successful\r\n")
+    );
+    // Refused: the session is not authenticated, and AUTH may be tried again.
+    let again = format!("{}{}", plain("mallory"), plain("alice"));
+    assert!(
+        ruled(&rules, &again)
+            .sent
+            .ends_with("235 2.7.0 Authentication successful\r\n")
+    );
+}
+
+#[test]
+fn throttle_is_asked_of_the_loop() {
+    let rules = book(vec![rule("helo", |r| r.throttle = Some(100))]);
+    let (policy, mut state) = (policy(), RuleState::default());
+    let mut cx = context(&policy, ConnectionSeed::new(1, 1), &rules, &mut state, 0);
+    let mut session = Session::new(false);
+    let mut out = Vec::new();
+    let step = session.feed(&mut cx, b"EHLO c\r\nNOOP\r\n", &mut out);
+    assert_eq!(
+        step,
+        Step {
+            consumed: 8,
+            action: Action::Throttle { bytes_per_sec: 100 }
+        }
+    );
+    assert_eq!(normalise(&out), EHLO_REPLY);
+}
+
+#[test]
+fn after_bytes_cuts_the_message_at_every_boundary() {
+    let body = "Subject: x\r\n\r\n".to_owned() + &"line of text\r\n".repeat(10) + ".\r\n";
+    let input = format!("{ENVELOPE}{body}NOOP\r\n");
+    for n in [0, 1, 5, 40, body.len() as u64 - 1] {
+        for disconnect in ["421", "close"] {
+            let cut = rule("message", |r| {
+                r.after_bytes = Some(n);
+                r.disconnect = Some(disconnect.parse().unwrap());
+            });
+            let run = ruled(&book(vec![cut]), &input);
+            let said = if disconnect == "421" {
+                "421 4.4.2 mx.example closing connection\r\n"
+            } else {
+                ""
+            };
+            assert_eq!(
+                run.sent,
+                format!("{GREETING}{ENVELOPE_REPLIES}{said}"),
+                "{n} {disconnect}"
+            );
+            assert_eq!(run.end, Some(Action::Close), "{n}");
+        }
+    }
+    // A message that ends within the bytes is not cut.
+    let cut = rule("message", |r| {
+        r.after_bytes = Some(body.len() as u64);
+        r.disconnect = Some("close".parse().unwrap());
+    });
+    let run = ruled(&book(vec![cut]), &input);
+    assert_eq!(
+        run.sent,
+        format!("{GREETING}{ENVELOPE_REPLIES}{QUEUED}250 2.0.0 OK\r\n")
+    );
+    assert_eq!(run.end, None);
 }
