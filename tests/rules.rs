@@ -1,0 +1,225 @@
+//! Scripted faults seen from outside: the real server with `[[rule]]` tables, driven by a raw
+//! SMTP client, swaks and Python's smtplib. Each effect of SPEC.md's rules is shown as a
+//! client sees it: a reply instead of the normal one with its consequences for the
+//! transaction, a delay, a disconnect with or without 421, a cut mid-DATA, a throttled link.
+
+mod common;
+
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::clients::{CLIENT_LIMIT, swaks};
+use common::{Server, assert_queued, greeted, require_program, run_with_limit, transcript};
+
+/// How far a measured time may stray from what a rule asks, on a loaded machine.
+const SLACK: Duration = Duration::from_millis(1500);
+
+#[test]
+fn a_refused_recipient_is_bounced_and_the_others_of_the_message_delivered() {
+    let server = Server::start(
+        r#"
+[[rule]]
+name = "no such user"
+on = "rcpt"
+match = "nobody@*"
+reply = "550 5.1.1 No such user"
+"#,
+    );
+    let out = swaks(
+        server.target(),
+        &[
+            "--to",
+            "someone@example.net,nobody@example.net,other@example.net",
+        ],
+    );
+    let text = transcript(&out);
+    assert!(text.contains("<** 550 5.1.1 No such user"), "{text}");
+    assert!(text.contains("<-  250 2.0.0 OK: queued as"), "{text}");
+    assert_eq!(
+        text.matches("<-  250 2.1.5 OK").count(),
+        2,
+        "two recipients accepted: {text}"
+    );
+}
+
+#[test]
+fn a_recipient_refused_alone_leaves_data_without_recipients() {
+    let server = Server::start("[[rule]]\non = \"rcpt\"\nreply = \"450 4.2.1 Mailbox busy\"\n");
+    let mut client = server.greeted();
+    client.ehlo();
+    assert_eq!(client.command("MAIL FROM:<a@example.com>"), "250 2.1.0 OK");
+    assert_eq!(
+        client.command("RCPT TO:<b@example.net>"),
+        "450 4.2.1 Mailbox busy"
+    );
+    let data = client.command("DATA");
+    assert!(
+        data.starts_with("503") || data.starts_with("554"),
+        "DATA: {data}"
+    );
+    // The session goes on: a refused transaction is not a broken one.
+    assert_eq!(client.command("RSET"), "250 2.0.0 OK");
+}
+
+#[test]
+fn fail_twice_then_accept_seen_by_smtplib() {
+    let server = Server::start(
+        "[[rule]]\nname = \"flaky sender\"\non = \"mail\"\nfirst = 2\nreply = \"451 4.3.0 Try again\"\n",
+    );
+    let python = require_program("python3", "python3");
+    let script = format!(
+        r#"
+import smtplib
+for attempt in range(3):
+    try:
+        with smtplib.SMTP("127.0.0.1", {port}, timeout=20) as s:
+            s.sendmail("a@example.com", ["b@example.net"], "Subject: x\r\n\r\nbody\r\n")
+        print("attempt", attempt, "SENT")
+    except smtplib.SMTPSenderRefused as e:
+        print("attempt", attempt, "REFUSED", e.smtp_code)
+"#,
+        port = server.port()
+    );
+    let out = run_with_limit(Command::new(python).args(["-c", &script]), CLIENT_LIMIT);
+    let text = transcript(&out);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [
+            "attempt 0 REFUSED 451",
+            "attempt 1 REFUSED 451",
+            "attempt 2 SENT"
+        ],
+        "{text}"
+    );
+}
+
+#[test]
+fn a_delayed_greeting_comes_after_its_delay() {
+    let server = Server::start("[[rule]]\non = \"connect\"\ndelay = 1.5\n");
+    let started = Instant::now();
+    let mut client = server.connect();
+    assert!(client.reply().starts_with("220 "));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_millis(1500) + SLACK,
+        "greeting after {took:?}"
+    );
+    // Only the greeting was delayed.
+    let started = Instant::now();
+    client.ehlo();
+    assert!(started.elapsed() < SLACK);
+}
+
+#[test]
+fn a_disconnect_says_421_or_nothing() {
+    let server = Server::start(
+        r#"
+[[rule]]
+on = "helo"
+match = "bad.example"
+disconnect = "421"
+
+[[rule]]
+on = "helo"
+match = "silent.example"
+disconnect = "close"
+"#,
+    );
+    let mut client = server.greeted();
+    let reply = client.command("EHLO bad.example");
+    assert!(reply.starts_with("421 4.4.2 "), "{reply}");
+    client.expect_closed();
+
+    let mut client = server.greeted();
+    client.send_line("HELO silent.example");
+    client.expect_closed();
+
+    // Other names are served.
+    let mut client = server.greeted();
+    client.ehlo();
+}
+
+#[test]
+fn a_message_is_cut_after_the_bytes_a_rule_allows() {
+    let server =
+        Server::start("[[rule]]\non = \"message\"\ndisconnect = \"421\"\nafter_bytes = 1000\n");
+    let mut client = server.greeted();
+    client.ehlo();
+    client.open_data();
+    let line = format!("{}\r\n", "x".repeat(98));
+    // 100 bytes a line: nothing is said while under 1,000 bytes; past them the cut comes
+    // at once, not at the end of the message.
+    for _ in 0..9 {
+        client.send(line.as_bytes());
+    }
+    client.expect_silence(Duration::from_millis(300));
+    client.send(line.as_bytes());
+    client.send(line.as_bytes());
+    let reply = client.reply();
+    assert!(reply.starts_with("421 4.4.2 "), "{reply}");
+    client.expect_closed();
+}
+
+#[test]
+fn a_throttled_link_is_read_at_its_rate() {
+    const RATE: u64 = 100_000;
+    const BODY: usize = 300_000;
+    let server = Server::start(&format!(
+        "max_message_size = 1000000\n[[rule]]\non = \"data\"\nthrottle = {RATE}\n"
+    ));
+    let mut client = server.greeted();
+    client.ehlo();
+    client.open_data();
+    let line = format!("{}\r\n", "y".repeat(998));
+    let mut stream = client.stream().try_clone().expect("a second handle");
+    let writer = std::thread::spawn(move || {
+        for _ in 0..BODY / line.len() {
+            stream.write_all(line.as_bytes()).expect("write the body");
+        }
+        stream.write_all(b".\r\n").expect("end the message");
+    });
+    let started = Instant::now();
+    let reply = client
+        .reply_within(Duration::from_secs(30))
+        .expect("the final reply");
+    let took = started.elapsed();
+    writer.join().expect("the writer");
+    assert_queued(&reply);
+    let rate = BODY as f64 / took.as_secs_f64();
+    assert!(
+        (RATE as f64 * 0.9..=RATE as f64 * 1.1).contains(&rate),
+        "{BODY} bytes in {took:?}: {rate:.0} bytes/s, throttle {RATE}"
+    );
+}
+
+#[test]
+fn every_nth_and_probability_zero() {
+    let server = Server::start(
+        r#"
+[[rule]]
+on = "noop"
+probability = 0
+reply = "500 never"
+
+[[rule]]
+on = "noop"
+every = 3
+reply = "250 2.0.0 third"
+"#,
+    );
+    let mut client = greeted(server.addr());
+    let replies: Vec<String> = (0..6).map(|_| client.command("NOOP")).collect();
+    assert_eq!(
+        replies,
+        [
+            "250 2.0.0 OK",
+            "250 2.0.0 OK",
+            "250 2.0.0 third",
+            "250 2.0.0 OK",
+            "250 2.0.0 OK",
+            "250 2.0.0 third"
+        ]
+    );
+}
