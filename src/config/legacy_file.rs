@@ -4,12 +4,12 @@
 use toml::Value;
 
 use super::error::Problem;
-use super::toml_file::{self, RawOptions, is_option, is_table, unknown_option};
+use super::toml_file::{self, RawOptions, is_option, table_header, unknown_option};
 
 /// The original's format: `key = value` lines, `#` comments (also after a
 /// value), blank lines, quotes removed, an empty value meaning "unset", the
 /// last setting of a key winning. Every value is a string; the result goes
-/// through the same path as a TOML file. It has no tables: `[[rule]]` is TOML only.
+/// through the same path as a TOML file. It has no tables: `[[rule]]` and `[greylist]` are TOML only.
 pub(super) fn options(text: &str) -> Result<RawOptions, Problem> {
     let mut table = toml::Table::new();
     for (index, line) in text.lines().enumerate() {
@@ -30,11 +30,11 @@ pub(super) fn options(text: &str) -> Result<RawOptions, Problem> {
             problem.message = format!("line {number}: {}", problem.message);
             return Err(problem);
         }
-        if is_table(key) {
+        if let Some(header) = table_header(key) {
             return Err(Problem::option(
                 key,
                 format!(
-                    "line {number}: [[{key}]] tables exist only in TOML files, and this file \
+                    "line {number}: {header} tables exist only in TOML files, and this file \
                      is in the original's `key = value` format: write it in TOML to use them"
                 ),
             ));

@@ -19,12 +19,14 @@
 //! Its files, one job each: `toml_file` (the TOML format and `RawOptions`),
 //! `legacy_file` (the original format), `listener` (the entry syntax),
 //! `values` (value readers and the validation pass), `rule_table` (the
-//! `[[rule]]` tables, which only TOML files have), `error` (how problems are
-//! reported) and `options` (the documented table).
+//! `[[rule]]` tables) and `greylist_table` (the `[greylist]` table), which
+//! only TOML files have, `error` (how problems are reported) and `options`
+//! (the documented table).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+pub use crate::smtp::greylist::GreylistSettings;
 pub use crate::smtp::policy::{DelayRange, Mode};
 pub use crate::smtp::rules::Rule;
 pub use error::ConfigError;
@@ -33,6 +35,7 @@ pub use listener::{ListenerSpec, parse_listener};
 use error::Problem;
 
 mod error;
+mod greylist_table;
 mod legacy_file;
 mod listener;
 pub mod options;
@@ -73,6 +76,8 @@ pub struct Config {
     pub mailname: Option<String>,
     /// `[[rule]]` tables, in file order.
     pub rules: Vec<Rule>,
+    /// `[greylist]`; `None`: no greylisting.
+    pub greylist: Option<GreylistSettings>,
 }
 
 impl Default for Config {
@@ -96,6 +101,7 @@ impl Default for Config {
             seed: None,
             mailname: None,
             rules: Vec::new(),
+            greylist: None,
         }
     }
 }

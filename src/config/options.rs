@@ -26,9 +26,20 @@ pub struct OptionDoc {
     /// What the option does, what is allowed and what to know: one
     /// paragraph, wrapped when shown.
     pub doc: &'static str,
-    /// For an array of tables (`[[rule]]`), the keys of each table; empty
-    /// for an option with one value. An example of a table is its keys.
-    pub keys: &'static [KeyDoc],
+    /// One value, one table or any number of tables; an example of a table
+    /// is its keys.
+    pub form: Form,
+}
+
+/// How an option is written in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// `name = value`.
+    Value,
+    /// One `[name]` table of these keys.
+    Table(&'static [KeyDoc]),
+    /// Any number of `[[name]]` tables, each of these keys.
+    Tables(&'static [KeyDoc]),
 }
 
 /// One key of a table option, as documented.
@@ -42,18 +53,35 @@ pub struct KeyDoc {
 }
 
 impl OptionDoc {
-    /// Whether the option is written as `[[name]]` tables.
+    /// Whether the option is written as `[name]` or `[[name]]` tables.
     pub fn is_table(&self) -> bool {
-        !self.keys.is_empty()
+        self.header().is_some()
+    }
+
+    /// A table's keys; none for an option with one value.
+    pub fn keys(&self) -> &'static [KeyDoc] {
+        match self.form {
+            Form::Value => &[],
+            Form::Table(keys) | Form::Tables(keys) => keys,
+        }
+    }
+
+    /// A table's header line, `[name]` or `[[name]]`.
+    pub fn header(&self) -> Option<String> {
+        match self.form {
+            Form::Value => None,
+            Form::Table(_) => Some(format!("[{}]", self.name)),
+            Form::Tables(_) => Some(format!("[[{}]]", self.name)),
+        }
     }
 
     /// `example` as the file spells it: `name = example`, or for a table
-    /// its `[[name]]` header and keys.
+    /// its header and keys.
     pub fn example_toml(&self, example: &str) -> String {
-        if self.is_table() {
-            format!("[[{}]]\n{example}", self.name)
-        } else {
-            format!("{} = {example}", self.name)
+        match self.header() {
+            Some(header) if example.is_empty() => header,
+            Some(header) => format!("{header}\n{example}"),
+            None => format!("{} = {example}", self.name),
         }
     }
 }
@@ -82,7 +110,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               root (see user and group) or CAP_NET_BIND_SERVICE (as the shipped \
               systemd unit gives). The original's comma-separated form, listen = \
               :25, :::25 mode=bounce, is read too.",
-        keys: &[],
+        form: Form::Value,
     },
     OptionDoc {
         name: "tls_listen",
@@ -92,7 +120,7 @@ pub const OPTIONS: &[OptionDoc] = &[
         doc: "Where to accept SMTP over TLS from the first byte (SMTPS, usually \
               port 465). Same syntax and flags as listen. Needs tls_cert and \
               tls_key.",
-        keys: &[],
+        form: Form::Value,
     },
     OptionDoc {
         name: "tls_cert",
@@ -105,7 +133,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               error. TLS 1.2 and 1.3 are offered. A missing or unreadable file, \
               or a key that does not match the certificate, stops the start \
               (exit 64), also under -t.",
-        keys: &[],
+        form: Form::Value,
     },
     OptionDoc {
         name: "tls_key",
@@ -114,7 +142,7 @@ pub const OPTIONS: &[OptionDoc] = &[
         examples: &[r#""/etc/ssl/blackhole.key""#],
         doc: "The private key of tls_cert, a PEM file (PKCS#8, PKCS#1 or SEC1). \
               Keep it readable by the user blackhole starts as and nobody else.",
-        keys: &[],
+        form: Form::Value,
     },
     OptionDoc {
         name: "tls_dhparams",
@@ -125,7 +153,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               library (rustls) negotiates ECDHE key exchange only, which needs no \
               Diffie-Hellman parameters. Setting it logs a warning; the file is \
               not read.",
-        keys: &[],
+        form: Form::Value,
     },
     OptionDoc {
         name: "timeout",
@@ -135,7 +163,7 @@ pub const OPTIONS: &[OptionDoc] = &[
         doc: "Seconds a client may go without sending a complete line, in any \
               state (inside DATA, an AUTH exchange or the TLS handshake too), \
               before it gets \"421 Timeout\" and is disconnected. 1 to 180.",
-        keys: &[],
+        form: Form::Value,
     },
     OptionDoc {
         name: "delay",
@@ -149,7 +177,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               wait for a delay; the delayed connection's pipelined commands do. \
               A listener's delay= flag, then a message's X-Blackhole-Delay header \
               (see dynamic_switch), come before this option.",
-        keys: &[],
+        form: Form::Value,
     },
     OptionDoc {
         name: "mode",
@@ -162,7 +190,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               the ten errors, each as likely. Case-insensitive. A listener's \
               mode= flag, then a message's X-Blackhole-Mode header (see \
               dynamic_switch), come before this option.",
-        keys: &[],
+        form: Form::Value,
     },
     OptionDoc {
         name: "max_message_size",
@@ -173,7 +201,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               SIZE. MAIL FROM with a larger SIZE= gets 552 at once; a message \
               that turns out larger gets 552 after its final dot (its bytes are \
               counted as they pass, never stored). 1 to 1073741824 (1 GiB).",
-        keys: &[],
+        form: Form::Value,
     },
     OptionDoc {
         name: "dynamic_switch",
@@ -185,7 +213,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               N or MIN, MAX (seconds; above 60 counts as 60). A malformed switch \
               header is ignored. Listeners with mode= or delay= flags ignore the \
               headers whatever this says.",
-        keys: &[],
+        form: Form::Value,
     },
     OptionDoc {
         name: "mailname",
@@ -194,7 +222,7 @@ pub const OPTIONS: &[OptionDoc] = &[
         examples: &[r#""mx.example.com""#],
         doc: "The name the server gives in its greeting (220 NAME ESMTP), its \
               EHLO reply and its message ids. One word, without spaces.",
-        keys: &[],
+        form: Form::Value,
     },
     OptionDoc {
         name: "max_connections",
@@ -210,7 +238,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               while the open connections are served, and new clients wait in the \
               kernel's backlog. Raise the limit with ulimit -n, or \
               LimitNOFILE= in the systemd unit.",
-        keys: &[],
+        form: Form::Value,
     },
     OptionDoc {
         name: "seed",
@@ -227,7 +255,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               logged, so that a run can be replayed with --seed. --seed N on the \
               command line overrides it. 0 to 9223372036854775807; takes a \
               restart.",
-        keys: &[],
+        form: Form::Value,
     },
     OptionDoc {
         name: "workers",
@@ -239,7 +267,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               with SO_REUSEPORT so that the kernel spreads new connections across \
               them; the supervisor restarts any worker that dies. 1 to 256; one \
               per CPU core is a good start.",
-        keys: &[],
+        form: Form::Value,
     },
     OptionDoc {
         name: "user",
@@ -253,7 +281,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               group. Leave it unset under the shipped systemd unit, which \
               starts blackhole as the user blackhole with CAP_NET_BIND_SERVICE \
               instead.",
-        keys: &[],
+        form: Form::Value,
     },
     OptionDoc {
         name: "group",
@@ -263,7 +291,7 @@ pub const OPTIONS: &[OptionDoc] = &[
         doc: "The group to become once the listeners are bound (see user); \
               supplementary groups are dropped. Needs blackhole to be started as \
               root.",
-        keys: &[],
+        form: Form::Value,
     },
     OptionDoc {
         name: "pidfile",
@@ -277,7 +305,59 @@ pub const OPTIONS: &[OptionDoc] = &[
               written stops the start (exit 77). Under the shipped systemd unit \
               use /run/blackhole/blackhole.pid: RuntimeDirectory=blackhole makes \
               that directory writable by the service's user.",
-        keys: &[],
+        form: Form::Value,
+    },
+    OptionDoc {
+        name: "greylist",
+        syntax: "[greylist] table, after the options above",
+        default: "none (no greylisting)",
+        examples: &[
+            "",
+            "delay = \"5m\"\nexpire = \"1d\"\npass_for = 86400",
+            "reply = \"450 4.7.1 Come back later\"\nmax_entries = 10000",
+        ],
+        doc: "Greylisting: a recipient is deferred the first time its triplet (client \
+              address, MAIL FROM, RCPT TO) is seen, and let through when the client \
+              retries once delay has passed, as a mail server's queue does; a retry \
+              that comes too early is deferred again. The table turns it on: an empty \
+              [greylist] means every default. Durations are whole seconds, or a string \
+              with a unit: \"90s\", \"15m\", \"4h\", \"36d\". Any other key is an \
+              error. SIGHUP reads the table again, and the triplets already remembered \
+              are kept. Greylisting exists only in a TOML file.",
+        form: Form::Table(&[
+            KeyDoc {
+                name: "delay",
+                syntax: "SECONDS | \"DURATION\"",
+                doc: "How long a client must wait before its retry is let through. 0 \
+                      to 1 day; default 60 (seconds).",
+            },
+            KeyDoc {
+                name: "expire",
+                syntax: "SECONDS | \"DURATION\"",
+                doc: "How long a triplet that has not passed yet is remembered: a retry \
+                      after that is a first sight again. 1 second to 30 days, and at \
+                      least delay; default \"4h\".",
+            },
+            KeyDoc {
+                name: "pass_for",
+                syntax: "SECONDS | \"DURATION\"",
+                doc: "How long a triplet that passed is let through without waiting, \
+                      counted from its last pass. 1 second to 366 days; default \"36d\".",
+            },
+            KeyDoc {
+                name: "reply",
+                syntax: "\"CODE TEXT\"",
+                doc: "What a deferred recipient is told: one line, a 4xx code, then a \
+                      space and the text. Default \"451 4.7.1 Greylisted, try again \
+                      later\".",
+            },
+            KeyDoc {
+                name: "max_entries",
+                syntax: "N",
+                doc: "The most triplets remembered, a bound on memory: past it the \
+                      oldest are forgotten first. 1 to 100000000; default 1000000.",
+            },
+        ]),
     },
     OptionDoc {
         name: "rule",
@@ -300,7 +380,7 @@ pub const OPTIONS: &[OptionDoc] = &[
               Every key but on is optional, and any other key is an error naming \
               the rule. SIGHUP reads the rules again, and their counts (first, \
               every, rate) start afresh. Rules exist only in a TOML file.",
-        keys: &[
+        form: Form::Tables(&[
             KeyDoc {
                 name: "name",
                 syntax: "\"TEXT\"",
@@ -401,7 +481,7 @@ pub const OPTIONS: &[OptionDoc] = &[
                 doc: "From then on, read the connection no faster than this. 1 to \
                       1000000000.",
             },
-        ],
+        ]),
     },
 ];
 
@@ -422,7 +502,8 @@ blackhole -t -c FILE checks a file without serving.
 SIGHUP reads the file again: mode, delay, timeout, max_message_size, \
 dynamic_switch, max_connections and the listeners' mode= and delay= flags \
 apply to messages and connections from then on, and open connections stay. \
-Rules are read again too, their counts starting afresh. \
+Rules are read again too, their counts starting afresh, and so is \
+[greylist], keeping the triplets it remembers. \
 The listener addresses, the TLS files, user, group, workers, pidfile and \
 seed take a restart.";
 
@@ -449,7 +530,7 @@ pub fn options_documentation() -> String {
         }
         out.push('\n');
         out.push_str(&wrap(option.doc, INDENT, WIDTH));
-        for key in option.keys {
+        for key in option.keys() {
             out.push('\n');
             out.push_str(&format!("{INDENT}{} = {}\n", key.name, key.syntax));
             out.push_str(&wrap(key.doc, &INDENT.repeat(2), WIDTH));
@@ -513,7 +594,7 @@ mod tests {
                 "{}: the documentation should be a paragraph",
                 option.name
             );
-            for (j, key) in option.keys.iter().enumerate() {
+            for (j, key) in option.keys().iter().enumerate() {
                 assert!(
                     !key.name.is_empty()
                         && key
@@ -523,7 +604,7 @@ mod tests {
                     "{key:?}"
                 );
                 assert!(
-                    !option.keys[..j].iter().any(|k| k.name == key.name),
+                    !option.keys()[..j].iter().any(|k| k.name == key.name),
                     "{}.{} is in the table twice",
                     option.name,
                     key.name
@@ -584,7 +665,7 @@ mod tests {
             assert_eq!(paragraph(&lines, at + 1), expected, "{}", option.name);
             at += 1 + lines[at + 1..].iter().take_while(|l| !l.is_empty()).count();
             // Then each key of a table, its syntax and its paragraph.
-            for key in option.keys {
+            for key in option.keys() {
                 assert_eq!(lines[at], "", "{}: no blank line before", key.name);
                 assert_eq!(lines[at + 1], format!("    {} = {}", key.name, key.syntax));
                 let expected: Vec<&str> = key.doc.split_whitespace().collect();

@@ -50,7 +50,7 @@ pub(super) fn rule_keys() -> &'static [KeyDoc] {
     OPTIONS
         .iter()
         .find(|option| option.name == "rule")
-        .map_or(&[], |option| option.keys)
+        .map_or(&[], |option| option.keys())
 }
 
 /// `rule`: the `[[rule]]` tables, in file order, read against the configuration's

@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::greylist_table::{
+    MAX_GREYLIST_DELAY_SECS, MAX_GREYLIST_ENTRIES, MAX_GREYLIST_EXPIRE_SECS,
+    MAX_GREYLIST_PASS_FOR_SECS, RawGreylist, greylist_keys,
+};
 use super::options::OPTIONS;
 use super::rule_table::{
     MAX_RULE_CLIENTS, MAX_RULE_COUNT, MAX_RULE_NAME, MAX_RULES, MAX_THROTTLE, RawRule, rule_keys,
@@ -189,6 +193,7 @@ fn defaults() {
     assert_eq!(config.max_message_size, 512_000);
     assert!(config.dynamic_switch);
     assert_eq!(config.workers, 1);
+    assert_eq!(config.greylist, None);
     assert_eq!(
         (&config.tls_cert, &config.tls_key, &config.tls_dhparams),
         (&None, &None, &None)
@@ -654,6 +659,8 @@ fn raw_options_are_the_table() {
     let keys: Vec<&str> = rule_keys().iter().map(|key| key.name).collect();
     assert_eq!(keys[0], "name");
     assert_eq!(serde_fields::<RawRule>(), &keys[1..]);
+    let keys: Vec<&str> = greylist_keys().iter().map(|key| key.name).collect();
+    assert_eq!(serde_fields::<RawGreylist>(), keys.as_slice());
 }
 
 /// `tls_cert` and `tls_key`, which `tls_listen` needs, except `option`.
@@ -756,8 +763,8 @@ fn shipped_setting(line: &str) -> Option<(&str, bool)> {
     plain.then_some((name, commented))
 }
 
-/// One setting of the shipped file: a `name = ...` line, or a `[[name]]` header and the key
-/// lines under it; either maybe commented out.
+/// One setting of the shipped file: a `name = ...` line, or a `[name]` or `[[name]]` header
+/// and the key lines under it; either maybe commented out.
 #[derive(Debug)]
 struct Shipped {
     name: &'static str,
@@ -777,7 +784,10 @@ fn shipped_settings() -> Vec<Shipped> {
             Some(rest) => (rest, true),
             None => (lines[at], false),
         };
-        let table = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]"));
+        let table = line
+            .strip_prefix("[[")
+            .and_then(|l| l.strip_suffix("]]"))
+            .or_else(|| line.strip_prefix('[').and_then(|l| l.strip_suffix(']')));
         let mut end = at + 1;
         let (name, keys) = if let Some(name) = table {
             let mut keys = Vec::new();
@@ -819,17 +829,21 @@ fn shipped_file_shows_every_option_in_order() {
         );
         let option = OPTIONS.iter().find(|o| o.name == setting.name).unwrap();
         assert_eq!(
-            option.is_table(),
+            option.header().is_some(),
             setting.lines.len() > 1,
             "{} is a table in the file or in the documentation, not both",
             setting.name
         );
         for key in &setting.keys {
             assert!(
-                option.keys.iter().any(|k| k.name == *key),
-                "blackhole.toml: [[{}]] has unknown key {key}",
+                option.keys().iter().any(|k| k.name == *key),
+                "blackhole.toml: {} has unknown key {key}",
                 setting.name
             );
+        }
+        if let Some(header) = option.header() {
+            let line = SHIPPED.lines().nth(setting.lines.start).unwrap_or("");
+            assert!(line.ends_with(&header), "{line:?} should be {header}");
         }
         if !first.contains(&setting.name) {
             first.push(setting.name);
@@ -838,8 +852,8 @@ fn shipped_file_shows_every_option_in_order() {
     let table: Vec<&str> = OPTIONS.iter().map(|option| option.name).collect();
     assert_eq!(
         first, table,
-        "blackhole.toml should show every option, as `name = `, `# name = ` or `# [[name]]`, \
-         in the table's order"
+        "blackhole.toml should show every option, as `name = `, `# name = `, `# [name]` or \
+         `# [[name]]`, in the table's order"
     );
 }
 
@@ -882,6 +896,10 @@ fn shipped_suggestions_parse() {
         assert!(config.tls_cert.is_some() && config.pidfile.is_some());
         let rules = uncommented.iter().filter(|s| s.name == "rule").count();
         assert_eq!(config.rules.len(), rules, "line {at}");
+        // The shipped [greylist] spells out the defaults.
+        let greylist = uncommented.iter().any(|s| s.name == "greylist");
+        let expected = greylist.then(GreylistSettings::default);
+        assert_eq!(config.greylist, expected, "line {at}");
     }
 }
 
@@ -1427,4 +1445,231 @@ fn a_legacy_file_has_no_rules() {
         "{err}"
     );
     assert_eq!(err.rule, None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// [greylist]
+
+/// The settings of a TOML file with a top-level option and a `[greylist]` table of `keys`.
+fn greylist(keys: &str) -> GreylistSettings {
+    let text = format!("timeout = 30\n[greylist]\n{keys}\n");
+    toml(&text)
+        .unwrap_or_else(|err| panic!("{text:?}: {err}"))
+        .greylist
+        .unwrap_or_else(|| panic!("{text:?}: no greylist"))
+}
+
+/// The error for a `[greylist]` table of `keys`: one line, naming the file and
+/// `greylist.KEY`.
+fn greylist_error(keys: &str, key: &str) -> ConfigError {
+    option_error(&format!("[greylist]\n{keys}\n"), &format!("greylist.{key}"))
+}
+
+#[test]
+fn greylist_is_off_without_its_table_and_all_defaults_with_an_empty_one() {
+    assert_eq!(toml("timeout = 30").unwrap().greylist, None);
+    let defaults = GreylistSettings::default();
+    assert_eq!(greylist(""), defaults);
+    assert_eq!(
+        toml("greylist = {}").unwrap().greylist,
+        Some(defaults.clone())
+    );
+    // postgrey's: 60 s, 4 h, 36 days.
+    assert_eq!(
+        (defaults.delay_ms, defaults.expire_ms, defaults.pass_for_ms),
+        (60_000, 4 * 3_600_000, 36 * 86_400_000)
+    );
+    assert_eq!(
+        defaults.reply.bytes(),
+        b"451 4.7.1 Greylisted, try again later\r\n"
+    );
+    assert_eq!(defaults.max_entries, 1_000_000);
+    // Rules may follow the table, and it leaves the other options alone.
+    let config =
+        toml("timeout = 30\n[greylist]\ndelay = 5\n[[rule]]\non = \"rcpt\"\ndelay = 1\n").unwrap();
+    assert_eq!(config.timeout_secs, 30);
+    assert_eq!(config.rules.len(), 1);
+    assert_eq!(config.greylist.map(|g| g.delay_ms), Some(5_000));
+}
+
+#[test]
+fn greylist_durations_in_seconds_or_with_a_unit() {
+    let forms = [
+        ("90", 90),
+        ("\"90\"", 90),
+        ("\"90s\"", 90),
+        ("\"15m\"", 900),
+        ("\" 4h \"", 4 * 3600),
+        ("\"1d\"", 86_400),
+    ];
+    for key in ["delay", "expire", "pass_for"] {
+        for (value, secs) in forms {
+            // A long delay needs a long enough expire.
+            let keys = match key {
+                "delay" => format!("delay = {value}\nexpire = \"30d\""),
+                _ => format!("{key} = {value}"),
+            };
+            let settings = greylist(&keys);
+            let ms = match key {
+                "delay" => settings.delay_ms,
+                "expire" => settings.expire_ms,
+                _ => settings.pass_for_ms,
+            };
+            assert_eq!(ms, secs * 1000, "{keys}");
+        }
+    }
+    assert_eq!(greylist("pass_for = \"36d\"").pass_for_ms, 36 * 86_400_000);
+    assert_eq!(greylist("delay = 0").delay_ms, 0);
+    let settings = greylist("reply = \" 450 4.2.0 Later \"\nmax_entries = 10");
+    assert_eq!(settings.reply.bytes(), b"450 4.2.0 Later\r\n");
+    assert_eq!(settings.max_entries, 10);
+    assert_eq!(greylist("max_entries = \"20\"").max_entries, 20);
+}
+
+#[test]
+fn bad_greylist_values_are_named_with_their_key() {
+    let cases = [
+        ("delay = -1", "delay", "is not a duration"),
+        ("delay = \"\"", "delay", "is not a duration"),
+        ("delay = \"5 m\"", "delay", "is not a duration"),
+        ("delay = \"5M\"", "delay", "is not a duration"),
+        ("delay = \"5w\"", "delay", "is not a duration"),
+        ("delay = \"m\"", "delay", "is not a duration"),
+        ("delay = \"1h30m\"", "delay", "is not a duration"),
+        ("delay = 1.5", "delay", "expected whole seconds"),
+        ("delay = 86401", "delay", "is out of range"),
+        ("delay = \"2d\"", "delay", "is out of range"),
+        (
+            "delay = \"99999999999999999999999d\"",
+            "delay",
+            "is out of range",
+        ),
+        ("expire = 0", "expire", "is out of range"),
+        ("expire = \"31d\"", "expire", "is out of range"),
+        ("expire = [1]", "expire", "expected whole seconds"),
+        (
+            "delay = 60\nexpire = \"30s\"",
+            "expire",
+            "shorter than delay",
+        ),
+        ("delay = \"5h\"", "expire", "\"4h\" by default is shorter"),
+        ("pass_for = 0", "pass_for", "is out of range"),
+        ("pass_for = \"367d\"", "pass_for", "is out of range"),
+        ("pass_for = true", "pass_for", "expected whole seconds"),
+        ("reply = \"550 5.7.1 Go away\"", "reply", "give a 4xx reply"),
+        ("reply = \"250 OK\"", "reply", "give a 4xx reply"),
+        ("reply = \"Greylisted\"", "reply", "reply code"),
+        ("reply = \"451 a\\r\\nb\"", "reply", "one line"),
+        ("reply = 451", "reply", "expected a string"),
+        ("max_entries = 0", "max_entries", "from 1 to 100000000"),
+        (
+            "max_entries = 100000001",
+            "max_entries",
+            "from 1 to 100000000",
+        ),
+        ("max_entries = \"many\"", "max_entries", "is not a number"),
+        ("max_time = 5", "max_time", "unknown key"),
+        ("[greylist.delay_ms]\nx = 1", "delay_ms", "unknown key"),
+    ];
+    for (keys, key, words) in cases {
+        let err = greylist_error(keys, key);
+        assert!(err.message.contains(words), "{keys:?}: {err}");
+    }
+    let err = greylist_error("delay = \"2d\"", "delay");
+    assert_eq!(
+        err.to_string(),
+        "test.toml: option `greylist.delay`: \"2d\" is out of range: give whole seconds, \
+         or a string with a unit: \"90s\", \"15m\", \"4h\", \"36d\"; from \"0s\" to \"1d\""
+    );
+    let err = greylist_error("colour = 1", "colour");
+    assert!(
+        err.message
+            .contains("delay, expire, pass_for, reply, max_entries"),
+        "{err}"
+    );
+}
+
+#[test]
+fn greylist_must_be_one_table() {
+    for text in [
+        "greylist = true",
+        "greylist = \"on\"",
+        "greylist = 60",
+        "[[greylist]]\ndelay = 60",
+    ] {
+        let err = option_error(text, "greylist");
+        assert!(
+            err.message.contains("a [greylist] table"),
+            "{text:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn documented_greylist_limits_are_the_limits() {
+    let doc = |name: &str| {
+        greylist_keys()
+            .iter()
+            .find(|key| key.name == name)
+            .unwrap()
+            .doc
+    };
+    let limits = [
+        ("delay", 0, MAX_GREYLIST_DELAY_SECS, "0 to 1 day"),
+        ("expire", 1, MAX_GREYLIST_EXPIRE_SECS, "1 second to 30 days"),
+        (
+            "pass_for",
+            1,
+            MAX_GREYLIST_PASS_FOR_SECS,
+            "1 second to 366 days",
+        ),
+    ];
+    for (key, min, max, words) in limits {
+        assert!(doc(key).contains(words), "{key}: doc should say {words}");
+        // With expire at its longest (or no delay), no value is refused for being too long
+        // beside the other.
+        let other = match key {
+            "expire" => "delay = 0\n".to_owned(),
+            _ => format!("expire = {MAX_GREYLIST_EXPIRE_SECS}\n"),
+        };
+        for ok in [min, max] {
+            greylist(&format!("{other}{key} = {ok}"));
+        }
+        greylist_error(&format!("{key} = {}", max + 1), key);
+        if min > 0 {
+            greylist_error(&format!("delay = 0\n{key} = {}", min - 1), key);
+        }
+    }
+    let entries = format!("1 to {MAX_GREYLIST_ENTRIES}");
+    assert!(
+        doc("max_entries").contains(&entries),
+        "max_entries: {entries}"
+    );
+    greylist("max_entries = 1");
+    greylist(&format!("max_entries = {MAX_GREYLIST_ENTRIES}"));
+    greylist_error(
+        &format!("max_entries = {}", MAX_GREYLIST_ENTRIES + 1),
+        "max_entries",
+    );
+    // Each default the documentation gives is the default.
+    assert!(doc("delay").contains("default 60"));
+    assert_eq!(
+        greylist("expire = \"4h\"\npass_for = \"36d\""),
+        greylist("")
+    );
+    assert!(
+        doc("expire").contains("default \"4h\"") && doc("pass_for").contains("default \"36d\"")
+    );
+    assert!(doc("reply").contains("Default \"451 4.7.1 Greylisted, try again later\""));
+    assert!(doc("max_entries").contains("default 1000000"));
+}
+
+#[test]
+fn a_legacy_file_has_no_greylist() {
+    let err = legacy_option_error("timeout = 30\ngreylist = delay 60\n", "greylist");
+    assert!(
+        err.message.contains("line 2")
+            && err.message.contains("[greylist] tables exist only in TOML"),
+        "{err}"
+    );
 }

@@ -35,6 +35,8 @@ pub(super) struct RawOptions {
     pub(super) user: Option<Value>,
     pub(super) group: Option<Value>,
     pub(super) pidfile: Option<Value>,
+    /// The `[greylist]` table.
+    pub(super) greylist: Option<Value>,
     /// `[[rule]]` tables.
     pub(super) rule: Option<Value>,
 }
@@ -43,11 +45,12 @@ pub(super) fn is_option(key: &str) -> bool {
     OPTIONS.iter().any(|option| option.name == key)
 }
 
-/// Whether `key` is written as `[[key]]` tables.
-pub(super) fn is_table(key: &str) -> bool {
+/// The header of `key`'s tables (`[key]` or `[[key]]`), when it is written as tables.
+pub(super) fn table_header(key: &str) -> Option<String> {
     OPTIONS
         .iter()
-        .any(|option| option.name == key && option.is_table())
+        .find(|option| option.name == key)
+        .and_then(|option| option.header())
 }
 
 pub(super) fn unknown_option(key: &str) -> Problem {

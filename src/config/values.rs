@@ -8,9 +8,9 @@ use toml::Value;
 
 use super::error::Problem;
 use super::listener::{ListenerSpec, parse_listener};
-use super::rule_table;
 use super::toml_file::RawOptions;
 use super::{Config, DelayRange, Mode, is_host_name_like};
+use super::{greylist_table, rule_table};
 use crate::smtp::decimal;
 use crate::smtp::policy::MAX_DELAY_SECS;
 
@@ -69,6 +69,7 @@ pub(super) fn build(raw: RawOptions) -> Result<Config, Problem> {
     .unwrap_or(defaults.max_message_size);
 
     // Last, as the tables come last in the file.
+    let greylist = greylist_table::greylist(raw.greylist)?;
     let rules = rule_table::rules(raw.rule, &all)?;
 
     Ok(Config {
@@ -91,6 +92,7 @@ pub(super) fn build(raw: RawOptions) -> Result<Config, Problem> {
         seed: number(raw.seed, "seed", 0, MAX_SEED, "")?,
         mailname: mailname(raw.mailname)?,
         rules,
+        greylist,
     })
 }
 
