@@ -69,9 +69,10 @@ const WORDS: [&[u8]; 37] = [
     b"\r",
 ];
 
-/// The most one command adds to the output: `EXPN all`, the longest reply, is about 600
-/// octets. The session stops taking commands at the high-water mark, so the output never
-/// goes further past it than this.
+/// The most the output can grow past the high-water mark: `EXPN all`, the longest reply,
+/// is about 600 octets; with rules, a DATA taken just below the mark can bring two rule
+/// replies of at most 512 octets (its own, then the message's), ending 1023 past it. The
+/// session stops taking commands at the mark, so the output never goes further past it.
 const LONGEST_REPLY: usize = 1024;
 
 fn random_input(rng: &mut Rand64) -> Vec<u8> {
