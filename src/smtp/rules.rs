@@ -198,18 +198,23 @@ impl FromStr for Cidr {
             Some((address, prefix)) => (address, Some(prefix)),
             None => (s, None),
         };
-        let network: IpAddr = address.trim().parse().map_err(|_| bad())?;
-        let width = if network.is_ipv4() { 32 } else { 128 };
+        let written: IpAddr = address.trim().parse().map_err(|_| bad())?;
+        let width = if written.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => width,
             Some(p) => super::decimal::saturating(p.trim().as_bytes())
                 .filter(|&p| p <= u64::from(width))
                 .ok_or_else(bad)? as u8,
         };
-        Ok(Cidr {
-            network: network.to_canonical(),
-            prefix,
-        })
+        let network = written.to_canonical();
+        // `::ffff:a.b.c.d/N` is the IPv4 block a.b.c.d/(N - 96): it must not reach below
+        // the mapped prefix, or it would name IPv6 addresses an IPv4 block cannot hold.
+        let prefix = match (written, network) {
+            (IpAddr::V6(_), IpAddr::V4(_)) if prefix < 96 => return Err(bad()),
+            (IpAddr::V6(_), IpAddr::V4(_)) => prefix - 96,
+            _ => prefix,
+        };
+        Ok(Cidr { network, prefix })
     }
 }
 
@@ -708,6 +713,12 @@ mod tests {
         assert!(c("::1").contains(IpAddr::V6(Ipv6Addr::LOCALHOST)));
         assert!(c("2001:db8::/32").contains("2001:db8:1::5".parse().unwrap()));
         assert!(!c("2001:db8::/32").contains(v4(10, 0, 0, 1)));
+        // An IPv4 block written as IPv4-mapped IPv6 is that IPv4 block.
+        assert_eq!(c("::ffff:192.0.2.0/120"), c("192.0.2.0/24"));
+        assert_eq!(c("::ffff:192.0.2.1"), c("192.0.2.1"));
+        assert!(c("::ffff:192.0.2.0/120").contains(v4(192, 0, 2, 200)));
+        assert!(!c("::ffff:192.0.2.0/120").contains(v4(192, 0, 3, 1)));
+        assert!("::ffff:192.0.2.0/95".parse::<Cidr>().is_err());
         for bad in [
             "10.0.0.0/33",
             "::/129",

@@ -196,8 +196,9 @@ const CLIENTS: [IpAddr; 4] = [
 ];
 
 /// `client` blocks: some hold a client of [`CLIENTS`], some none.
-const BLOCKS: [&str; 7] = [
+const BLOCKS: [&str; 8] = [
     "192.0.2.0/24",
+    "::ffff:192.0.2.0/120",
     "192.0.2.1",
     "198.51.100.0/24",
     "0.0.0.0/0",
