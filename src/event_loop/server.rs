@@ -24,6 +24,7 @@ use super::conn::{Conn, Received};
 use super::throttle::Throttle;
 use super::timer::TimerWheel;
 use super::tls::TlsLayer;
+use crate::smtp::greylist::{Greylist, GreylistSettings};
 use crate::smtp::reply;
 use crate::smtp::rules::{RuleBook, RuleState};
 use crate::smtp::session::{
@@ -84,13 +85,17 @@ pub struct Settings {
     pub timeout_secs: u32,
     pub max_connections: usize,
     pub rules: Arc<RuleBook>,
+    /// `[greylist]`, when greylisting is on.
+    pub greylist: Option<GreylistSettings>,
 }
 
 /// The rules and the counters they keep for the whole process (`first`, `every`, `rate`),
-/// started afresh with each new book.
+/// started afresh with each new book; and greylisting, whose memory outlives every reload.
 struct Rules {
     book: Arc<RuleBook>,
     state: RuleState,
+    greylist: Option<GreylistSettings>,
+    triplets: Greylist,
 }
 
 /// Re-reads the configuration on SIGHUP: new settings, or `None` to keep the old ones (it
@@ -194,6 +199,8 @@ impl Server {
             tls,
             timers: TimerWheel::new(),
             rules: Rules {
+                greylist: settings.greylist,
+                triplets: Greylist::default(),
                 book: settings.rules,
                 state: RuleState::default(),
             },
@@ -361,10 +368,10 @@ impl Server {
         }
         self.timeout_ms = u64::from(settings.timeout_secs) * 1000;
         self.max_connections = settings.max_connections;
-        self.rules = Rules {
-            book: settings.rules,
-            state: RuleState::default(),
-        };
+        self.rules.book = settings.rules;
+        self.rules.state = RuleState::default();
+        // New settings for new commands; the triplets remembered so far stay.
+        self.rules.greylist = settings.greylist;
         info!("configuration reloaded");
     }
 
@@ -798,6 +805,7 @@ fn context<'a>(
         seed: ConnectionSeed::new(seed, conn.id),
         rules: &rules.book,
         rule_state: &mut rules.state,
+        greylist: rules.greylist.as_ref().map(|s| (s, &mut rules.triplets)),
         client: conn.client,
         listener: conn.listener,
         now_ms: now,

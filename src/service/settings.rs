@@ -46,6 +46,7 @@ pub fn settings_for(config: &Config, tls: bool, descriptors: Option<u64>) -> Set
             config.listeners.len(),
         ),
         rules: Arc::new(RuleBook::new(config.rules.clone())),
+        greylist: config.greylist.clone(),
     }
 }
 

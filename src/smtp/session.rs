@@ -12,6 +12,7 @@ use oorandom::Rand64;
 
 use super::command::{self, DataScanner, Line, Verb};
 use super::decimal;
+use super::greylist::{Greylist, GreylistSettings, Verdict};
 use super::policy::Mode;
 pub use super::policy::Policy;
 use super::reply;
@@ -37,6 +38,8 @@ pub struct Context<'a> {
     pub seed: ConnectionSeed,
     pub rules: &'a RuleBook,
     pub rule_state: &'a mut RuleState,
+    /// Greylisting's settings and the triplets the process remembers, when it is on.
+    pub greylist: Option<(&'a GreylistSettings, &'a mut Greylist)>,
     /// The client's address.
     pub client: IpAddr,
     /// The listener's index, in the configuration's order.
@@ -133,6 +136,9 @@ pub struct Session {
     /// What the rules need of a subject whose reply comes later: the MAIL FROM address
     /// through the transaction, the AUTH LOGIN user name until the password.
     remembered: Option<Remembered>,
+    /// With greylisting on, the MAIL FROM address as the greylist keys it (8 bytes, not the
+    /// address).
+    sender_key: u64,
 }
 
 /// Where one connection's random choices come from: the run's seed and the connection's
@@ -174,6 +180,7 @@ impl Session {
             draws: 0,
             decided: None,
             remembered: None,
+            sender_key: 0,
         }
     }
 
@@ -424,10 +431,10 @@ impl Session {
 
     /// MAIL, RCPT, DATA and RSET: the steps of a mail transaction, in RFC 5321 order.
     #[inline(always)]
-    fn transaction_step(&mut self, cx: &mut Context, verb: Verb, arg: &[u8]) -> &'static [u8] {
+    fn transaction_step<'r>(&mut self, cx: &mut Context<'r>, verb: Verb, arg: &[u8]) -> &'r [u8] {
         match verb {
             Verb::Mail => self.mail(cx, arg),
-            Verb::Rcpt => self.rcpt(arg),
+            Verb::Rcpt => self.rcpt(cx, arg),
             Verb::Data => self.data(cx),
             _ => {
                 self.end_transaction();
@@ -536,16 +543,19 @@ impl Session {
     #[inline(always)]
     fn open_transaction(&mut self, cx: &Context, sender: &[u8]) {
         self.transaction = Transaction::Mail;
+        if let Some((_, triplets)) = &cx.greylist {
+            self.sender_key = triplets.sender_key(sender);
+        }
         if !cx.rules.is_empty() {
             self.remembered = cx.rules.remember(rules::Stage::Message, sender);
         }
     }
 
-    fn rcpt(&mut self, arg: &[u8]) -> &'static [u8] {
+    fn rcpt<'r>(&mut self, cx: &mut Context<'r>, arg: &[u8]) -> &'r [u8] {
         if self.transaction == Transaction::None {
             return reply::NEED_MAIL;
         }
-        let Some((_path, params)) = strip_keyword(arg, b"TO:").and_then(split_path) else {
+        let Some((path, params)) = strip_keyword(arg, b"TO:").and_then(split_path) else {
             return reply::RCPT_SYNTAX;
         };
         for param in command::words(params) {
@@ -555,6 +565,15 @@ impl Session {
             }
             if value.is_none() {
                 return reply::PARAM_SYNTAX;
+            }
+        }
+        if let Some((settings, triplets)) = cx.greylist.as_mut() {
+            let settings: &'r GreylistSettings = settings;
+            let recipient = unbracketed(path);
+            let verdict =
+                triplets.check(settings, cx.client, self.sender_key, recipient, cx.now_ms);
+            if verdict == Verdict::Defer {
+                return settings.reply.bytes();
             }
         }
         self.transaction = Transaction::Rcpt;

@@ -200,6 +200,11 @@ impl Server {
         self.addr
     }
 
+    /// The config file it was started with (rewrite it, then SIGHUP, to reload).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("blackhole.toml")
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.port()
     }

@@ -22,6 +22,7 @@ use std::str::FromStr;
 
 use super::*;
 use crate::smtp::command::MAX_LINE;
+use crate::smtp::greylist::{Greylist, GreylistSettings};
 use crate::smtp::policy::{DelayRange, MAX_DELAY_SECS};
 use crate::smtp::reply::MAX_REPLY_LINE;
 use crate::smtp::rules::{
@@ -341,6 +342,9 @@ struct Scene<'p> {
     policy: &'p Policy,
     book: RuleBook,
     state: RuleState,
+    /// Greylisting for some sessions, with a delay short enough that retries pass.
+    greylist: Option<GreylistSettings>,
+    triplets: Greylist,
     client: IpAddr,
     listener: usize,
     now_ms: u64,
@@ -353,6 +357,7 @@ impl Scene<'_> {
             seed,
             rules: &self.book,
             rule_state: &mut self.state,
+            greylist: self.greylist.as_ref().map(|s| (s, &mut self.triplets)),
             client: self.client,
             listener: self.listener,
             now_ms: self.now_ms,
@@ -574,6 +579,12 @@ fn fuzz_session_core() {
             policy: &policies[(n % 3) as usize],
             book,
             state: RuleState::default(),
+            greylist: (rng.rand_range(0..3) == 0).then(|| GreylistSettings {
+                delay_ms: rng.rand_range(0..2000),
+                max_entries: 64,
+                ..GreylistSettings::default()
+            }),
+            triplets: Greylist::default(),
             client: pick(&mut rng, &CLIENTS),
             listener: rng.rand_range(0..2) as usize,
             now_ms,

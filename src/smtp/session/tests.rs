@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
 use crate::smtp::command::MAX_LINE;
+use crate::smtp::greylist::{Greylist, GreylistSettings};
 use crate::smtp::policy::DelayRange;
 use crate::smtp::rules::{RuleBook, RuleState};
 
@@ -29,6 +30,7 @@ pub(super) fn context<'a>(
         seed,
         rules,
         rule_state: state,
+        greylist: None,
         client: CLIENT,
         listener: 0,
         now_ms,
@@ -1547,4 +1549,83 @@ fn after_bytes_cuts_the_message_at_every_boundary() {
         format!("{GREETING}{ENVELOPE_REPLIES}{QUEUED}250 2.0.0 OK\r\n")
     );
     assert_eq!(run.end, None);
+}
+
+/// One command line through a session with greylisting on, at `now_ms`; the reply.
+fn greylisted(
+    session: &mut Session,
+    settings: &GreylistSettings,
+    triplets: &mut Greylist,
+    line: &str,
+    now_ms: u64,
+) -> String {
+    let (policy, rules, mut state) = (policy(), RuleBook::default(), RuleState::default());
+    let mut cx = context(
+        &policy,
+        ConnectionSeed::new(1, 1),
+        &rules,
+        &mut state,
+        now_ms,
+    );
+    cx.greylist = Some((settings, triplets));
+    let mut out = Vec::new();
+    session.feed(&mut cx, format!("{line}\r\n").as_bytes(), &mut out);
+    String::from_utf8_lossy(&out).trim_end().to_owned()
+}
+
+#[test]
+fn greylisting_defers_a_first_sight_and_passes_a_retry_after_the_delay() {
+    let settings = GreylistSettings {
+        delay_ms: 60_000,
+        ..GreylistSettings::default()
+    };
+    let mut triplets = Greylist::default();
+    let mut first = Session::new(false);
+    let say =
+        |s: &mut Session, t: &mut Greylist, line: &str, now| greylisted(s, &settings, t, line, now);
+    assert_eq!(
+        say(&mut first, &mut triplets, "MAIL FROM:<a@example.com>", 0),
+        "250 2.1.0 OK"
+    );
+    assert_eq!(
+        say(&mut first, &mut triplets, "RCPT TO:<b@example.net>", 0),
+        "451 4.7.1 Greylisted, try again later"
+    );
+    // A deferred recipient does not count: DATA has none.
+    let data = say(&mut first, &mut triplets, "DATA", 0);
+    assert!(data.starts_with("503") || data.starts_with("554"), "{data}");
+    // A retry too early, on a new connection: deferred again.
+    let mut early = Session::new(false);
+    say(
+        &mut early,
+        &mut triplets,
+        "MAIL FROM:<A@Example.com>",
+        30_000,
+    );
+    assert!(say(&mut early, &mut triplets, "RCPT TO:<b@example.net>", 30_000).starts_with("451"));
+    // After the delay: through, and the transaction goes on.
+    let mut retry = Session::new(false);
+    say(
+        &mut retry,
+        &mut triplets,
+        "MAIL FROM:<a@example.com>",
+        61_000,
+    );
+    assert_eq!(
+        say(&mut retry, &mut triplets, "RCPT TO:<b@example.net>", 61_000),
+        "250 2.1.5 OK"
+    );
+    assert_eq!(
+        say(&mut retry, &mut triplets, "DATA", 61_000),
+        "354 End data with <CR><LF>.<CR><LF>"
+    );
+    // Another sender to the same recipient is another triplet.
+    let mut other = Session::new(false);
+    say(
+        &mut other,
+        &mut triplets,
+        "MAIL FROM:<z@example.com>",
+        61_000,
+    );
+    assert!(say(&mut other, &mut triplets, "RCPT TO:<b@example.net>", 61_000).starts_with("451"));
 }
