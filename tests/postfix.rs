@@ -1,7 +1,8 @@
 //! Postfix relaying through blackhole as its `relayhost`: a Postfix instance of the test's own
 //! hands mail to a server with `[[rule]]` faults, and Postfix's own log shows what a real MTA
 //! makes of each: a refused recipient bounced while the others go, a cut connection and a 4xx
-//! deferred and then delivered on the retry, nothing lost.
+//! deferred and then delivered on the retry, nothing lost; greylisted mail deferred, retried
+//! and delivered.
 
 mod common;
 
@@ -134,6 +135,31 @@ reply = "451 4.3.0 Try again later"
         deliveries[0]
             .reason
             .contains("451 4.3.0 Try again later (in reply to MAIL FROM command)"),
+        "{:?}",
+        deliveries[0]
+    );
+}
+
+#[test]
+fn greylisted_mail_is_deferred_retried_and_delivered() {
+    // Postfix retries after 2 to 4 s here: a 1 s greylist delay lets the first retry through.
+    let server = Server::start("[greylist]\ndelay = 1\n");
+    let postfix = Postfix::start(server.addr());
+    let id = "greylisted@postfix.test";
+    postfix.send(SENDER, &["someone@example.net"], &message(id, 1));
+    let deliveries = postfix.wait_for_deliveries(id, DELIVERY_LIMIT, |d| has_status(d, "sent"));
+    assert_eq!(
+        outcomes(&deliveries),
+        [
+            ("someone@example.net", "deferred"),
+            ("someone@example.net", "sent")
+        ],
+        "{deliveries:#?}"
+    );
+    assert!(
+        deliveries[0]
+            .reason
+            .contains("451 4.7.1 Greylisted, try again later (in reply to RCPT TO command)"),
         "{:?}",
         deliveries[0]
     );
