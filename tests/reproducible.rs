@@ -1,8 +1,8 @@
 //! Reproducible randomness, end to end: the real server, several connections at once, their
 //! commands interleaved differently from one run to the next. The same seed must give every
 //! connection the same replies byte for byte (random mode, bounce codes, message ids, CRAM-MD5
-//! challenges); another seed must not; and a seed the server picked itself is logged and
-//! replays its run.
+//! challenges, a rule's probability and delay); another seed must not; and a seed the server
+//! picked itself is logged and replays its run.
 
 mod common;
 
@@ -30,6 +30,7 @@ fn run(server: &Server, order: &[usize]) -> Vec<Transcript> {
     for n in 0..MESSAGES {
         steps.push("MAIL FROM:<a@example.com>".to_owned());
         steps.push("RCPT TO:<b@example.net>".to_owned());
+        steps.push("RCPT TO:<c@example.net>".to_owned());
         steps.push("DATA".to_owned());
         steps.push(format!("Subject: {n}\r\n\r\nbody\r\n."));
     }
@@ -52,8 +53,20 @@ fn finals(transcript: &Transcript) -> Vec<&str> {
         .collect()
 }
 
+/// Random mode, and a rule whose probability draws from the same seed: the second recipient
+/// of each message refused at random, with a random delay.
+const RANDOM: &str = r#"mode = "random"
+
+[[rule]]
+on = "rcpt"
+match = "c@*"
+probability = 0.4
+delay = "0-0.05"
+reply = "450 4.2.1 Mailbox busy"
+"#;
+
 fn random_server(args: &[&str]) -> Server {
-    Server::start_with_args(args, "mode = \"random\"")
+    Server::start_with_args(args, RANDOM)
 }
 
 #[test]
@@ -70,6 +83,21 @@ fn the_same_seed_gives_every_connection_the_same_replies_however_they_interleave
             "a CRAM-MD5 challenge: {transcript:#?}"
         );
     }
+    // The rule's probability was drawn too: some second recipients refused, some not.
+    let busy = first
+        .iter()
+        .flatten()
+        .filter(|r| r.starts_with("450 4.2.1"))
+        .count();
+    let accepted = first
+        .iter()
+        .flatten()
+        .filter(|r| *r == "250 2.1.5 OK")
+        .count();
+    assert!(
+        busy > 0 && accepted > CONNECTIONS * MESSAGES,
+        "{busy} refused, {accepted} accepted"
+    );
     // The connections of one run draw apart from each other.
     assert_ne!(first[0], first[1], "two connections, the same draws");
 
@@ -81,11 +109,11 @@ fn the_same_seed_gives_every_connection_the_same_replies_however_they_interleave
 fn the_seed_option_is_the_seed_flag() {
     let order: Vec<usize> = (0..CONNECTIONS).collect();
     let flag = run(&random_server(&["--seed", "7"]), &order);
-    let option = run(&Server::start("mode = \"random\"\nseed = 7"), &order);
+    let option = run(&Server::start(&format!("seed = 7\n{RANDOM}")), &order);
     assert_eq!(flag, option);
     // The flag overrides the option.
     let both = run(
-        &Server::start_with_args(&["--seed", "7"], "mode = \"random\"\nseed = 8"),
+        &Server::start_with_args(&["--seed", "7"], &format!("seed = 8\n{RANDOM}")),
         &order,
     );
     assert_eq!(flag, both);
