@@ -90,12 +90,20 @@ impl Server {
     /// blackhole on a free port with `timeout = 180` (nothing may time out while the idle
     /// tests hold their connections), `-q` as servers/blackhole.sh runs it.
     pub fn blackhole(binary: &Path) -> io::Result<Server> {
+        Server::blackhole_with(binary, "")
+    }
+
+    /// `blackhole`, with `extra_toml` (tables such as `[[rule]]` included) after its options.
+    pub fn blackhole_with(binary: &Path, extra_toml: &str) -> io::Result<Server> {
         let dir = ScratchDir::new()?;
         let port = free_port()?;
         let config = dir.0.join("blackhole.toml");
         fs::write(
             &config,
-            format!("listen = [\"127.0.0.1:{port}\"]\ntimeout = 180\nmailname = \"bench.local\"\n"),
+            format!(
+                "listen = [\"127.0.0.1:{port}\"]\ntimeout = 180\nmailname = \"bench.local\"\n\
+                 {extra_toml}"
+            ),
         )?;
         let mut command = Command::new(binary);
         command.arg("-q").arg("-c").arg(&config);

@@ -68,6 +68,11 @@ const STAGES: [(&str, Stage); 14] = [
 ];
 
 impl Stage {
+    /// Its place among the stages, for tables indexed by stage.
+    pub fn index(self) -> usize {
+        STAGES.iter().position(|(_, s)| *s == self).unwrap_or(0)
+    }
+
     pub fn as_str(self) -> &'static str {
         STAGES
             .iter()
@@ -509,11 +514,27 @@ pub struct Command<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuleBook {
     rules: Vec<Rule>,
+    /// For each stage (by [`Stage::index`]), the rules that apply there (`on` that stage or
+    /// `any`), in file order: a command tries only those.
+    by_stage: Vec<Vec<usize>>,
 }
 
 impl RuleBook {
     pub fn new(rules: Vec<Rule>) -> RuleBook {
-        RuleBook { rules }
+        let by_stage = STAGES
+            .iter()
+            .map(|&(_, stage)| {
+                (0..rules.len())
+                    .filter(|&i| rules[i].on == stage || rules[i].on == Stage::Any)
+                    .collect()
+            })
+            .collect();
+        RuleBook { rules, by_stage }
+    }
+
+    /// The rules that apply at `stage`, by index, in file order.
+    fn at_stage(&self, stage: Stage) -> &[usize] {
+        self.by_stage.get(stage.index()).map_or(&[], Vec::as_slice)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -526,9 +547,7 @@ impl RuleBook {
 
     /// Whether any rule applies at `stage`: lets the session skip building a subject.
     pub fn has_stage(&self, stage: Stage) -> bool {
-        self.rules
-            .iter()
-            .any(|r| r.on == stage || r.on == Stage::Any)
+        !self.at_stage(stage).is_empty()
     }
 
     /// The first rule that matches `command` at `stage` and fires, with its index. Every
@@ -559,7 +578,8 @@ impl RuleBook {
             return None;
         }
         state.fit(self.rules.len());
-        for (index, rule) in self.rules.iter().enumerate() {
+        for &index in self.at_stage(stage) {
+            let rule = &self.rules[index];
             let subject = |rule: &Rule| match remembered {
                 Some(remembered) => rule.subject.is_none() || remembered.passed(index),
                 None => rule

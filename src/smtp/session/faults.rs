@@ -288,11 +288,17 @@ impl Session {
         subject: Subject,
         only: impl Fn(&Rule) -> bool,
     ) -> Option<u32> {
+        // Most commands meet no rule of their stage: no generator, no decoding for them.
+        if !cx.rules.has_stage(stage) {
+            return None;
+        }
         let mut rng = self.rng(cx.seed);
-        let mut decoded = [0u8; MAX_LINE];
+        // Only an AUTH response is decoded, so only AUTH pays for the buffer.
+        let mut decoded: Box<[u8; MAX_LINE]>;
         let (text, remembered) = match subject {
             Subject::Arg(arg) => (subject_of(stage, arg), None),
             Subject::User(mechanism, response) => {
+                decoded = Box::new([0u8; MAX_LINE]);
                 (auth::user_name(mechanism, response, &mut decoded), None)
             }
             Subject::Remembered => (&b""[..], self.remembered.as_ref()),
