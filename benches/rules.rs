@@ -83,7 +83,10 @@ fn main() -> ExitCode {
             figures[n].push(figure);
         }
     }
-    let medians: Vec<f64> = figures.iter().map(|f| median(f).unwrap_or(f64::NAN)).collect();
+    let medians: Vec<f64> = figures
+        .iter()
+        .map(|f| median(f).unwrap_or(f64::NAN))
+        .collect();
     println!(
         "== Rules that do not fire ({SESSIONS} pipelining sessions, {MESSAGES} messages a run, median of {ROUNDS})"
     );
