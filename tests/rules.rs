@@ -223,3 +223,36 @@ reply = "250 2.0.0 third"
         ]
     );
 }
+
+#[test]
+fn a_throttle_faster_than_a_read_serves_on() {
+    // A twentieth of this rate is more than one read of the loop: it must be cut to one.
+    let mut server = Server::start("[[rule]]\non = \"helo\"\nthrottle = 1000000000\n");
+    let mut client = server.greeted();
+    client.ehlo();
+    for _ in 0..3 {
+        assert_eq!(client.command("NOOP"), "250 2.0.0 OK");
+    }
+    client.open_data();
+    client.send(format!("{}\r\n.\r\n", "z".repeat(200_000)).as_bytes());
+    assert_queued(&client.reply());
+    assert!(
+        server.is_running(),
+        "the server died: {}",
+        server.stderr_log()
+    );
+}
+
+#[test]
+fn a_client_ahead_of_its_throttle_is_not_timed_out() {
+    // 20 bytes a second, a 1 s idle timeout: the 60-byte line takes the server 3 s to read,
+    // and the client sent it all at once; the wait is the server's.
+    let server = Server::start("timeout = 1\n[[rule]]\non = \"connect\"\nthrottle = 20\n");
+    let mut client = server.greeted();
+    let line = format!("NOOP {}", "x".repeat(53));
+    client.send_line(&line);
+    let reply = client
+        .reply_within(Duration::from_secs(10))
+        .expect("a reply, not a timeout");
+    assert_eq!(reply, "250 2.0.0 OK");
+}

@@ -538,10 +538,19 @@ impl Server {
             conn.closing = true;
             return Step::Again;
         } else {
-            let limit = conn.throttle.as_ref().map_or(READ_CHUNK, |t| t.chunk());
+            // A throttle's chunk is a twentieth of its rate: never more than the buffer.
+            let limit = conn
+                .throttle
+                .as_ref()
+                .map_or(READ_CHUNK, |t| t.chunk().min(READ_CHUNK));
             match receive(conn, &mut self.scratch[..limit], self.now) {
                 Ok(input) => {
                     if let Some(throttle) = &mut conn.throttle {
+                        // A full chunk means the client is ahead of the throttle: the wait
+                        // for the rest of its line is the server's, not the client's idling.
+                        if input.len() == limit {
+                            conn.last_line_at = self.now;
+                        }
                         let deadline = self.clock.deadline_after(throttle.rest_after(input.len()));
                         let timer = Timer::Throttle(ConnRef::new(slot, conn.id));
                         throttle.resting = Some(self.timers.insert(deadline, timer));

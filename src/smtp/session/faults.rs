@@ -241,7 +241,7 @@ impl Session {
             }
             (None, Some(reply)) => {
                 out.extend_from_slice(reply.bytes());
-                self.after_rule_reply(cx, stage, subject, !reply.refuses())
+                self.after_rule_reply(cx, stage, subject, reply.code())
             }
             (None, None) => normal(self, cx, out),
         };
@@ -251,30 +251,40 @@ impl Session {
         }
     }
 
-    /// What a rule's own reply to a command means: a 2xx accepts it (MAIL opens the
-    /// transaction, RCPT adds a recipient, DATA starts the message, AUTH authenticates,
-    /// STARTTLS starts TLS), a 4xx or 5xx refuses it and nothing changes. QUIT closes either
-    /// way.
+    /// What a rule's own reply to a command means. A command is accepted only by the reply a
+    /// client takes as acceptance of it, and only where the command may come: MAIL and RCPT
+    /// by a 2xx (RCPT after MAIL, MAIL outside a transaction), DATA by a 3xx once a recipient
+    /// is in, AUTH by a 2xx, STARTTLS by a 220; HELO, EHLO and RSET end the transaction on a
+    /// 2xx. Any other reply changes nothing, so client and server never disagree on where
+    /// the session is. QUIT closes whatever it is told.
     fn after_rule_reply(
         &mut self,
         cx: &mut Context,
         stage: Stage,
         subject: Subject,
-        accepted: bool,
+        code: u16,
     ) -> Action {
         if stage == Stage::Quit {
             return Action::Close;
         }
-        if !accepted {
-            return Action::Continue;
-        }
+        let class = code / 100;
         match (stage, subject) {
-            (Stage::Helo | Stage::Rset, _) => self.end_transaction(),
-            (Stage::Mail, Subject::Arg(arg)) => self.open_transaction(cx, subject_of(stage, arg)),
-            (Stage::Rcpt, _) => self.transaction = Transaction::Rcpt,
-            (Stage::Data, _) => self.start_data(cx),
-            (Stage::Auth, _) => self.authenticated = true,
-            (Stage::Starttls, _) if !self.tls && cx.policy.starttls() => return Action::StartTls,
+            (Stage::Helo | Stage::Rset, _) if class == 2 => self.end_transaction(),
+            (Stage::Mail, Subject::Arg(arg))
+                if class == 2 && self.transaction == Transaction::None =>
+            {
+                self.open_transaction(cx, subject_of(stage, arg))
+            }
+            (Stage::Rcpt, _) if class == 2 && self.transaction != Transaction::None => {
+                self.transaction = Transaction::Rcpt
+            }
+            (Stage::Data, _) if class == 3 && self.transaction == Transaction::Rcpt => {
+                self.start_data(cx)
+            }
+            (Stage::Auth, _) if class == 2 => self.authenticated = true,
+            (Stage::Starttls, _) if code == 220 && !self.tls && cx.policy.starttls() => {
+                return Action::StartTls;
+            }
             _ => {}
         }
         Action::Continue

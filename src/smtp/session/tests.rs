@@ -1314,16 +1314,34 @@ fn a_refused_data_leaves_the_next_lines_commands() {
 }
 
 #[test]
-fn a_2xx_rule_reply_accepts_the_command() {
-    // A recipient the normal path would refuse (no MAIL yet) counts, and so does DATA.
+fn a_rule_reply_accepts_a_command_only_as_a_client_would_read_it() {
+    // After MAIL, a 2xx to RCPT adds the recipient and a 3xx to DATA starts the message.
     let rules = book(vec![
         replying("rcpt", "250 2.1.5 Sure"),
         replying("data", "354 Go on"),
     ]);
-    let run = ruled(&rules, "RCPT TO:<b@example.net>\r\nDATA\r\nhello\r\n.\r\n");
+    let run = ruled(
+        &rules,
+        "MAIL FROM:<a@x>\r\nRCPT TO:<b@example.net>\r\nDATA\r\nhello\r\n.\r\n",
+    );
     assert_eq!(
         run.sent,
-        format!("{GREETING}250 2.1.5 Sure\r\n354 Go on\r\n{QUEUED}")
+        format!("{GREETING}250 2.1.0 OK\r\n250 2.1.5 Sure\r\n354 Go on\r\n{QUEUED}")
+    );
+    // Without MAIL, a 2xx to RCPT adds nothing: DATA still wants a recipient.
+    let run = ruled(&rules, "RCPT TO:<b@example.net>\r\nDATA\r\nNOOP\r\n");
+    assert_eq!(
+        run.sent,
+        format!("{GREETING}250 2.1.5 Sure\r\n354 Go on\r\n250 2.0.0 OK\r\n")
+    );
+    // A 2xx to DATA is no 354: the client goes on with commands, and so does the server.
+    let rules = book(vec![replying("data", "250 2.0.0 Not now")]);
+    let run = ruled(&rules, &format!("{ENVELOPE}RSET\r\nQUIT\r\n"));
+    assert!(
+        run.sent
+            .ends_with("250 2.0.0 Not now\r\n250 2.0.0 OK\r\n221 2.0.0 Goodbye\r\n"),
+        "{}",
+        run.sent
     );
     let rules = book(vec![replying("mail", "250 2.1.0 Fine")]);
     let run = ruled(&rules, "MAIL FROM:bad syntax\r\nRCPT TO:<b@x>\r\n");
