@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use oorandom::Rand64;
 
@@ -497,6 +498,13 @@ impl Rule {
     }
 }
 
+/// A rule of one book, by that book's identity and the rule's place in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleRef {
+    book: u32,
+    index: u32,
+}
+
 /// What a command is, as the rules see it.
 #[derive(Debug, Clone, Copy)]
 pub struct Command<'a> {
@@ -514,6 +522,9 @@ pub struct Command<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuleBook {
     rules: Vec<Rule>,
+    /// Which book this is, among the books of this process: a reference to a rule made with
+    /// one book ([`RuleRef`]) finds nothing in another (a reload's).
+    id: u32,
     /// For each stage (by [`Stage::index`]), the rules that apply there (`on` that stage or
     /// `any`), in file order: a command tries only those.
     by_stage: Vec<Vec<usize>>,
@@ -529,7 +540,31 @@ impl RuleBook {
                     .collect()
             })
             .collect();
-        RuleBook { rules, by_stage }
+        // 0 is the empty default book's; books that hold rules count from 1.
+        static BOOKS: AtomicU32 = AtomicU32::new(1);
+        let id = BOOKS.fetch_add(1, Ordering::Relaxed);
+        RuleBook {
+            rules,
+            id,
+            by_stage,
+        }
+    }
+
+    /// A reference to rule `index` of this book, to keep across a delay or a message.
+    pub fn rule_ref(&self, index: usize) -> RuleRef {
+        RuleRef {
+            book: self.id,
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The rule `rule` refers to, if it was made with this book: after a reload, a rule held
+    /// across a delay is no longer there, and the command is answered as if none had fired.
+    pub fn get(&self, rule: RuleRef) -> Option<&Rule> {
+        if rule.book != self.id {
+            return None;
+        }
+        self.rules.get(rule.index as usize)
     }
 
     /// The rules that apply at `stage`, by index, in file order.

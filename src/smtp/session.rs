@@ -17,7 +17,7 @@ use super::policy::Mode;
 pub use super::policy::Policy;
 use super::reply;
 use super::rules;
-use super::rules::{Remembered, RuleBook, RuleState};
+use super::rules::{Remembered, RuleBook, RuleRef, RuleState};
 use super::switches::Switches;
 use auth::AuthStep;
 use faults::{Cut, Subject};
@@ -93,9 +93,15 @@ enum Phase {
 enum Held {
     /// The answer to the command line at the head of the caller's input, which rule `rule`
     /// (an index into the book) fired on; the line is read again, in the AUTH step it came in.
-    Line { rule: u32, auth: Option<AuthStep> },
+    Line {
+        rule: RuleRef,
+        auth: Option<AuthStep>,
+    },
     /// A reply to no command line: `normal`, or what rule `rule` says instead.
-    Reply { normal: Outcome, rule: Option<u32> },
+    Reply {
+        normal: Outcome,
+        rule: Option<RuleRef>,
+    },
 }
 
 /// A reply that answers no command line: the greeting, the end of a message.
@@ -132,7 +138,7 @@ pub struct Session {
     /// from.
     draws: u32,
     /// The rule that fired on the line a delay held, while that line is read again.
-    decided: Option<u32>,
+    decided: Option<RuleRef>,
     /// What the rules need of a subject whose reply comes later: the MAIL FROM address
     /// through the transaction, the AUTH LOGIN user name until the password.
     remembered: Option<Remembered>,

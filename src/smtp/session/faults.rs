@@ -11,13 +11,13 @@ use super::auth::{self, Mechanism};
 use super::{Action, Context, Held, Outcome, Phase, Session, Transaction};
 use crate::smtp::command::{self, MAX_LINE, Verb};
 use crate::smtp::reply;
-use crate::smtp::rules::{Command, Disconnect, Rule, Stage};
+use crate::smtp::rules::{Command, Disconnect, Rule, RuleRef, Stage};
 
-/// Where a rule cuts a message off (`after_bytes`): the rule, by its index in the book.
+/// Where a rule cuts a message off (`after_bytes`), and the rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Cut {
     pub(super) at: u64,
-    pub(super) rule: u32,
+    pub(super) rule: RuleRef,
 }
 
 impl Cut {
@@ -97,7 +97,7 @@ impl Session {
             },
         };
         // A reload may have replaced the book meanwhile: a rule no longer there says nothing.
-        let Some(rule) = book.rules().get(index as usize) else {
+        let Some(rule) = book.get(index) else {
             return normal(self, cx, out);
         };
         if delay > 0 {
@@ -145,7 +145,7 @@ impl Session {
     pub(super) fn decide_cut(&mut self, cx: &mut Context) -> Option<Cut> {
         let only = |r: &Rule| r.after_bytes.is_some();
         let rule = self.decide(cx, Stage::Message, Subject::Remembered, only)?;
-        let at = cx.rules.rules()[rule as usize].after_bytes?;
+        let at = cx.rules.get(rule)?.after_bytes?;
         Some(Cut { at, rule })
     }
 
@@ -163,7 +163,7 @@ impl Session {
         &mut self,
         cx: &mut Context,
         normal: Outcome,
-        rule: Option<u32>,
+        rule: Option<RuleRef>,
         millis: u64,
         out: &mut Vec<u8>,
     ) -> Action {
@@ -179,7 +179,7 @@ impl Session {
         &mut self,
         cx: &mut Context,
         normal: Outcome,
-        rule: Option<u32>,
+        rule: Option<RuleRef>,
         out: &mut Vec<u8>,
     ) -> Action {
         let mut write = |session: &mut Session, cx: &mut Context, out: &mut Vec<u8>| {
@@ -192,7 +192,7 @@ impl Session {
             )
         };
         let book = cx.rules;
-        match rule.and_then(|index| book.rules().get(index as usize)) {
+        match rule.and_then(|rule| book.get(rule)) {
             None => write(self, cx, out),
             Some(rule) => {
                 let action = self.carry_out(
@@ -290,14 +290,14 @@ impl Session {
         Action::Continue
     }
 
-    /// The rule that fires at `stage`, by its index in the book.
+    /// The rule that fires at `stage`.
     fn decide(
         &mut self,
         cx: &mut Context,
         stage: Stage,
         subject: Subject,
         only: impl Fn(&Rule) -> bool,
-    ) -> Option<u32> {
+    ) -> Option<RuleRef> {
         // Most commands meet no rule of their stage: no generator, no decoding for them.
         if !cx.rules.has_stage(stage) {
             return None;
@@ -322,19 +322,16 @@ impl Session {
         let book = cx.rules;
         let (index, _) =
             book.decide_among(stage, &command, remembered, cx.rule_state, &mut rng, only)?;
-        u32::try_from(index).ok()
+        Some(book.rule_ref(index))
     }
 
-    fn has_delay(&self, cx: &Context, index: u32) -> bool {
-        cx.rules
-            .rules()
-            .get(index as usize)
-            .is_some_and(|r| r.delay.is_some())
+    fn has_delay(&self, cx: &Context, index: RuleRef) -> bool {
+        cx.rules.get(index).is_some_and(|r| r.delay.is_some())
     }
 
     /// The delay rule `index` asks for this time, in ms.
-    fn delay_of(&mut self, cx: &Context, index: u32) -> u64 {
-        match cx.rules.rules().get(index as usize).and_then(|r| r.delay) {
+    fn delay_of(&mut self, cx: &Context, index: RuleRef) -> u64 {
+        match cx.rules.get(index).and_then(|r| r.delay) {
             Some(delay) => delay.draw(&mut self.rng(cx.seed)),
             None => 0,
         }

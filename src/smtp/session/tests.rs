@@ -1647,3 +1647,33 @@ fn greylisting_defers_a_first_sight_and_passes_a_retry_after_the_delay() {
     );
     assert!(say(&mut other, &mut triplets, "RCPT TO:<b@example.net>", 61_000).starts_with("451"));
 }
+
+#[test]
+fn a_reload_during_a_held_delay_answers_as_if_no_rule_had_fired() {
+    let policy = policy();
+    let seed = ConnectionSeed::new(1, 1);
+    let before = book(vec![rule("mail", |r| {
+        r.delay = Some("1".parse().expect("a delay"))
+    })]);
+    // The new book's rule 0 is another rule altogether.
+    let after = book(vec![rule("connect", |r| {
+        r.disconnect = Some(crate::smtp::rules::Disconnect::Close)
+    })]);
+    let mut state = RuleState::default();
+    let mut session = Session::new(false);
+    let line = b"MAIL FROM:<a@example.com>\r\n";
+    let mut out = Vec::new();
+    let step = session.feed(
+        &mut context(&policy, seed, &before, &mut state, 0),
+        line,
+        &mut out,
+    );
+    assert_eq!(step.action, Action::Pause { millis: 1000 });
+    let step = session.resume(
+        &mut context(&policy, seed, &after, &mut state, 1000),
+        &line[step.consumed..],
+        &mut out,
+    );
+    assert_eq!(step.action, Action::Continue);
+    assert_eq!(String::from_utf8_lossy(&out), "250 2.1.0 OK\r\n");
+}
