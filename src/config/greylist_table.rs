@@ -96,7 +96,8 @@ fn settings(raw: RawGreylist) -> Result<GreylistSettings, Problem> {
     let expire_given = raw.expire.is_some();
     let expire_ms = duration(raw.expire, "expire", 1, MAX_GREYLIST_EXPIRE_SECS)?;
     let expire_ms = expire_ms.unwrap_or(defaults.expire_ms);
-    if expire_ms < delay_ms {
+    // A retry passes once `delay` is over and before `expire` is: expire must be longer.
+    if expire_ms <= delay_ms {
         let expire = written(expire_ms / 1000);
         let expire = if expire_given {
             expire
@@ -106,8 +107,8 @@ fn settings(raw: RawGreylist) -> Result<GreylistSettings, Problem> {
         return Err(Problem::option(
             &option("expire"),
             format!(
-                "{expire} is shorter than delay ({}): a triplet would be forgotten before \
-                 its retry could pass; make expire at least as long as delay",
+                "{expire} is not longer than delay ({}): a triplet would be forgotten before \
+                 its retry could pass; make expire longer than delay",
                 written(delay_ms / 1000)
             ),
         ));

@@ -1550,9 +1550,13 @@ fn bad_greylist_values_are_named_with_their_key() {
         (
             "delay = 60\nexpire = \"30s\"",
             "expire",
-            "shorter than delay",
+            "not longer than delay",
         ),
-        ("delay = \"5h\"", "expire", "\"4h\" by default is shorter"),
+        (
+            "delay = \"5h\"",
+            "expire",
+            "\"4h\" by default is not longer",
+        ),
         ("pass_for = 0", "pass_for", "is out of range"),
         ("pass_for = \"367d\"", "pass_for", "is out of range"),
         ("pass_for = true", "pass_for", "expected whole seconds"),
@@ -1672,4 +1676,15 @@ fn a_legacy_file_has_no_greylist() {
             && err.message.contains("[greylist] tables exist only in TOML"),
         "{err}"
     );
+}
+
+#[test]
+fn greylist_expire_must_outlast_the_delay() {
+    // Equal, no retry could ever pass: a retry passes once delay is over and before expire.
+    let error = option_error("[greylist]\ndelay = 60\nexpire = 60", "greylist.expire");
+    assert!(
+        error.to_string().contains("not longer than delay"),
+        "{error}"
+    );
+    assert!(toml("[greylist]\ndelay = 60\nexpire = 61").is_ok());
 }

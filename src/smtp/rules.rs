@@ -307,8 +307,11 @@ impl FromStr for ReplyLine {
                 "`{s}`: the code is followed by a space, then the text"
             ));
         }
-        if s.bytes().any(|b| b.is_ascii_control()) {
-            return Err("a reply is one line: no line breaks or control characters".into());
+        if s.bytes().any(|b| b.is_ascii_control() || !b.is_ascii()) {
+            return Err(
+                "a reply is one line of ASCII: no line breaks, control characters or 8-bit bytes"
+                    .into(),
+            );
         }
         if s.len() + 2 > super::reply::MAX_REPLY_LINE {
             return Err(format!(
@@ -798,6 +801,7 @@ mod tests {
         assert!(!"250 OK".parse::<ReplyLine>().unwrap().refuses());
         for bad in [
             "199 x",
+            "450 \u{fc}ber",
             "600 x",
             "45 x",
             "450x",
