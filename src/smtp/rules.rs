@@ -230,9 +230,9 @@ impl fmt::Display for Cidr {
     }
 }
 
-/// `rate = "N/SECONDS"`: a client's matches beyond N within SECONDS fire. Counted as a
-/// token bucket (N at once, refilled evenly over SECONDS), which needs one number per client
-/// however large N is.
+/// `rate = "N/SECONDS"`: a client's matches beyond N within any SECONDS fire. Counted over
+/// a sliding window (this window's matches, and the last window's weighted by how much of it
+/// the sliding window still covers), which needs 16 bytes per client however large N is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
     count: u32,
@@ -678,8 +678,40 @@ impl Remembered {
 pub struct RuleState {
     /// Matches so far, per rule.
     matches: Vec<u64>,
-    /// Per (rule, client): when the client's bucket is next empty, in ms (GCRA's TAT).
-    rates: HashMap<(usize, IpAddr), u64>,
+    /// Per (rule, client): the client's matches in its rate's fixed windows.
+    rates: HashMap<(usize, IpAddr), Window>,
+    /// While the table is full of clients still counted, until when (ms) a new client is not
+    /// tracked without sweeping the table again: at most one sweep a window.
+    full_until: u64,
+}
+
+/// A client's matches of one rule, in windows of the rule's SECONDS.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    /// Which window (`now / SECONDS`) `current` counts.
+    number: u64,
+    current: u32,
+    /// The window before it.
+    previous: u32,
+}
+
+impl Window {
+    /// Counts a match at `now` (ms) in windows of `length` ms; returns the matches within
+    /// the last `length` ms, this one included, estimated from the two windows.
+    fn count(&mut self, now: u64, length: u64) -> u64 {
+        let number = now / length;
+        if number == self.number + 1 {
+            self.previous = self.current;
+            self.current = 0;
+        } else if number != self.number {
+            self.previous = 0;
+            self.current = 0;
+        }
+        self.number = number;
+        self.current = self.current.saturating_add(1);
+        let uncovered = now % length;
+        u64::from(self.previous) * (length - uncovered) / length + u64::from(self.current)
+    }
 }
 
 impl RuleState {
@@ -710,24 +742,27 @@ impl RuleState {
         if rate.count == 0 {
             return true;
         }
-        let window = u64::from(rate.per_secs) * 1000;
-        let interval = (window / u64::from(rate.count)).max(1);
-        let tolerance = window - interval;
+        let length = u64::from(rate.per_secs) * 1000;
         let now = command.now_ms;
         let key = (index, command.client.to_canonical());
         if !self.rates.contains_key(&key) && self.rates.len() >= MAX_RATE_CLIENTS {
-            self.rates.retain(|_, tat| *tat > now);
+            if now < self.full_until {
+                return false;
+            }
+            // Clients whose last two windows are over count nothing: forget them.
+            let current = now / length;
+            self.rates.retain(|_, w| w.number + 1 >= current);
             if self.rates.len() >= MAX_RATE_CLIENTS {
+                self.full_until = now.saturating_add(length);
                 return false;
             }
         }
-        let tat = self.rates.entry(key).or_insert(now);
-        let start = (*tat).max(now);
-        if start - now > tolerance {
-            return true;
-        }
-        *tat = start + interval;
-        false
+        let window = self.rates.entry(key).or_insert(Window {
+            number: now / length,
+            current: 0,
+            previous: 0,
+        });
+        window.count(now, length) > u64::from(rate.count)
     }
 }
 
@@ -924,22 +959,34 @@ mod tests {
             book.decide(Stage::Mail, &command(b"", ms), &mut state, &mut rng)
                 .is_some()
         };
-        // Three at once pass, the fourth is beyond the rate.
-        assert_eq!([at(0), at(0), at(0), at(0)], [false, false, false, true]);
-        // A third of the window later one more passes.
-        assert!(!at(3334));
-        assert!(at(3334));
-        // A whole window later the bucket is full again.
+        // Three pass, and every match beyond them within the ten seconds fires.
+        assert_eq!([at(0), at(1), at(2)], [false, false, false]);
+        assert_eq!([at(4000), at(7000), at(9999)], [true, true, true]);
+        // Early in the next window the last one still counts nearly whole.
+        assert!(at(10_500));
+        // Two windows later nothing is left: three pass again, the fourth fires.
         assert_eq!(
-            [at(20_000), at(20_000), at(20_000), at(20_000)],
+            [at(30_000), at(30_001), at(30_002), at(30_003)],
             [false, false, false, true]
         );
-        // Another client has its own bucket.
-        let mut other = command(b"", 20_000);
+        // Another client has its own count.
+        let mut other = command(b"", 30_004);
         other.client = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9));
         assert!(
             book.decide(Stage::Mail, &other, &mut state, &mut rng)
                 .is_none()
         );
+        // Large N within a short window: the 5,000th passes, the 5,001st fires.
+        let mut many = reject(Stage::Mail);
+        many.rate = Some("5000/1".parse().unwrap());
+        let book = RuleBook::new(vec![many]);
+        let mut state = RuleState::default();
+        let fired: Vec<bool> = (0..5001)
+            .map(|n| {
+                book.decide(Stage::Mail, &command(b"", n / 10), &mut state, &mut rng)
+                    .is_some()
+            })
+            .collect();
+        assert!(fired[..5000].iter().all(|f| !f) && fired[5000]);
     }
 }
