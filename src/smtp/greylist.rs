@@ -56,6 +56,10 @@ struct Entry {
     first_seen: u64,
     /// Let through until then, once passed; 0 while waiting.
     pass_until: u64,
+    /// When it was last inserted or let through: the order of eviction, least recent first,
+    /// so that a flood of new triplets pushes out its own kind before the passed ones that
+    /// real senders rely on.
+    touched: u64,
 }
 
 /// The triplets one process remembers. Kept across reloads.
@@ -119,18 +123,19 @@ impl Greylist {
     ) -> Verdict {
         let key = self.key(client, sender, recipient);
         if let Some(entry) = self.entries.get_mut(&key) {
-            if entry.pass_until > now_ms {
-                entry.pass_until = now_ms.saturating_add(settings.pass_for_ms);
-                return Verdict::Pass;
-            }
             let waiting = entry.pass_until == 0;
             let age = now_ms.saturating_sub(entry.first_seen);
-            if waiting && age < settings.expire_ms {
-                if age < settings.delay_ms {
-                    return Verdict::Defer;
-                }
+            let passes = entry.pass_until > now_ms
+                || (waiting && age < settings.expire_ms && age >= settings.delay_ms);
+            if passes {
                 entry.pass_until = now_ms.saturating_add(settings.pass_for_ms);
+                entry.touched = now_ms;
+                self.order.push_back((key, now_ms));
+                self.sweep();
                 return Verdict::Pass;
+            }
+            if waiting && age < settings.expire_ms {
+                return Verdict::Defer;
             }
             // Expired, untried or no longer passed: seen as new.
             self.entries.remove(&key);
@@ -144,11 +149,7 @@ impl Greylist {
             let Some((oldest, seen)) = self.order.pop_front() else {
                 break;
             };
-            if self
-                .entries
-                .get(&oldest)
-                .is_some_and(|e| e.first_seen == seen)
-            {
+            if self.entries.get(&oldest).is_some_and(|e| e.touched == seen) {
                 self.entries.remove(&oldest);
                 self.evicted += 1;
             }
@@ -158,15 +159,20 @@ impl Greylist {
             Entry {
                 first_seen: now_ms,
                 pass_until: 0,
+                touched: now_ms,
             },
         );
         self.order.push_back((key, now_ms));
-        // Items for entries since dropped or renewed are skipped when reached; once they
-        // outnumber the live ones they are swept out, at a cost spread over as many inserts.
+        self.sweep();
+    }
+
+    /// Items for entries since dropped or touched again are skipped when reached; once they
+    /// outnumber the live ones they are swept out, at a cost spread over as many pushes.
+    fn sweep(&mut self) {
         if self.order.len() > 2 * self.entries.len().max(16) {
             let entries = &self.entries;
             self.order
-                .retain(|(key, seen)| entries.get(key).is_some_and(|e| e.first_seen == *seen));
+                .retain(|(key, seen)| entries.get(key).is_some_and(|e| e.touched == *seen));
         }
     }
 
@@ -288,6 +294,34 @@ mod tests {
             "order grew to {}",
             g.order.len()
         );
+    }
+
+    #[test]
+    fn a_flood_of_new_triplets_evicts_its_own_kind_before_passed_ones() {
+        let mut s = settings();
+        s.max_entries = 100;
+        s.delay_ms = 10;
+        let mut g = Greylist::default();
+        let sender = g.sender_key(b"mta@example.com");
+        // A real sender's triplet, seen first of all, then passed.
+        assert_eq!(g.check(&s, CLIENT, sender, b"rcpt@x", 0), Verdict::Defer);
+        assert_eq!(g.check(&s, CLIENT, sender, b"rcpt@x", 20), Verdict::Pass);
+        // A flood of 1,000 new triplets from elsewhere.
+        let flood = g.sender_key(b"flood@example.net");
+        for n in 0..1000u32 {
+            let rcpt = format!("r{n}@y");
+            g.check(&s, CLIENT, flood, rcpt.as_bytes(), 30 + u64::from(n));
+            // The passed triplet is let through all along, so it stays the most recent.
+            if n % 50 == 0 {
+                let t = 30 + u64::from(n);
+                assert_eq!(
+                    g.check(&s, CLIENT, sender, b"rcpt@x", t),
+                    Verdict::Pass,
+                    "{n}"
+                );
+            }
+        }
+        assert_eq!(g.check(&s, CLIENT, sender, b"rcpt@x", 2000), Verdict::Pass);
     }
 
     #[test]
