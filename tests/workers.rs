@@ -12,7 +12,7 @@ use std::process::Child;
 use std::time::Duration;
 
 use common::procfs::{children, cmdline, connections, kill_every_process_naming, listens};
-use common::{TempDir, greeted_from, spawn_blackhole, wait_for};
+use common::{MAILNAME, TempDir, greeted_from, spawn_blackhole, spawn_with_config, wait_for};
 
 /// How long the workers may take to start and to accept.
 const SETTLE: Duration = Duration::from_secs(10);
@@ -129,4 +129,48 @@ fn every_connection_of_one_client_address_reaches_the_same_worker() {
         used.len() > 1,
         "every client address went to one worker, {used:?}: {held:?}"
     );
+}
+
+#[test]
+fn a_client_reaches_the_same_worker_on_every_listener() {
+    let dir = TempDir::new();
+    let ports = [common::free_port(), common::free_port()];
+    let servers = ports.map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    let (child, config) = spawn_with_config(
+        &dir,
+        &[],
+        &format!(
+            "mailname = \"{MAILNAME}\"\nlisten = [\"{}\", \"{}\"]\nworkers = {WORKERS}\n",
+            servers[0], servers[1]
+        ),
+    );
+    let supervisor = Supervisor { child, config, dir };
+    let workers = wait_workers(&supervisor, ports[0]);
+    assert!(
+        wait_for(SETTLE, || workers.iter().all(|&pid| listens(pid, ports[1]))),
+        "every worker listens on both ports"
+    );
+    let clients: Vec<Ipv4Addr> = (2..14).map(|last| Ipv4Addr::new(127, 0, 0, last)).collect();
+    let _open: Vec<TcpStream> = clients
+        .iter()
+        .flat_map(|&client| servers.map(|server| greeted_from(client, server).into_stream()))
+        .collect();
+    let mut by_port = Vec::new();
+    for port in ports {
+        let mut held = HashMap::new();
+        let seen = wait_for(SETTLE, || {
+            held = workers_by_client(&workers, port);
+            clients.iter().all(|c| held.contains_key(c))
+        });
+        assert!(seen, "connections to {port}: {held:?}");
+        by_port.push(held);
+    }
+    for client in &clients {
+        assert_eq!(
+            by_port[0][client].0,
+            by_port[1][client].0,
+            "{client} reaches different workers on ports {ports:?}; stderr:\n{}",
+            supervisor.log()
+        );
+    }
 }

@@ -158,6 +158,41 @@ fn explain(spec: &ListenerSpec, error: &io::Error) -> BindError {
     }
 }
 
+/// A worker's turn to bind its listeners. Each worker's sockets join one SO_REUSEPORT group
+/// per listener, and the steering program picks a socket by its place in the group: for one
+/// client to reach the same worker on every listener, every group must list the workers in
+/// one order. So a worker binds all of its listeners while it holds an exclusive lock on its
+/// own program file (the same file for every worker; nothing to create or clean up), and no
+/// other worker's binds come between them.
+pub struct BindTurn(#[allow(dead_code)] Option<nix::fcntl::Flock<std::fs::File>>);
+
+impl BindTurn {
+    /// Waits for the turn; if the program file cannot be locked (logged), binds at once.
+    pub fn take() -> BindTurn {
+        let locked = std::fs::File::open("/proc/self/exe")
+            .map_err(|e| e.to_string())
+            .and_then(|file| {
+                nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+                    .map_err(|(_, e)| e.to_string())
+            });
+        match locked {
+            Ok(lock) => BindTurn(Some(lock)),
+            Err(e) => {
+                log::warn!(
+                    "cannot lock this program's file to bind in turn ({e}): a client may \
+                     reach different workers on different listeners"
+                );
+                BindTurn(None)
+            }
+        }
+    }
+
+    /// No turn to wait for: a single process.
+    pub fn none() -> BindTurn {
+        BindTurn(None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;

@@ -191,6 +191,11 @@ fn serve(args: &Args, checked: Checked, worker: bool) -> Result<(), Failure> {
     let signals =
         catch_signals().map_err(|e| (EXIT_SOFTWARE, format!("cannot catch signals: {e}")))?;
     let mut listeners = Vec::with_capacity(config.listeners.len());
+    let turn = if worker {
+        bind::BindTurn::take()
+    } else {
+        bind::BindTurn::none()
+    };
     for spec in &config.listeners {
         let socket = bind::bind(spec, worker.then_some(config.workers))
             .map_err(|e| (e.exit_code as u8, e.message))?;
@@ -203,6 +208,8 @@ fn serve(args: &Args, checked: Checked, worker: bool) -> Result<(), Failure> {
             tls: spec.tls,
         });
     }
+    // Every listener has joined its group: the next worker's turn.
+    drop(turn);
     let settings = settings_for(&config, tls.is_some(), descriptor_limit());
     let max_connections = settings.max_connections;
     let reload = reloader(args.conf.clone(), config.clone(), tls.is_some());

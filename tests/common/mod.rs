@@ -101,7 +101,13 @@ pub fn spawn_blackhole(
     listen: &str,
     extra_toml: &str,
 ) -> (Child, PathBuf) {
-    let config = dir.write("blackhole.toml", &config_toml(listen, extra_toml));
+    spawn_with_config(dir, args, &config_toml(listen, extra_toml))
+}
+
+/// Starts the real binary with `args` and `text` as its whole config file (in `dir`), its
+/// stderr in `dir`'s `stderr.log`; returns it and the config's path.
+pub fn spawn_with_config(dir: &TempDir, args: &[&str], text: &str) -> (Child, PathBuf) {
+    let config = dir.write("blackhole.toml", text);
     let mut command = Command::new(blackhole_bin());
     command.args(args).arg("-c").arg(&config);
     (spawn_logging(dir, &mut command), config)
