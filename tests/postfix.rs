@@ -8,8 +8,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::Server;
 use common::postfix::{Delivery, Postfix};
+use common::{NO_SUCH_USER, Server};
 
 /// How long Postfix may take to deliver, retries included: its backoff here is 2 to 4 s, and a
 /// loaded machine adds to it.
@@ -38,17 +38,26 @@ fn has_status(deliveries: &[Delivery], status: &str) -> bool {
     deliveries.iter().any(|d| d.status == status)
 }
 
+/// A message of `body_lines` lines to one recipient, relayed through `server` by a Postfix of
+/// its own: Postfix's log must show it deferred, for `reason`, then sent on the retry.
+fn deferred_then_sent(server: &Server, id: &str, body_lines: usize, reason: &str) {
+    let postfix = Postfix::start(server.addr());
+    postfix.send(SENDER, &["someone@example.net"], &message(id, body_lines));
+    let deliveries = postfix.wait_for_deliveries(id, DELIVERY_LIMIT, |d| has_status(d, "sent"));
+    assert_eq!(
+        outcomes(&deliveries),
+        [
+            ("someone@example.net", "deferred"),
+            ("someone@example.net", "sent")
+        ],
+        "{deliveries:#?}"
+    );
+    assert!(deliveries[0].reason.contains(reason), "{:?}", deliveries[0]);
+}
+
 #[test]
 fn a_refused_recipient_bounces_and_the_other_of_the_message_is_sent() {
-    let server = Server::start(
-        r#"
-[[rule]]
-name = "no such user"
-on = "rcpt"
-match = "nobody@*"
-reply = "550 5.1.1 No such user"
-"#,
-    );
+    let server = Server::start(NO_SUCH_USER);
     let postfix = Postfix::start(server.addr());
     let id = "two-recipients@postfix.test";
     postfix.send(
@@ -88,24 +97,8 @@ disconnect = "close"
 first = 1
 "#,
     );
-    let postfix = Postfix::start(server.addr());
-    let id = "cut-mid-data@postfix.test";
     // 100 lines of 70 bytes: far past the cut at 500.
-    postfix.send(SENDER, &["someone@example.net"], &message(id, 100));
-    let deliveries = postfix.wait_for_deliveries(id, DELIVERY_LIMIT, |d| has_status(d, "sent"));
-    assert_eq!(
-        outcomes(&deliveries),
-        [
-            ("someone@example.net", "deferred"),
-            ("someone@example.net", "sent")
-        ],
-        "{deliveries:#?}"
-    );
-    assert!(
-        deliveries[0].reason.contains("lost connection"),
-        "{:?}",
-        deliveries[0]
-    );
+    deferred_then_sent(&server, "cut-mid-data@postfix.test", 100, "lost connection");
 }
 
 #[test]
@@ -119,24 +112,11 @@ first = 1
 reply = "451 4.3.0 Try again later"
 "#,
     );
-    let postfix = Postfix::start(server.addr());
-    let id = "try-again@postfix.test";
-    postfix.send(SENDER, &["someone@example.net"], &message(id, 1));
-    let deliveries = postfix.wait_for_deliveries(id, DELIVERY_LIMIT, |d| has_status(d, "sent"));
-    assert_eq!(
-        outcomes(&deliveries),
-        [
-            ("someone@example.net", "deferred"),
-            ("someone@example.net", "sent")
-        ],
-        "{deliveries:#?}"
-    );
-    assert!(
-        deliveries[0]
-            .reason
-            .contains("451 4.3.0 Try again later (in reply to MAIL FROM command)"),
-        "{:?}",
-        deliveries[0]
+    deferred_then_sent(
+        &server,
+        "try-again@postfix.test",
+        1,
+        "451 4.3.0 Try again later (in reply to MAIL FROM command)",
     );
 }
 
@@ -144,23 +124,10 @@ reply = "451 4.3.0 Try again later"
 fn greylisted_mail_is_deferred_retried_and_delivered() {
     // Postfix retries after 2 to 4 s here: a 1 s greylist delay lets the first retry through.
     let server = Server::start("[greylist]\ndelay = 1\n");
-    let postfix = Postfix::start(server.addr());
-    let id = "greylisted@postfix.test";
-    postfix.send(SENDER, &["someone@example.net"], &message(id, 1));
-    let deliveries = postfix.wait_for_deliveries(id, DELIVERY_LIMIT, |d| has_status(d, "sent"));
-    assert_eq!(
-        outcomes(&deliveries),
-        [
-            ("someone@example.net", "deferred"),
-            ("someone@example.net", "sent")
-        ],
-        "{deliveries:#?}"
-    );
-    assert!(
-        deliveries[0]
-            .reason
-            .contains("451 4.7.1 Greylisted, try again later (in reply to RCPT TO command)"),
-        "{:?}",
-        deliveries[0]
+    deferred_then_sent(
+        &server,
+        "greylisted@postfix.test",
+        1,
+        "451 4.7.1 Greylisted, try again later (in reply to RCPT TO command)",
     );
 }

@@ -10,22 +10,16 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::clients::{CLIENT_LIMIT, swaks};
-use common::{Server, assert_queued, greeted, require_program, run_with_limit, transcript};
+use common::{
+    NO_SUCH_USER, Server, assert_queued, greeted, require_program, run_with_limit, transcript,
+};
 
 /// How far a measured time may stray from what a rule asks, on a loaded machine.
 const SLACK: Duration = Duration::from_millis(1500);
 
 #[test]
 fn a_refused_recipient_is_bounced_and_the_others_of_the_message_delivered() {
-    let server = Server::start(
-        r#"
-[[rule]]
-name = "no such user"
-on = "rcpt"
-match = "nobody@*"
-reply = "550 5.1.1 No such user"
-"#,
-    );
+    let server = Server::start(NO_SUCH_USER);
     let out = swaks(
         server.target(),
         &[

@@ -6,10 +6,10 @@
 //! the same whatever the addresses are, and at most `max_entries` are kept: past it the oldest
 //! go first, and are counted. Time comes in as milliseconds from the caller.
 
+use core::net::IpAddr;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
-use std::net::IpAddr;
 
 use super::rules::ReplyLine;
 
@@ -104,10 +104,7 @@ impl Greylist {
     /// session keeps 8 bytes through the transaction, not the address.
     pub fn sender_key(&self, sender: &[u8]) -> u64 {
         let mut h = self.hasher.build_hasher();
-        h.write_usize(sender.len());
-        for &b in sender {
-            h.write_u8(b.to_ascii_lowercase());
-        }
+        write_address(&mut h, sender);
         h.finish()
     }
 
@@ -183,19 +180,24 @@ impl Greylist {
             IpAddr::V6(ip) => h.write(&ip.octets()),
         }
         h.write_u64(sender);
-        // The length first, so that no recipient is a prefix of another's encoding.
-        h.write_usize(recipient.len());
-        for &b in recipient {
-            h.write_u8(b.to_ascii_lowercase());
-        }
+        write_address(&mut h, recipient);
         h.finish()
+    }
+}
+
+/// An address into a hash, without case; its length first, so that no address's encoding is
+/// a prefix of another's.
+fn write_address(h: &mut impl Hasher, address: &[u8]) {
+    h.write_usize(address.len());
+    for &b in address {
+        h.write_u8(b.to_ascii_lowercase());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use core::net::Ipv4Addr;
 
     const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
 

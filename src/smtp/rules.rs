@@ -4,16 +4,16 @@
 //! (`match`, `client`, `listener`), conditions that make a match *fire* (`probability`,
 //! `first`, `every`, `rate`), and what it does when it fires (a reply, a delay, a disconnect,
 //! a cut mid-message, a throttled link). For each command the rules are tried in file order,
-//! and the first that matches and fires decides ([`RuleBook::decide`]).
+//! and the first that matches and fires decides ([`RuleBook::decide_among`]).
 //!
 //! Everything here is a value checked when it is built (a glob, a CIDR, a rate, a reply line,
 //! a delay), so a rule that exists is one the session can carry out. The counters that
 //! `first`, `every` and `rate` need live in a [`RuleState`] the event loop keeps for the whole
 //! process; time comes in as milliseconds from the caller, never from a clock here.
 
+use core::net::IpAddr;
 use std::collections::HashMap;
 use std::fmt;
-use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -588,8 +588,8 @@ impl RuleBook {
         !self.at_stage(stage).is_empty()
     }
 
-    /// The first rule that matches `command` at `stage` and fires, with its index. Every
-    /// rule tried that matches counts the match (for `first` and `every`), fired or not.
+    /// [`RuleBook::decide_among`] all the rules, on `command`'s own subject.
+    #[cfg(test)]
     pub fn decide(
         &self,
         stage: Stage,
@@ -600,9 +600,11 @@ impl RuleBook {
         self.decide_among(stage, command, None, state, rng, |_| true)
     }
 
-    /// [`RuleBook::decide`] among the rules `only` keeps (the others are not tried, so their
-    /// matches are not counted). With `remembered`, `match` is taken from what a subject
-    /// seen earlier passed ([`RuleBook::remember`]), not from `command.subject`.
+    /// The first rule among those `only` keeps that matches `command` at `stage` and fires,
+    /// with its index. Every rule tried that matches counts the match (for `first`, `every`
+    /// and `rate`), fired or not; the rules `only` leaves out are not tried. With
+    /// `remembered`, `match` is taken from what a subject seen earlier passed
+    /// ([`RuleBook::remember`]), not from `command.subject`.
     pub fn decide_among(
         &self,
         stage: Stage,
@@ -769,7 +771,7 @@ impl RuleState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, Ipv6Addr};
+    use core::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
     fn globs() {

@@ -6,7 +6,7 @@
 //! SPEC.md is chosen here; a client can make it reply, never make it store what was sent or
 //! panic.
 
-use std::net::IpAddr;
+use core::net::IpAddr;
 
 use oorandom::Rand64;
 

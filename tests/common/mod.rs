@@ -23,6 +23,16 @@ pub const MAILNAME: &str = "blackhole.test";
 /// The greeting of a server with `MAILNAME`.
 pub const GREETING: &str = "220 blackhole.test ESMTP";
 
+/// A rule that refuses every recipient `nobody@...`, as a test of a recipient that does not
+/// exist writes it.
+pub const NO_SUCH_USER: &str = r#"
+[[rule]]
+name = "no such user"
+on = "rcpt"
+match = "nobody@*"
+reply = "550 5.1.1 No such user"
+"#;
+
 /// How long a reply may take before the test calls the server stuck.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -17,7 +17,7 @@
 //! `cargo test --release --lib fuzz` runs a short round; set `BLACKHOLE_FUZZ_INPUTS` (and
 //! optionally `BLACKHOLE_FUZZ_SEED`) for a long one.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use core::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use super::*;

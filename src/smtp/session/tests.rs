@@ -4,7 +4,7 @@
 use base64::Engine;
 use base64::engine::general_purpose;
 
-use std::net::{IpAddr, Ipv4Addr};
+use core::net::{IpAddr, Ipv4Addr};
 
 use super::*;
 use crate::smtp::command::MAX_LINE;
