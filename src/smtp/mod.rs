@@ -3,7 +3,9 @@
 //! It owns the framing of command lines and of DATA (`command`), the verbs and their
 //! arguments, the session state machine (`session`), the dynamic switch headers
 //! (`switches`), the wire bytes of every reply (`reply`), the policy types it decides with
-//! (`policy`), the scripted faults (`rules`) and the greylist's memory (`greylist`). Bytes go in, replies and actions come out.
+//! (`policy`), the scripted faults (`rules`), the greylist's memory (`greylist`) and the
+//! account a session gives of itself (`observer`). Bytes go in, replies, actions and
+//! observations come out.
 //!
 //! It must not do I/O, read a clock, or know how it is configured or driven: nothing here
 //! imports the event loop, the configuration, sockets, `mio`, `rustls` or `std::time`
@@ -13,6 +15,7 @@
 pub mod command;
 pub mod decimal;
 pub mod greylist;
+pub mod observer;
 pub mod policy;
 pub mod reply;
 pub mod rules;
