@@ -112,3 +112,13 @@ pub fn swaks(target: Target, extra_args: &[&str]) -> Output {
         .args(extra_args);
     run_with_limit(&mut command, CLIENT_LIMIT)
 }
+
+/// Runs tests/clients/smtplib_steps.py against `addr` with `args` (see its usage): smtplib
+/// one command at a time, each reply's code and how long it took.
+pub fn smtplib_steps(addr: SocketAddr, args: &[&str]) -> Output {
+    let python = require_program("python3", "python3");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/smtplib_steps.py");
+    let mut command = Command::new(python);
+    command.arg(script).arg(addr.port().to_string()).args(args);
+    run_with_limit(&mut command, CLIENT_LIMIT)
+}
