@@ -178,12 +178,13 @@ fn time_a_message(client: &mut Client, body: usize) -> Duration {
     took
 }
 
-/// Asserts that `bytes` in `took` is within a tenth of the `throttle`, in bytes per second.
+/// Asserts that `bytes` in `took` is no more than a tenth above the `throttle`, in bytes per
+/// second, nor far below it (on a loaded machine every rest may end a little late).
 fn assert_rate(bytes: usize, took: Duration, throttle: u64) {
     let rate = bytes as f64 / took.as_secs_f64();
     let throttle = throttle as f64;
     assert!(
-        (throttle * 0.9..=throttle * 1.1).contains(&rate),
+        (throttle * 0.8..=throttle * 1.1).contains(&rate),
         "{bytes} bytes in {took:?}: {rate:.0} bytes/s, throttle {throttle}"
     );
 }
