@@ -3,9 +3,8 @@
 //! Bytes in, replies and actions out. It never touches a socket or reads a clock: the event
 //! loop hands it what arrived, with the time and the rules in a [`Context`], and carries out
 //! what it returns (close, wait before a reply, start TLS) and the rate a rule asks it to read
-//! at ([`Session::throttle`]). Every reply of
-//! SPEC.md is chosen here; a client can make it reply, never make it store what was sent or
-//! panic.
+//! at ([`Session::throttle`]). Every reply of SPEC.md is chosen here; a client can make it
+//! reply, never make it store what was sent or panic.
 
 use core::net::IpAddr;
 use core::num::NonZeroU32;
