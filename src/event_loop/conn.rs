@@ -11,7 +11,6 @@ use std::net::IpAddr;
 use mio::Interest;
 use mio::net::TcpStream;
 
-use super::throttle::Throttle;
 use super::timer::TimerKey;
 use super::tls::TlsLayer;
 use crate::smtp::session::Session;
@@ -48,10 +47,13 @@ pub struct Conn {
     pub last_line_at: u64,
     pub idle_timer: Option<TimerKey>,
     pub delay_timer: Option<TimerKey>,
-    /// Where a rule throttles the connection: boxed, as few connections are.
-    pub throttle: Option<Box<Throttle>>,
     /// The socket may have bytes to read (readiness seen and not drained to `WouldBlock`).
     pub read_ready: bool,
+    /// A throttled connection waits for its rest's timer before it reads again. The timer's
+    /// key is not kept: a rest is never cancelled, and one that ends after its connection has
+    /// gone finds no connection of its generation. So a throttled connection (its rate is
+    /// the session's) holds no more than an idle one.
+    pub resting: bool,
     /// The client has finished sending.
     pub peer_closed: bool,
     /// Readiness said the client has finished sending (its end is read after its bytes).
@@ -98,8 +100,8 @@ impl Conn {
             last_line_at: now,
             idle_timer: None,
             delay_timer: None,
-            throttle: None,
             read_ready: false,
+            resting: false,
             peer_closed: false,
             end_announced: false,
             closing: false,
@@ -188,18 +190,12 @@ impl Conn {
     /// READABLE (it also reports the client's end and errors) unless a throttled read rests;
     /// WRITABLE only while output that can go waits for room in the socket. `None`: neither.
     pub fn wanted_interest(&self) -> Option<Interest> {
-        let read = !self.resting();
-        match (read, self.can_send()) {
+        match (!self.resting, self.can_send()) {
             (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
             (true, false) => Some(Interest::READABLE),
             (false, true) => Some(Interest::WRITABLE),
             (false, false) => None,
         }
-    }
-
-    /// Whether a throttled connection waits before its next read.
-    pub fn resting(&self) -> bool {
-        self.throttle.as_ref().is_some_and(|t| t.resting.is_some())
     }
 
     /// Before the socket closes: a TLS connection sends its close_notify. Best effort; the
@@ -295,6 +291,16 @@ mod tests {
         );
         assert_eq!(conn.pending_output(), pending);
         assert!(conn.out[conn.written..].iter().all(|&b| b == b'x'));
+    }
+
+    /// Every connection pays for this, idle or not; a throttled or delayed one holds nothing
+    /// more, on the heap or here. (360 bytes when a throttle was boxed beside it.)
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_connection_is_no_larger_than_it_was() {
+        let size = std::mem::size_of::<Conn>();
+        println!("size_of::<Conn>() = {size}");
+        assert!(size <= 344, "a connection takes {size} bytes");
     }
 
     #[test]

@@ -21,14 +21,14 @@ use slab::Slab;
 
 use super::clock::Clock;
 use super::conn::{Conn, Received};
-use super::throttle::Throttle;
+use super::throttle;
 use super::timer::TimerWheel;
 use super::tls::TlsLayer;
 use crate::smtp::greylist::{Greylist, GreylistSettings};
 use crate::smtp::reply;
 use crate::smtp::rules::{RuleBook, RuleState};
 use crate::smtp::session::{
-    Action, ConnectionSeed, Context, OUTPUT_HIGH_WATER, Policy, Session, Step as SessionStep,
+    Action, ConnectionSeed, Context, OUTPUT_HIGH_WATER, Policy, Step as SessionStep,
 };
 
 /// The shared read buffer: the most read from one socket in one call.
@@ -514,7 +514,7 @@ impl Server {
             return start_tls(conn, self.tls.as_ref());
         }
         let unfed = !conn.tail.is_empty() && !conn.tail_fed;
-        let readable = conn.read_ready && !conn.resting();
+        let readable = conn.read_ready && !conn.resting;
         if conn.session.is_waiting()
             || self.stop_by.is_some()
             || conn.pending_output() >= OUTPUT_HIGH_WATER
@@ -538,22 +538,21 @@ impl Server {
             conn.closing = true;
             return Step::Again;
         } else {
+            let rate = conn.session.throttle();
             // A throttle's chunk is a twentieth of its rate: never more than the buffer.
-            let limit = conn
-                .throttle
-                .as_ref()
-                .map_or(READ_CHUNK, |t| t.chunk().min(READ_CHUNK));
+            let limit = rate.map_or(READ_CHUNK, |rate| throttle::chunk(rate).min(READ_CHUNK));
             match receive(conn, &mut self.scratch[..limit], self.now) {
                 Ok(input) => {
-                    if let Some(throttle) = &mut conn.throttle {
+                    if let Some(rate) = rate {
                         // A full chunk means the client is ahead of the throttle: the wait
                         // for the rest of its line is the server's, not the client's idling.
                         if input.len() == limit {
                             conn.last_line_at = self.now;
                         }
-                        let deadline = self.clock.deadline_after(throttle.rest_after(input.len()));
+                        let rest = throttle::rest_after(rate, input.len());
                         let timer = Timer::Throttle(ConnRef::new(slot, conn.id));
-                        throttle.resting = Some(self.timers.insert(deadline, timer));
+                        self.timers.insert(self.clock.deadline_after(rest), timer);
+                        conn.resting = true;
                     }
                     input
                 }
@@ -609,7 +608,6 @@ impl Server {
                 );
             }
             Action::StartTls => conn.starting_tls = true,
-            Action::Throttle { bytes_per_sec } => throttle(conn, bytes_per_sec),
         }
     }
 
@@ -630,9 +628,7 @@ impl Server {
             }
             Timer::Throttle(conn) => {
                 if let Some(c) = lookup(&mut self.conns, conn) {
-                    if let Some(throttle) = &mut c.throttle {
-                        throttle.resting = None;
-                    }
+                    c.resting = false;
                     // It stopped reading before the socket said WouldBlock (or bytes came
                     // unannounced while nothing watched it): read again.
                     c.read_ready = true;
@@ -676,8 +672,8 @@ impl Server {
             return;
         }
         let mut conn = self.conns.remove(slot);
-        let resting = conn.throttle.as_mut().and_then(|t| t.resting.take());
-        for key in [conn.idle_timer.take(), conn.delay_timer.take(), resting]
+        // A rest's timer is left to fire: it finds no connection of this generation.
+        for key in [conn.idle_timer.take(), conn.delay_timer.take()]
             .into_iter()
             .flatten()
         {
@@ -728,8 +724,9 @@ fn start_tls(conn: &mut Conn, config: Option<&Arc<ServerConfig>>) -> Step {
             debug!("[{}] TLS handshake after STARTTLS", conn.id);
             conn.tls = Some(tls);
             conn.starting_tls = false;
-            // A fresh session; plaintext pipelined after STARTTLS is dropped.
-            conn.session = Session::new(true);
+            // A fresh session, as slow to read as the last; plaintext pipelined after
+            // STARTTLS is dropped.
+            conn.session = conn.session.for_tls();
             conn.tail.clear();
             conn.tail_fed = false;
             Step::Again
@@ -790,15 +787,6 @@ fn lookup(conns: &mut Slab<Conn>, conn: ConnRef) -> Option<&mut Conn> {
     conns
         .get_mut(conn.slot as usize)
         .filter(|c| (c.id & GEN_MASK) as u32 == conn.generation)
-}
-
-/// From now on, reads `conn` no faster than `bytes_per_sec`. Out of line: only rules ask.
-#[inline(never)]
-fn throttle(conn: &mut Conn, bytes_per_sec: u32) {
-    match &mut conn.throttle {
-        Some(throttle) => throttle.set_rate(bytes_per_sec),
-        None => conn.throttle = Some(Box::new(Throttle::new(bytes_per_sec))),
-    }
 }
 
 /// What a connection's session is told with each call.

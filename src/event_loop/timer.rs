@@ -15,6 +15,7 @@
 //! linked list of slab indices, and each level has an occupancy bitmap.
 
 use std::fmt;
+use std::num::NonZeroU64;
 
 use slab::Slab;
 
@@ -30,17 +31,18 @@ const NIL: u32 = u32::MAX;
 
 /// Names one inserted timer. The `id` is never reused, so a key kept after
 /// its timer fired or was cancelled cannot cancel a later entry that happens
-/// to occupy the same slab slot.
+/// to occupy the same slab slot. It is never zero, so an `Option<TimerKey>`
+/// (one or two in every connection) takes no more room than a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimerKey {
     index: u32,
-    id: u64,
+    id: NonZeroU64,
 }
 
 struct Entry<T> {
     payload: T,
     deadline: u64,
-    id: u64,
+    id: NonZeroU64,
     prev: u32,
     next: u32,
     level: u8,
@@ -89,7 +91,7 @@ pub struct TimerWheel<T> {
     // Boxed so that moving the wheel does not copy six kilobytes of slots.
     levels: Box<[Level; LEVELS]>,
     elapsed: u64,
-    next_id: u64,
+    next_id: NonZeroU64,
     // Reused between advances so firing does not allocate in steady state.
     due: Vec<(u64, T)>,
 }
@@ -117,7 +119,7 @@ impl<T> TimerWheel<T> {
             entries: Slab::with_capacity(n),
             levels: Box::new([Level::EMPTY; LEVELS]),
             elapsed: 0,
-            next_id: 0,
+            next_id: NonZeroU64::MIN,
             due: Vec::new(),
         }
     }
@@ -130,7 +132,7 @@ impl<T> TimerWheel<T> {
     /// If more than `u32::MAX - 1` timers are pending at once.
     pub fn insert(&mut self, deadline: u64, payload: T) -> TimerKey {
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id = id.saturating_add(1);
         let index = self.entries.insert(Entry {
             payload,
             deadline,

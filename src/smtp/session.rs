@@ -2,11 +2,12 @@
 //!
 //! Bytes in, replies and actions out. It never touches a socket or reads a clock: the event
 //! loop hands it what arrived, with the time and the rules in a [`Context`], and carries out
-//! what it returns (close, wait before a reply, start TLS, read slower). Every reply of
-//! SPEC.md is chosen here; a client can make it reply, never make it store what was sent or
-//! panic.
+//! what it returns (close, wait before a reply, start TLS) and the rate a rule asks it to read
+//! at ([`Session::throttle`]). Every reply of SPEC.md is chosen here; a client can make it
+//! reply, never make it store what was sent or panic.
 
 use core::net::IpAddr;
+use core::num::NonZeroU32;
 
 use oorandom::Rand64;
 
@@ -59,10 +60,8 @@ pub enum Action {
     /// used yet (which writes the reply held back) before feeding the rest of the input.
     Pause { millis: u64 },
     /// Send the output (the 220), then start a TLS handshake and replace this session with
-    /// [`Session::new`]`(true)`. Input after the STARTTLS line was thrown away.
+    /// [`Session::for_tls`]. Input after the STARTTLS line was thrown away.
     StartTls,
-    /// As [`Action::Continue`], and from now on read this connection no faster than this.
-    Throttle { bytes_per_sec: u32 },
 }
 
 /// The result of [`Session::feed`]: how many input bytes were used, and what to do. Unused
@@ -145,6 +144,9 @@ pub struct Session {
     /// With greylisting on, the MAIL FROM address as the greylist keys it (8 bytes, not the
     /// address).
     sender_key: u64,
+    /// The rate, in bytes per second, a rule asked to read this connection at from then on,
+    /// whatever else it did (paused, started TLS).
+    throttle: Option<NonZeroU32>,
 }
 
 /// Where one connection's random choices come from: the run's seed and the connection's
@@ -187,7 +189,22 @@ impl Session {
             decided: None,
             remembered: None,
             sender_key: 0,
+            throttle: None,
         }
+    }
+
+    /// The session that takes over once TLS starts after STARTTLS: a new one, read no faster
+    /// than this one was.
+    pub fn for_tls(&self) -> Self {
+        Session {
+            throttle: self.throttle,
+            ..Session::new(true)
+        }
+    }
+
+    /// How fast to read this connection, in bytes per second, where a rule said.
+    pub fn throttle(&self) -> Option<NonZeroU32> {
+        self.throttle
     }
 
     /// Whether a reply waits for [`Session::resume`].

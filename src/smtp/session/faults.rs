@@ -7,6 +7,8 @@
 //! the message's reply) is kept as the rules it matched, and a command held for a delay stays
 //! in the caller's input, to be read again when the delay is over.
 
+use core::num::NonZeroU32;
+
 use super::auth::{self, Mechanism};
 use super::{Action, Context, Held, Outcome, Phase, Session, Transaction};
 use crate::smtp::command::{self, MAX_LINE, Verb};
@@ -245,10 +247,11 @@ impl Session {
             }
             (None, None) => normal(self, cx, out),
         };
-        match (action, rule.throttle) {
-            (Action::Continue, Some(bytes_per_sec)) => Action::Throttle { bytes_per_sec },
-            (action, _) => action,
+        if let Some(bytes_per_sec) = rule.throttle {
+            // Zero is no rate: as slow as there is.
+            self.throttle = Some(NonZeroU32::new(bytes_per_sec).unwrap_or(NonZeroU32::MIN));
         }
+        action
     }
 
     /// What a rule's own reply to a command means. A command is accepted only by the reply a

@@ -421,6 +421,15 @@ struct Conn<'i> {
 }
 
 impl Conn<'_> {
+    /// What it saw, a session slowed by a rule counted once.
+    fn seen(&self) -> Seen {
+        let throttles = usize::from(self.session.throttle().is_some());
+        Seen {
+            throttles,
+            ..self.seen
+        }
+    }
+
     /// Carries out `action` as the loop does, checking the output whenever the loop would
     /// send it: a pause is waited out and resumed; STARTTLS starts a new session.
     fn follow(&mut self, scene: &mut Scene, mut action: Action) -> Flow {
@@ -451,15 +460,11 @@ impl Conn<'_> {
                 }
                 Action::Continue if !resumed => return Flow::Read,
                 Action::Continue => return Flow::Feed,
-                Action::Throttle { .. } => {
-                    self.seen.throttles += 1;
-                    return Flow::Feed;
-                }
                 Action::StartTls => {
                     assert_output(&self.out, self.input);
                     self.out.clear();
                     assert!(self.tail.is_empty(), "input kept across STARTTLS");
-                    self.session = Session::new(true);
+                    self.session = self.session.for_tls();
                     return Flow::Read;
                 }
                 Action::Close => {
@@ -510,7 +515,7 @@ fn run_one(scene: &mut Scene, input: &[u8], rng: &mut Rand64) -> Seen {
         .session
         .greet(&mut scene.context(conn.seed), &mut conn.out);
     if conn.follow(scene, greeting) == Flow::Ended {
-        return conn.seen;
+        return conn.seen();
     }
     let mut offset = 0;
     while offset < input.len() {
@@ -526,7 +531,7 @@ fn run_one(scene: &mut Scene, input: &[u8], rng: &mut Rand64) -> Seen {
             match conn.follow(scene, step.action) {
                 Flow::Feed => {}
                 Flow::Read => break,
-                Flow::Ended => return conn.seen,
+                Flow::Ended => return conn.seen(),
             }
         }
         assert!(
@@ -536,7 +541,7 @@ fn run_one(scene: &mut Scene, input: &[u8], rng: &mut Rand64) -> Seen {
         );
     }
     assert_output(&conn.out, input);
-    conn.seen
+    conn.seen()
 }
 
 /// A number from the environment, or `default` when it is not set. A value that does not
