@@ -849,14 +849,15 @@ mod tests {
         let mut harness = Harness::new(limits);
         let mut client = harness.connect();
         let started = Instant::now();
-        // Bytes trickling in do not keep it open: the head must be whole in time.
+        // Bytes trickling in, one every few milliseconds, do not keep it open: the head must
+        // be whole in time.
         client.write_all(b"GET /metr").unwrap();
-        harness.turn_until(|h| {
+        let mut received = Vec::new();
+        harness.turn_until(|_| {
             let _ = client.write(b"i");
-            h.turn(Duration::from_millis(20));
-            h.open_conns() == 1 && started.elapsed() > Duration::from_millis(100)
+            read_some(&mut client, &mut received, usize::MAX)
         });
-        let response = parse_response(&harness.read_to_end(&mut client));
+        let response = parse_response(&received);
         let waited = started.elapsed();
         assert_eq!(response.status, 408);
         assert!(waited >= Duration::from_millis(200), "{waited:?}");
@@ -985,5 +986,21 @@ mod tests {
         assert!(harness.endpoint.conns.contains(slot));
         let token = conn_token(slot, generation);
         assert!(owns(token) && token.0 & (1 << 62 | 1 << 63) == 0);
+    }
+
+    #[test]
+    fn a_resting_listener_leaves_clients_waiting_until_it_resumes() {
+        let mut harness = Harness::new(Limits::default());
+        // As after an accept error (descriptors exhausted): no accepting until the timer.
+        harness.endpoint.accept_paused = true;
+        let mut client = harness.connect();
+        client
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        harness.turn(Duration::from_millis(50));
+        assert_eq!(harness.open_conns(), 0);
+        harness.timers.insert(0, HttpTimer::ResumeAccept);
+        let response = parse_response(&harness.read_to_end(&mut client));
+        assert_eq!(response.status, 200);
     }
 }
