@@ -176,6 +176,11 @@ fn explain(spec: &ListenerSpec, error: &io::Error) -> BindError {
             64,
             "no interface of this host has that address: use one it has, or :PORT for all",
         ),
+        _ if error.raw_os_error() == Some(libc::EMFILE) => (
+            64,
+            "each worker takes a socket per listener: use fewer workers or raise the limit on \
+             open files (ulimit -n, LimitNOFILE=)",
+        ),
         _ => (64, "check the address"),
     };
     BindError {

@@ -315,3 +315,61 @@ fn adopt(fd: RawFd, addr: SocketAddr) -> Result<TcpListener, String> {
         .map_err(|e| e.to_string())?;
     Ok(socket.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::IntoRawFd;
+
+    use super::*;
+
+    #[test]
+    fn descriptors_are_a_list_of_distinct_ones_past_the_standard_streams() {
+        assert_eq!(parse_fds("3"), Some(vec![3]));
+        assert_eq!(parse_fds("7,4,12"), Some(vec![7, 4, 12]));
+        for bad in [
+            "",
+            "3,",
+            "3,3",
+            "2",
+            "0,5",
+            "-4",
+            "x",
+            "3 ,4",
+            "99999999999",
+        ] {
+            assert_eq!(parse_fds(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_worker_adopts_only_a_socket_listening_on_its_address() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let adopted = adopt(listener.into_raw_fd(), addr).unwrap();
+        assert_eq!(adopted.local_addr().unwrap(), addr);
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        let port_picked = TcpListener::bind(any_port).unwrap();
+        assert!(adopt(port_picked.into_raw_fd(), any_port).is_ok());
+
+        // `adopted` still holds `addr`'s port: this one is on another.
+        let elsewhere = TcpListener::bind(any_port).unwrap();
+        assert!(
+            adopt(elsewhere.into_raw_fd(), addr).is_err(),
+            "another port"
+        );
+        let ipv6 = TcpListener::bind("[::1]:0").unwrap();
+        assert!(
+            adopt(ipv6.into_raw_fd(), any_port).is_err(),
+            "another address"
+        );
+        let unbound = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        unbound.bind(&any_port.into()).unwrap();
+        assert!(
+            adopt(unbound.into_raw_fd(), any_port).is_err(),
+            "not listening"
+        );
+        let file = std::fs::File::open("/proc/self/exe").unwrap();
+        assert!(adopt(file.into_raw_fd(), any_port).is_err(), "not a socket");
+        drop(adopted);
+    }
+}
