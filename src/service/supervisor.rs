@@ -269,7 +269,7 @@ pub fn inherited_listeners(addresses: &[SocketAddr]) -> Result<Vec<TcpListener>,
         .filter(|fds| fds.len() == addresses.len())
         .ok_or_else(|| {
             format!(
-                "{LISTENER_FDS}={named:?}: not {} distinct descriptors",
+                "{LISTENER_FDS}={named:?}: not {} distinct descriptors above 2",
                 addresses.len()
             )
         })?;
