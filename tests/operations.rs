@@ -478,8 +478,8 @@ fn supervisor_starts_workers_restarts_a_killed_one_and_stops_them_on_sigterm() {
         );
     }
     assert!(
-        !listens(server.pid(), server.addr.port()),
-        "the supervisor itself should not hold the listener"
+        listens(server.pid(), server.addr.port()),
+        "the supervisor holds every worker's listening socket"
     );
     for _ in 0..6 {
         assert_queued(&one_message(server.addr));

@@ -263,9 +263,9 @@ pub const OPTIONS: &[OptionDoc] = &[
         default: "1",
         examples: &["4"],
         doc: "Worker processes. 1 is one single-threaded process. N > 1 runs a \
-              supervisor with N worker processes, each binding every listener \
-              with SO_REUSEPORT so that the kernel spreads new connections across \
-              them; the supervisor restarts any worker that dies. 1 to 256; one \
+              supervisor with N worker processes; the supervisor binds, per \
+              listener, one SO_REUSEPORT socket for each worker, so that the kernel \
+              spreads new connections across them, and restarts any worker that dies. 1 to 256; one \
               per CPU core is a good start.",
         form: Form::Value,
     },

@@ -3,8 +3,8 @@
 //! Binds every configured address before anything is served, with the socket options a
 //! server needs (address reuse after a restart; IPv6 sockets that take IPv6 only, so `:25`
 //! and `:::25` can both be bound). What goes wrong is told in words a person can act on.
-//! A worker's listener also carries the program that sends each client address to one
-//! worker (`steer_by_client`).
+//! With workers, each listener is a group of SO_REUSEPORT sockets, one per worker, with the
+//! program that sends each client address to one worker (`steer_by_client`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -25,41 +25,75 @@ pub struct BindError {
     pub exit_code: i32,
 }
 
-/// Binds `spec`'s address, non-blocking, ready for the poll loop. `workers`: `Some(n)` when
-/// each of `n` worker processes binds the address (SO_REUSEPORT), and every connection of one
-/// client address is to reach the same one of them.
-pub fn bind(spec: &ListenerSpec, workers: Option<u32>) -> Result<mio::net::TcpListener, BindError> {
-    open(spec.addr, workers).map_err(|error| explain(spec, &error))
+/// Binds `spec`'s address for one process alone, non-blocking, ready for the poll loop.
+pub fn bind(spec: &ListenerSpec) -> Result<mio::net::TcpListener, BindError> {
+    open(spec.addr, false)
+        .map(|socket| mio::net::TcpListener::from_std(socket.into()))
+        .map_err(|error| explain(spec, &error))
 }
 
-fn open(addr: SocketAddr, workers: Option<u32>) -> io::Result<mio::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
+/// For `workers` worker processes: per listener, one SO_REUSEPORT group of `workers` sockets,
+/// bound in worker order so that socket `i` of every group is worker `i`'s, with the program
+/// that sends each client address to one of them. The result is indexed by worker, then by
+/// listener. Whoever holds these for the server's lifetime keeps every group whole and in
+/// order, whichever worker dies and starts again.
+pub fn bind_groups(
+    listeners: &[ListenerSpec],
+    workers: u32,
+) -> Result<Vec<Vec<std::net::TcpListener>>, BindError> {
+    let mut by_worker: Vec<Vec<std::net::TcpListener>> = (0..workers)
+        .map(|_| Vec::with_capacity(listeners.len()))
+        .collect();
+    for spec in listeners {
+        let group = bind_group(spec, workers).map_err(|error| explain(spec, &error))?;
+        for (sockets, socket) in by_worker.iter_mut().zip(group) {
+            sockets.push(socket.into());
+        }
     }
-    socket.set_reuse_address(true)?;
-    if workers.is_some() {
-        socket.set_reuse_port(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    // After listen: a TCP socket joins its port's reuseport group when it starts listening,
-    // and a program attached before that would stay with a group of its own.
-    if let Some(workers) = workers.filter(|&n| n > 1)
-        && let Err(e) = steer_by_client(&socket, addr.is_ipv6(), workers)
+    Ok(by_worker)
+}
+
+fn bind_group(spec: &ListenerSpec, workers: u32) -> io::Result<Vec<Socket>> {
+    // First a socket of its own (no SO_REUSEPORT): a port another server's group holds is
+    // "in use", not quietly shared with it, since a group takes in any socket of the same
+    // user that asks. It also picks the one port every socket takes when the port is 0.
+    let addr = open(spec.addr, false)?
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("not an internet address"))?;
+    let group = (0..workers)
+        .map(|_| open(addr, true))
+        .collect::<io::Result<Vec<Socket>>>()?;
+    if let Some(first) = group.first()
+        && let Err(e) = steer_by_client(first, addr.is_ipv6(), workers)
     {
         warn!(
             "{addr}: cannot send each client to one worker ({e}): the kernel spreads \
              connections by its own hash, so one client's connections may reach several workers"
         );
     }
-    Ok(mio::net::TcpListener::from_std(socket.into()))
+    Ok(group)
+}
+
+/// A listening socket on `addr`, non-blocking and closed on exec. `reuse_port`: one of a
+/// group; a socket joins its port's group, at the end, when it starts listening.
+fn open(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(reuse_port)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket)
 }
 
 /// Attaches `steering_program` to the reuseport group `socket` listens in, so that the
 /// greylist and the per-client rates, which live in each worker's memory, see all of a
-/// client's connections. Every worker attaches the same program; the last one stays.
+/// client's connections. Attached once the socket listens: one attached before would stay
+/// with a group of its own.
 fn steer_by_client(socket: &Socket, ipv6: bool, workers: u32) -> io::Result<()> {
     let mut program = steering_program(ipv6, workers);
     let fprog = libc::sock_fprog {
@@ -97,14 +131,9 @@ const IPV6_SOURCE: u32 = 8;
 /// A classic BPF program that returns, for a connection's first packet, the index of the
 /// socket in the reuseport group that takes it: the client's address modulo `workers`
 /// (an IPv6 address folded to one word by xor first). The kernel numbers the sockets of a
-/// group in the order they joined; an index past the last socket (while a worker is being
-/// started again) falls back to the kernel's hash.
-///
-/// A worker that dies leaves the group, and the kernel moves the group's last socket into
-/// its slot; the worker started in its place joins at the end. So a restart moves the
-/// clients of two workers: the dead one's go to the worker that was last, and the last
-/// one's to the new worker (one worker only, when the dead one was last). Per-client
-/// state the moved clients had built is not where their next connections arrive.
+/// group in the order they joined, and when one closes it moves the last into its place: so
+/// the sockets are bound in worker order, by one process that keeps them all open
+/// (`bind_groups`), and no group ever loses one or changes its order.
 fn steering_program(ipv6: bool, workers: u32) -> Vec<libc::sock_filter> {
     let load_word = |offset: u32| op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, NET + offset);
     let mut program = Vec::new();
@@ -147,6 +176,11 @@ fn explain(spec: &ListenerSpec, error: &io::Error) -> BindError {
             64,
             "no interface of this host has that address: use one it has, or :PORT for all",
         ),
+        _ if error.raw_os_error() == Some(libc::EMFILE) => (
+            64,
+            "each worker takes a socket per listener: use fewer workers or raise the limit on \
+             open files (ulimit -n, LimitNOFILE=)",
+        ),
         _ => (64, "check the address"),
     };
     BindError {
@@ -155,41 +189,6 @@ fn explain(spec: &ListenerSpec, error: &io::Error) -> BindError {
             spec.addr, spec.text
         ),
         exit_code,
-    }
-}
-
-/// A worker's turn to bind its listeners. Each worker's sockets join one SO_REUSEPORT group
-/// per listener, and the steering program picks a socket by its place in the group: for one
-/// client to reach the same worker on every listener, every group must list the workers in
-/// one order. So a worker binds all of its listeners while it holds an exclusive lock on its
-/// own program file (the same file for every worker; nothing to create or clean up), and no
-/// other worker's binds come between them.
-pub struct BindTurn(#[allow(dead_code)] Option<nix::fcntl::Flock<std::fs::File>>);
-
-impl BindTurn {
-    /// Waits for the turn; if the program file cannot be locked (logged), binds at once.
-    pub fn take() -> BindTurn {
-        let locked = std::fs::File::open("/proc/self/exe")
-            .map_err(|e| e.to_string())
-            .and_then(|file| {
-                nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-                    .map_err(|(_, e)| e.to_string())
-            });
-        match locked {
-            Ok(lock) => BindTurn(Some(lock)),
-            Err(e) => {
-                log::warn!(
-                    "cannot lock this program's file to bind in turn ({e}): a client may \
-                     reach different workers on different listeners"
-                );
-                BindTurn(None)
-            }
-        }
-    }
-
-    /// No turn to wait for: a single process.
-    pub fn none() -> BindTurn {
-        BindTurn(None)
     }
 }
 

@@ -13,6 +13,7 @@
 //! not leave a file half-written where another program may read it.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -114,7 +115,8 @@ fn check(args: &Args) -> Result<Checked, Failure> {
         &args.conf,
     ) {
         // A worker reads the configuration its supervisor runs, not whatever the file says
-        // now: a worker restarted after an edit must not bind other addresses.
+        // now: a worker restarted after an edit must serve the sockets it inherits as the
+        // listeners they were bound for.
         (true, Ok(text), Some(path)) => config::parse(&text, path),
         _ => config::load(args.conf.as_deref()),
     }
@@ -175,8 +177,8 @@ fn start(args: &Args) -> Result<(), Failure> {
     serve(args, checked, false)
 }
 
-/// One process serving: bind, catch signals, write the pidfile, drop root, serve until told
-/// to stop.
+/// One process serving: catch signals, bind (a worker inherits its sockets instead), write the
+/// pidfile, drop root, serve until told to stop.
 fn serve(args: &Args, checked: Checked, worker: bool) -> Result<(), Failure> {
     let Checked {
         config,
@@ -185,31 +187,15 @@ fn serve(args: &Args, checked: Checked, worker: bool) -> Result<(), Failure> {
         identity,
         seed,
     } = checked;
-    let fqdn = config.mail_name();
     // Signals are caught from here on: before any port answers, so that a stop or reload
     // sent as soon as one does is carried out, not fatal.
     let signals =
         catch_signals().map_err(|e| (EXIT_SOFTWARE, format!("cannot catch signals: {e}")))?;
-    let mut listeners = Vec::with_capacity(config.listeners.len());
-    let turn = if worker {
-        bind::BindTurn::take()
+    let listeners = if worker {
+        inherited_listeners(&config)?
     } else {
-        bind::BindTurn::none()
+        bind_listeners(&config)?
     };
-    for spec in &config.listeners {
-        let socket = bind::bind(spec, worker.then_some(config.workers))
-            .map_err(|e| (e.exit_code as u8, e.message))?;
-        if let Ok(addr) = socket.local_addr() {
-            let kind = if spec.tls { "SMTPS" } else { "SMTP" };
-            info!("listening for {kind} on {addr} as {fqdn}");
-        }
-        listeners.push(Listener {
-            socket,
-            tls: spec.tls,
-        });
-    }
-    // Every listener has joined its group: the next worker's turn.
-    drop(turn);
     let settings = settings_for(&config, tls.is_some(), descriptor_limit());
     let max_connections = settings.max_connections;
     let reload = reloader(args.conf.clone(), config.clone(), tls.is_some());
@@ -245,16 +231,58 @@ fn serve(args: &Args, checked: Checked, worker: bool) -> Result<(), Failure> {
     result
 }
 
-/// `workers = N`: check the listeners can be bound, write the pidfile, then supervise.
+/// A single process's listeners, bound.
+fn bind_listeners(config: &Config) -> Result<Vec<Listener>, Failure> {
+    let fqdn = config.mail_name();
+    let mut listeners = Vec::with_capacity(config.listeners.len());
+    for spec in &config.listeners {
+        let socket = bind::bind(spec).map_err(|e| (e.exit_code as u8, e.message))?;
+        if let Ok(addr) = socket.local_addr() {
+            log_listening(spec.tls, addr, &fqdn);
+        }
+        listeners.push(Listener {
+            socket,
+            tls: spec.tls,
+        });
+    }
+    Ok(listeners)
+}
+
+/// A worker's listeners: the sockets its supervisor bound for it.
+fn inherited_listeners(config: &Config) -> Result<Vec<Listener>, Failure> {
+    let addresses: Vec<SocketAddr> = config.listeners.iter().map(|spec| spec.addr).collect();
+    let sockets = supervisor::inherited_listeners(&addresses).map_err(|e| (EXIT_USAGE, e))?;
+    Ok(sockets
+        .into_iter()
+        .zip(&config.listeners)
+        .map(|(socket, spec)| Listener {
+            socket: mio::net::TcpListener::from_std(socket),
+            tls: spec.tls,
+        })
+        .collect())
+}
+
+fn log_listening(tls: bool, addr: SocketAddr, fqdn: &str) {
+    let kind = if tls { "SMTPS" } else { "SMTP" };
+    info!("listening for {kind} on {addr} as {fqdn}");
+}
+
+/// `workers = N`: bind every worker's sockets, write the pidfile, then supervise.
 fn supervise(args: &Args, checked: &Checked) -> Result<(), Failure> {
     let (config, file) = (&checked.config, &checked.file);
-    // Bind once here so that an address in use or not permitted is reported now, with its
-    // exit code, not by N workers dying in a loop. The sockets close again: the workers bind
-    // their own. This bind is not shared (no SO_REUSEPORT), so that another server's workers,
-    // which share their port with any process of the same user that asks to, still count as
-    // "in use" rather than quietly taking half of each other's connections.
-    for spec in &config.listeners {
-        bind::bind(spec, None).map_err(|e| (e.exit_code as u8, e.message))?;
+    // Here, once, before any worker starts, and kept until the supervisor ends: see
+    // `supervisor`. An address in use or not permitted is reported now, with its exit code.
+    let sockets = bind::bind_groups(&config.listeners, config.workers)
+        .map_err(|e| (e.exit_code as u8, e.message))?;
+    let fqdn = config.mail_name();
+    for (spec, socket) in config
+        .listeners
+        .iter()
+        .zip(sockets.first().into_iter().flatten())
+    {
+        if let Ok(addr) = socket.local_addr() {
+            log_listening(spec.tls, addr, &fqdn);
+        }
     }
     if let Some(path) = &config.pidfile {
         pidfile::write(path, file).map_err(|e| (EXIT_PERMISSION, e))?;
@@ -266,7 +294,7 @@ fn supervise(args: &Args, checked: &Checked) -> Result<(), Failure> {
     let mut command = worker_command(args, config, checked.seed)?;
     let conf = args.conf.clone();
     let running = config.clone();
-    let result = supervisor::run(config.workers, &mut command, move || {
+    let result = supervisor::run(sockets, &mut command, move || {
         match config::load(conf.as_deref()) {
             Ok(new) => {
                 let restart = restart_needed(&running, &new);

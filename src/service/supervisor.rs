@@ -1,14 +1,23 @@
 //! `workers = N`: a supervisor and N worker processes.
 //!
 //! Each worker is this program again (`--worker`), the same single-threaded loop on the same
-//! listeners: every worker binds them with SO_REUSEPORT and the kernel spreads new
-//! connections over the workers. The supervisor serves nothing: it starts the workers,
+//! listeners. The supervisor binds them all, before the first worker starts: per listener, a
+//! SO_REUSEPORT group with one socket per worker, in worker order (`bind::bind_groups`). It
+//! keeps every socket open for its lifetime and hands worker `i` its own at each start, open
+//! across exec and named in `BLACKHOLE_LISTENERS`; a worker binds nothing. So a dead
+//! worker's sockets stay in their groups, in their places: the connections they queue wait
+//! for its replacement, and every client address reaches one worker, the same on every
+//! listener, whichever workers die. The supervisor serves nothing: it starts the workers,
 //! restarts one that dies (within 100 ms, backing off to 30 s while it keeps dying), passes
 //! SIGHUP on, and on SIGTERM/SIGINT stops every worker and then itself. It waits in a poll
 //! loop like the workers, so it too never wakes while nothing happens.
 
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,6 +28,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
+use socket2::Socket;
 
 /// The first wait before a dead worker is started again, doubled while it keeps dying.
 const RESTART_DELAY: Duration = Duration::from_millis(100);
@@ -32,6 +42,9 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 pub const SUPERVISOR_PID: &str = "BLACKHOLE_SUPERVISOR";
 /// Set in a worker's environment: the text of the configuration the workers run.
 pub const CONFIG_SNAPSHOT: &str = "BLACKHOLE_CONFIG";
+/// Set in a worker's environment: its listening sockets' descriptors, in the order of the
+/// configuration's listeners, separated by commas.
+pub const LISTENER_FDS: &str = "BLACKHOLE_LISTENERS";
 
 /// How to start one worker.
 pub struct WorkerCommand {
@@ -42,6 +55,8 @@ pub struct WorkerCommand {
 }
 
 struct Worker {
+    /// Its socket in each listener's group, kept open while it is dead or starting.
+    sockets: Vec<TcpListener>,
     child: Option<Child>,
     started: Instant,
     /// Deaths in a row, each soon after its start.
@@ -49,11 +64,12 @@ struct Worker {
     restart_at: Option<Instant>,
 }
 
-/// Runs the supervisor until SIGTERM or SIGINT. `check_config` is called on SIGHUP before the
-/// workers are told to reload (it logs what it finds); it returns the configuration text a
-/// worker started from then on gets, or `None` to keep the one it has.
+/// Runs the supervisor until SIGTERM or SIGINT, with one worker for each entry of `sockets`
+/// (its listening sockets, from `bind::bind_groups`). `check_config` is called on SIGHUP
+/// before the workers are told to reload (it logs what it finds); it returns the
+/// configuration text a worker started from then on gets, or `None` to keep the one it has.
 pub fn run(
-    count: u32,
+    sockets: Vec<Vec<TcpListener>>,
     command: &mut WorkerCommand,
     mut check_config: impl FnMut() -> Option<String>,
 ) -> io::Result<()> {
@@ -62,8 +78,11 @@ pub fn run(
     poll.registry()
         .register(&mut signals, Token(0), Interest::READABLE)?;
     let now = Instant::now();
-    let mut workers: Vec<Worker> = (0..count)
-        .map(|_| Worker {
+    let count = sockets.len();
+    let mut workers: Vec<Worker> = sockets
+        .into_iter()
+        .map(|sockets| Worker {
+            sockets,
             child: None,
             started: now,
             quick_deaths: 0,
@@ -118,15 +137,7 @@ fn start_due(workers: &mut [Worker], command: &WorkerCommand) {
         }
         worker.restart_at = None;
         worker.started = now;
-        let mut worker_command = Command::new(&command.program);
-        worker_command
-            .args(&command.args)
-            .env(SUPERVISOR_PID, std::process::id().to_string())
-            .stdin(Stdio::null());
-        if let Some(text) = &command.config_text {
-            worker_command.env(CONFIG_SNAPSHOT, text);
-        }
-        match worker_command.spawn() {
+        match spawn_worker(&worker.sockets, command) {
             Ok(child) => {
                 info!("worker {index} started as process {}", child.id());
                 worker.child = Some(child);
@@ -137,6 +148,38 @@ fn start_due(workers: &mut [Worker], command: &WorkerCommand) {
             }
         }
     }
+}
+
+/// Starts one worker with `sockets` open across exec (every other descriptor of the
+/// supervisor's is closed on exec) and named in its environment.
+fn spawn_worker(sockets: &[TcpListener], command: &WorkerCommand) -> io::Result<Child> {
+    let fds: Vec<RawFd> = sockets.iter().map(AsRawFd::as_raw_fd).collect();
+    let named: Vec<String> = fds.iter().map(ToString::to_string).collect();
+    let mut worker_command = Command::new(&command.program);
+    worker_command
+        .args(&command.args)
+        .env(SUPERVISOR_PID, std::process::id().to_string())
+        .env(LISTENER_FDS, named.join(","))
+        .stdin(Stdio::null());
+    if let Some(text) = &command.config_text {
+        worker_command.env(CONFIG_SNAPSHOT, text);
+    }
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls may be made: it calls fcntl, which is one, on descriptors open
+    // in the supervisor and so in the child, and reads memory it owns, allocating nothing.
+    unsafe {
+        worker_command.pre_exec(move || {
+            for &fd in &fds {
+                // Only this child's descriptor table changes: the supervisor's copies stay
+                // closed on exec for the other workers.
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    worker_command.spawn()
 }
 
 fn reap_dead(workers: &mut [Worker]) {
@@ -213,4 +256,120 @@ pub fn follow_supervisor() -> bool {
     };
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
     nix::unistd::getppid().as_raw() == supervisor
+}
+
+/// In a worker: the listening sockets its supervisor passed on, one for each of
+/// `addresses` (the configuration's listeners, in order), each checked to be a listening
+/// socket on that address.
+pub fn inherited_listeners(addresses: &[SocketAddr]) -> Result<Vec<TcpListener>, String> {
+    let named = std::env::var(LISTENER_FDS).map_err(|_| {
+        format!("--worker is for a supervisor to start, with {LISTENER_FDS} naming its sockets")
+    })?;
+    let fds = parse_fds(&named)
+        .filter(|fds| fds.len() == addresses.len())
+        .ok_or_else(|| {
+            format!(
+                "{LISTENER_FDS}={named:?}: not {} distinct descriptors above 2",
+                addresses.len()
+            )
+        })?;
+    fds.into_iter()
+        .zip(addresses)
+        .map(|(fd, &addr)| adopt(fd, addr).map_err(|e| format!("{LISTENER_FDS}: {fd}: {e}")))
+        .collect()
+}
+
+/// Descriptors separated by commas: none of the standard streams, none twice.
+fn parse_fds(text: &str) -> Option<Vec<RawFd>> {
+    let fds = text
+        .split(',')
+        .map(|fd| fd.parse::<RawFd>().ok().filter(|&fd| fd > 2))
+        .collect::<Option<Vec<RawFd>>>()?;
+    let distinct: HashSet<RawFd> = fds.iter().copied().collect();
+    (distinct.len() == fds.len()).then_some(fds)
+}
+
+/// Takes over the inherited descriptor `fd`, if it is a socket listening on `addr` (any port
+/// when `addr`'s is 0), non-blocking and closed on exec again.
+fn adopt(fd: RawFd, addr: SocketAddr) -> Result<TcpListener, String> {
+    // SAFETY: F_GETFD reads the descriptor's flags and nothing else, open or not.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err("not an open descriptor".to_owned());
+    }
+    // SAFETY: the descriptor is open, and the supervisor passed it on for this process to
+    // own; `parse_fds` made sure no other entry names it, and nothing else here takes it.
+    let socket = unsafe { Socket::from_raw_fd(fd) };
+    let local = socket.local_addr().ok().and_then(|a| a.as_socket());
+    let listening = socket.is_listener().unwrap_or(false);
+    let on_addr = local.is_some_and(|local| {
+        local.ip() == addr.ip() && (addr.port() == 0 || local.port() == addr.port())
+    });
+    if !(listening && on_addr) {
+        return Err(format!(
+            "not a socket listening on {addr} (it is on {local:?})"
+        ));
+    }
+    socket
+        .set_cloexec(true)
+        .and_then(|()| socket.set_nonblocking(true))
+        .map_err(|e| e.to_string())?;
+    Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::IntoRawFd;
+
+    use super::*;
+
+    #[test]
+    fn descriptors_are_a_list_of_distinct_ones_past_the_standard_streams() {
+        assert_eq!(parse_fds("3"), Some(vec![3]));
+        assert_eq!(parse_fds("7,4,12"), Some(vec![7, 4, 12]));
+        for bad in [
+            "",
+            "3,",
+            "3,3",
+            "2",
+            "0,5",
+            "-4",
+            "x",
+            "3 ,4",
+            "99999999999",
+        ] {
+            assert_eq!(parse_fds(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_worker_adopts_only_a_socket_listening_on_its_address() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let adopted = adopt(listener.into_raw_fd(), addr).unwrap();
+        assert_eq!(adopted.local_addr().unwrap(), addr);
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        let port_picked = TcpListener::bind(any_port).unwrap();
+        assert!(adopt(port_picked.into_raw_fd(), any_port).is_ok());
+
+        // `adopted` still holds `addr`'s port: this one is on another.
+        let elsewhere = TcpListener::bind(any_port).unwrap();
+        assert!(
+            adopt(elsewhere.into_raw_fd(), addr).is_err(),
+            "another port"
+        );
+        let ipv6 = TcpListener::bind("[::1]:0").unwrap();
+        assert!(
+            adopt(ipv6.into_raw_fd(), any_port).is_err(),
+            "another address"
+        );
+        let unbound = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        unbound.bind(&any_port.into()).unwrap();
+        assert!(
+            adopt(unbound.into_raw_fd(), any_port).is_err(),
+            "not listening"
+        );
+        let file = std::fs::File::open("/proc/self/exe").unwrap();
+        assert!(adopt(file.into_raw_fd(), any_port).is_err(), "not a socket");
+        drop(adopted);
+    }
 }
