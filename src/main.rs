@@ -46,8 +46,8 @@ Usage: blackhole [-c FILE] [-t] [-d] [-b] [-q] [--seed N] [-ls] [-v] [-h]
   --print-systemd-unit   print a systemd unit for running blackhole as a service
 
 Signals: SIGTERM/SIGINT stop (pending replies are sent first); SIGHUP re-reads the
-configuration and reopens the event log; SIGUSR1 logs a summary. Exit codes: 0 clean, 64 usage or configuration, 77 permission or
-address in use.
+configuration and reopens the event log; SIGUSR1 logs a summary.
+Exit codes: 0 clean, 64 usage or configuration, 77 permission or address in use.
 ";
 
 /// A seed as `--seed` takes it: the same numbers the `seed` option takes.
