@@ -186,6 +186,21 @@ fn reopen_after_a_rename_writes_to_the_new_file() {
 }
 
 #[test]
+fn reopen_with_another_path_writes_there() {
+    let dir = TempDir::new();
+    let first = dir.path().join("first.json");
+    let second = dir.path().join("second.json");
+    let lp = Loop::new();
+    let mut log = lp.start(cat_to(&first));
+    log.push(b"{\"to\":\"first\"}");
+    log.reopen_with(cat_to(&second));
+    log.push(b"{\"to\":\"second\"}");
+    assert_eq!(log.finish(Instant::now() + FINISH), 0);
+    assert_eq!(read_lines(&first), ["{\"to\":\"first\"}"]);
+    assert_eq!(read_lines(&second), ["{\"to\":\"second\"}"]);
+}
+
+#[test]
 fn a_dead_writer_drops_lines_and_is_replaced_at_most_once_a_second() {
     let dir = TempDir::new();
     let starts = dir.path().join("starts");

@@ -192,6 +192,23 @@ impl EventLog {
         }
     }
 
+    /// [`EventLog::reopen`] at another path (SIGHUP with a changed `event_log`).
+    pub fn reopen_at(&mut self, path: &Path) {
+        match WriterCommand::this_program(path) {
+            Ok(command) => self.reopen_with(command),
+            Err(e) => warn!(
+                "event log: cannot find this program to write to {}: {e}",
+                path.display()
+            ),
+        }
+    }
+
+    /// [`EventLog::reopen`] with another writer, which later restarts start too.
+    pub fn reopen_with(&mut self, command: WriterCommand) {
+        self.command = command;
+        self.reopen();
+    }
+
     /// At exit: sends what can go before `deadline`, closes the pipe and waits, until
     /// `deadline` at most, for the writers to write what they were sent and exit. A writer
     /// still busy then is left to finish on its own. Returns the lines dropped in all.
