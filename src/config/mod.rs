@@ -78,6 +78,11 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// `[greylist]`; `None`: no greylisting.
     pub greylist: Option<GreylistSettings>,
+    /// Where `/metrics` and `/healthz` are served; `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The file one JSON line per message and per connection is appended to, `-` being
+    /// standard output; `None`: no event log.
+    pub event_log: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -102,6 +107,8 @@ impl Default for Config {
             mailname: None,
             rules: Vec::new(),
             greylist: None,
+            metrics_listen: None,
+            event_log: None,
         }
     }
 }

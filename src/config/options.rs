@@ -106,7 +106,8 @@ pub const OPTIONS: &[OptionDoc] = &[
               reply for that listener's connections: mode=accept|bounce|random and \
               delay=N or delay=MIN-MAX (seconds, 0 to 60); a listener with flags \
               ignores the X-Blackhole-* switch headers. Each socket address may \
-              be listed once, across listen and tls_listen. Ports below 1024 need \
+              be listed once, across listen and tls_listen, and the two together \
+              may have at most 64 entries. Ports below 1024 need \
               root (see user and group) or CAP_NET_BIND_SERVICE (as the shipped \
               systemd unit gives). The original's comma-separated form, listen = \
               :25, :::25 mode=bounce, is read too.",
@@ -308,6 +309,39 @@ pub const OPTIONS: &[OptionDoc] = &[
         form: Form::Value,
     },
     OptionDoc {
+        name: "metrics_listen",
+        syntax: r#""ADDRESS:PORT""#,
+        default: "none (no metrics)",
+        examples: &[r#""127.0.0.1:9025""#, r#""[::1]:9025""#],
+        doc: "Where to serve HTTP for a Prometheus scraper, on the same event loop as the \
+              mail: GET /metrics gives the counters and histograms of what the server saw \
+              (connections, commands, messages by listener and reply code, bytes, AUTH, \
+              rules, greylisting, delays) and the process_* metrics, in the Prometheus text \
+              format; GET /healthz answers 200 while serving. With workers > 1 every worker \
+              answers with the totals of all of them. The address is written as in listen, \
+              without flags, and may not be the address of an SMTP listener. Nothing asks \
+              for a password: keep it on a loopback address, as in the example, or behind \
+              a firewall. Changing it takes a restart.",
+        form: Form::Value,
+    },
+    OptionDoc {
+        name: "event_log",
+        syntax: r#""PATH" | "-""#,
+        default: "none (no event log)",
+        examples: &[r#""/var/log/blackhole/events.json""#, r#""-""#],
+        doc: "A file to append one JSON object per line to: one per finished message \
+              (time, connection, worker, listener, client, TLS, HELO name, AUTH user, MAIL \
+              FROM, recipients, size, switches, rule, reply code, delays, duration) and one \
+              per closed connection (messages, bytes, why it ended). \"-\" writes to \
+              standard output instead. The file is created (mode 0640) if missing, and \
+              written by a child process of its own so that a slow disk never holds up the \
+              mail: lines it cannot take in time are dropped and counted (the metric \
+              blackhole_event_log_dropped_total), never half-written. \
+              With workers > 1 they all append whole lines to the one file. SIGHUP opens \
+              the path again, so a log rotator can rename the file and then send SIGHUP.",
+        form: Form::Value,
+    },
+    OptionDoc {
         name: "greylist",
         syntax: "[greylist] table, after the options above",
         default: "none (no greylisting)",
@@ -504,8 +538,9 @@ dynamic_switch, max_connections and the listeners' mode= and delay= flags \
 apply to messages and connections from then on, and open connections stay. \
 Rules are read again too, their counts starting afresh, and so is \
 [greylist], keeping the triplets it remembers. \
-The listener addresses, the TLS files, user, group, workers, pidfile and \
-seed take a restart.";
+The event_log file is opened again (after a log rotation, or at a new \
+path). The listener addresses, the TLS files, user, group, workers, pidfile, \
+seed and metrics_listen take a restart.";
 
 /// The documentation of every option, as plain text: an introduction, then
 /// one section per option with its syntax, default, examples and a wrapped

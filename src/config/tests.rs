@@ -16,7 +16,9 @@ use super::rule_table::{
     MAX_RULE_CLIENTS, MAX_RULE_COUNT, MAX_RULE_NAME, MAX_RULES, MAX_THROTTLE, RawRule, rule_keys,
 };
 use super::toml_file::{RawOptions, is_option};
-use super::values::{MAX_MAX_CONNECTIONS, MAX_MAX_MESSAGE_SIZE, MAX_TIMEOUT_SECS, MAX_WORKERS};
+use super::values::{
+    MAX_LISTENERS, MAX_MAX_CONNECTIONS, MAX_MAX_MESSAGE_SIZE, MAX_TIMEOUT_SECS, MAX_WORKERS,
+};
 use super::*;
 use crate::smtp::policy::MAX_DELAY_SECS;
 use crate::smtp::rules::{Disconnect, Glob, MAX_GLOB, MAX_RULE_DELAY_SECS, Probability, Stage};
@@ -235,6 +237,8 @@ dynamic_switch = false
 workers = 256
 max_connections = 5000
 mailname = "mx.example.com"
+metrics_listen = "127.0.0.1:9025"
+event_log = "/var/log/blackhole/events.json"
 "#;
 
 #[test]
@@ -281,6 +285,11 @@ fn full_toml_file() {
     assert_eq!(config.max_connections, Some(5000));
     assert_eq!(config.mailname.as_deref(), Some("mx.example.com"));
     assert_eq!(config.mail_name(), "mx.example.com");
+    assert_eq!(config.metrics_listen, Some(v4([127, 0, 0, 1], 9025)));
+    assert_eq!(
+        config.event_log.as_deref(),
+        Some(Path::new("/var/log/blackhole/events.json"))
+    );
 }
 
 #[test]
@@ -436,6 +445,8 @@ dynamic_switch = False
 workers = 256
 max_connections = 5000
 mailname = mx.example.com
+metrics_listen = 127.0.0.1:9025
+event_log = /var/log/blackhole/events.json
 ";
     let mut from_old = legacy(old).unwrap();
     let mut from_new = toml(FULL_TOML).unwrap();
@@ -1687,4 +1698,147 @@ fn greylist_expire_must_outlast_the_delay() {
         "{error}"
     );
     assert!(toml("[greylist]\ndelay = 60\nexpire = 61").is_ok());
+}
+
+#[test]
+fn metrics_listen_values() {
+    assert_eq!(toml("").unwrap().metrics_listen, None);
+    assert_eq!(toml("metrics_listen = \"\"").unwrap().metrics_listen, None);
+    let cases = [
+        ("127.0.0.1:9025", v4([127, 0, 0, 1], 9025)),
+        ("[::1]:9025", v6("::1", 9025)),
+        (":9025", v4([0, 0, 0, 0], 9025)),
+        ("localhost:0", v4([127, 0, 0, 1], 0)),
+    ];
+    for (entry, addr) in cases {
+        let text = format!("metrics_listen = \"{entry}\"");
+        assert_eq!(toml(&text).unwrap().metrics_listen, Some(addr), "{text}");
+    }
+    let legacy = legacy("listen = :2525\nmetrics_listen = 127.0.0.1:9025\n").unwrap();
+    assert_eq!(legacy.metrics_listen, Some(v4([127, 0, 0, 1], 9025)));
+    // Beside the SMTP listeners: another port, another family, or port 0 on both sides.
+    for (listen, metrics) in [
+        ("127.0.0.1:2525", "127.0.0.1:2526"),
+        ("127.0.0.2:2525", "127.0.0.1:2525"),
+        (":::2525", "127.0.0.1:2525"),
+        (":2525", "[::1]:2525"),
+        ("127.0.0.1:0", "127.0.0.1:0"),
+    ] {
+        let text = format!("listen = [\"{listen}\"]\nmetrics_listen = \"{metrics}\"");
+        assert!(toml(&text).is_ok(), "{text}");
+    }
+}
+
+#[test]
+fn bad_metrics_listen_values() {
+    let cases = [
+        ("metrics_listen = 9025", "expected a string"),
+        ("metrics_listen = [\"127.0.0.1:9025\"]", "expected a string"),
+        ("metrics_listen = \"127.0.0.1\"", "no port"),
+        ("metrics_listen = \"127.0.0.1:99999\"", "not a port"),
+        ("metrics_listen = \"example.com:9025\"", "not an IP address"),
+        (
+            "metrics_listen = \"127.0.0.1:9025 mode=bounce\"",
+            "not a port",
+        ),
+        (
+            "metrics_listen = \"[127.0.0.1]:9025\"",
+            "not an IPv6 address",
+        ),
+    ];
+    for (text, says) in cases {
+        let err = option_error(text, "metrics_listen");
+        assert!(err.message.contains(says), "{text}: {err}");
+        if !says.starts_with("expected") {
+            assert!(err.message.contains("e.g. metrics_listen ="), "{err}");
+        }
+    }
+    // Not where an SMTP listener binds, also through a wildcard or the default listener.
+    for (listen, metrics) in [
+        ("listen = [\"127.0.0.1:2525\"]\n", "127.0.0.1:2525"),
+        ("listen = [\":2525\"]\n", "127.0.0.1:2525"),
+        ("listen = [\"127.0.0.1:2525\"]\n", ":2525"),
+        ("listen = [\"[::1]:2525\"]\n", ":::2525"),
+        ("", "127.0.0.1:25"),
+    ] {
+        let text = format!("{listen}metrics_listen = \"{metrics}\"");
+        let err = option_error(&text, "metrics_listen");
+        assert!(err.message.contains("SMTP listener"), "{err}");
+        assert!(err.message.contains("a port of their own"), "{err}");
+    }
+    let err = option_error_in(
+        "blackhole.conf",
+        "listen = :2525\nmetrics_listen = :2525\n",
+        "metrics_listen",
+    );
+    assert!(err.to_string().starts_with("blackhole.conf: "), "{err}");
+}
+
+#[test]
+fn event_log_values() {
+    assert_eq!(toml("").unwrap().event_log, None);
+    assert_eq!(toml("event_log = \" \"").unwrap().event_log, None);
+    for name in ["-", "events.json", "/var/log/blackhole/events.json", "./-"] {
+        let text = format!("event_log = \"{name}\"");
+        assert_eq!(
+            toml(&text).unwrap().event_log.as_deref(),
+            Some(Path::new(name))
+        );
+    }
+    let legacy = legacy("event_log = /tmp/events.json\n").unwrap();
+    assert_eq!(
+        legacy.event_log.as_deref(),
+        Some(Path::new("/tmp/events.json"))
+    );
+}
+
+#[test]
+fn bad_event_log_values() {
+    let cases = [
+        ("event_log = 1", "expected a string"),
+        ("event_log = true", "expected a string"),
+        ("event_log = [\"a.json\"]", "expected a string"),
+        ("event_log = \"/var/log/\"", "names a directory"),
+        ("event_log = \"a\\nb.json\"", "control character"),
+        ("event_log = \"a\\u0000b.json\"", "control character"),
+    ];
+    for (text, says) in cases {
+        let err = option_error(text, "event_log");
+        assert!(err.message.contains(says), "{text}: {err}");
+        if !says.starts_with("expected") {
+            assert!(err.message.contains("standard output"), "{err}");
+        }
+    }
+}
+
+/// `count` listener entries on ports from 2000.
+fn listener_entries(count: usize, first_port: usize) -> String {
+    let entries: Vec<String> = (0..count)
+        .map(|i| format!("\"127.0.0.1:{}\"", first_port + i))
+        .collect();
+    format!("[{}]", entries.join(", "))
+}
+
+#[test]
+fn listeners_are_bounded() {
+    assert_eq!(MAX_LISTENERS, 64);
+    let listen = listener_entries(MAX_LISTENERS, 2000);
+    let config = toml(&format!("listen = {listen}")).unwrap();
+    assert_eq!(config.listeners.len(), MAX_LISTENERS);
+    let err = option_error(
+        &format!("listen = {}", listener_entries(MAX_LISTENERS + 1, 2000)),
+        "listen",
+    );
+    assert!(err.message.contains("at most 64"), "{err}");
+    // Counted across both options, and the one that went past the bound is named.
+    let text = format!(
+        "{}listen = {}\ntls_listen = {}",
+        tls_companions(""),
+        listener_entries(MAX_LISTENERS - 1, 2000),
+        listener_entries(2, 3000)
+    );
+    let err = option_error(&text, "tls_listen");
+    assert!(err.message.contains("65 listeners"), "{err}");
+    let doc = OPTIONS.iter().find(|o| o.name == "listen").unwrap().doc;
+    assert!(doc.contains("at most 64 entries"), "{doc}");
 }

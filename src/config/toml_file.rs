@@ -35,6 +35,8 @@ pub(super) struct RawOptions {
     pub(super) user: Option<Value>,
     pub(super) group: Option<Value>,
     pub(super) pidfile: Option<Value>,
+    pub(super) metrics_listen: Option<Value>,
+    pub(super) event_log: Option<Value>,
     /// The `[greylist]` table.
     pub(super) greylist: Option<Value>,
     /// `[[rule]]` tables.

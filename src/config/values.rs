@@ -2,12 +2,13 @@
 //! name, listener list) and the `build` pass that checks each against its range, checks the
 //! options against each other and fills in the defaults.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use toml::Value;
 
 use super::error::Problem;
-use super::listener::{ListenerSpec, parse_listener};
+use super::listener::{ListenerSpec, parse_listener, parse_socket_addr};
 use super::toml_file::RawOptions;
 use super::{Config, DelayRange, Mode, is_host_name_like};
 use super::{greylist_table, rule_table};
@@ -25,6 +26,9 @@ pub(super) const MAX_MAX_MESSAGE_SIZE: u64 = 1_073_741_824;
 /// The largest integer a TOML file can hold, so that both ways of writing a seed (a number
 /// or a string of digits) reach the same values.
 pub(super) const MAX_SEED: u64 = i64::MAX as u64;
+/// Listeners, `listen` and `tls_listen` together: the metrics keep per-listener counters in
+/// fixed tables.
+pub(super) const MAX_LISTENERS: usize = 64;
 
 /// Validates the raw options and fills in defaults. `source` is left unset.
 pub(super) fn build(raw: RawOptions) -> Result<Config, Problem> {
@@ -42,6 +46,7 @@ pub(super) fn build(raw: RawOptions) -> Result<Config, Problem> {
              give at least one address, e.g. listen = [\":25\"]",
         ));
     }
+    check_listener_count(&all)?;
     check_duplicates(&all)?;
 
     let tls_cert = path(raw.tls_cert, "tls_cert")?;
@@ -68,6 +73,8 @@ pub(super) fn build(raw: RawOptions) -> Result<Config, Problem> {
     )?
     .unwrap_or(defaults.max_message_size);
 
+    let metrics_listen = metrics_listen(raw.metrics_listen, &all)?;
+
     // Last, as the tables come last in the file.
     let greylist = greylist_table::greylist(raw.greylist)?;
     let rules = rule_table::rules(raw.rule, &all)?;
@@ -81,6 +88,8 @@ pub(super) fn build(raw: RawOptions) -> Result<Config, Problem> {
         user: text(raw.user, "user")?,
         group: text(raw.group, "group")?,
         pidfile: path(raw.pidfile, "pidfile")?,
+        metrics_listen,
+        event_log: event_log(raw.event_log)?,
         timeout_secs,
         delay: delay(raw.delay)?,
         mode: mode(raw.mode)?.unwrap_or(defaults.mode),
@@ -270,6 +279,83 @@ fn listeners(
         })
         .collect::<Result<_, _>>()
         .map(Some)
+}
+
+/// At most [`MAX_LISTENERS`], named by the option that went past it.
+fn check_listener_count(listeners: &[ListenerSpec]) -> Result<(), Problem> {
+    let Some(extra) = listeners.get(MAX_LISTENERS) else {
+        return Ok(());
+    };
+    let option = if extra.tls { "tls_listen" } else { "listen" };
+    Err(Problem::option(
+        option,
+        format!(
+            "{} listeners are too many: listen and tls_listen together may have at most \
+             {MAX_LISTENERS} entries; remove some (one wildcard address such as \":25\" \
+             covers every address of the host)",
+            listeners.len()
+        ),
+    ))
+}
+
+/// `metrics_listen`: one `"[ADDRESS]:PORT"`, not on a port an SMTP listener binds.
+fn metrics_listen(
+    value: Option<Value>,
+    listeners: &[ListenerSpec],
+) -> Result<Option<SocketAddr>, Problem> {
+    let option = "metrics_listen";
+    let Some(entry) = text(value, option)? else {
+        return Ok(None);
+    };
+    let addr = parse_socket_addr(&entry).map_err(|message| {
+        Problem::option(
+            option,
+            format!("{message}; e.g. metrics_listen = \"127.0.0.1:9025\""),
+        )
+    })?;
+    if let Some(smtp) = listeners.iter().find(|l| same_socket(l.addr, addr)) {
+        return Err(Problem::option(
+            option,
+            format!(
+                "`{entry}` is the address of the SMTP listener `{}`; give the metrics a port \
+                 of their own, e.g. metrics_listen = \"127.0.0.1:9025\"",
+                smtp.text
+            ),
+        ));
+    }
+    Ok(Some(addr))
+}
+
+/// Whether binding both would collide: one port (not 0, which picks a free one), one address
+/// family, and one address or a wildcard on either side. IPv6 listeners are IPv6-only, so
+/// `:::25` and `:25` do not collide.
+fn same_socket(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// `event_log`: a file name, or `-` for standard output.
+fn event_log(value: Option<Value>) -> Result<Option<PathBuf>, Problem> {
+    let option = "event_log";
+    let Some(name) = text(value, option)? else {
+        return Ok(None);
+    };
+    let problem = if name.contains(char::is_control) {
+        "has a control character"
+    } else if name.ends_with('/') {
+        "ends with / and so names a directory"
+    } else {
+        return Ok(Some(PathBuf::from(name)));
+    };
+    Err(Problem::option(
+        option,
+        format!(
+            "`{name}` {problem}: give the file to append to, e.g. \
+             event_log = \"/var/log/blackhole/events.json\", or \"-\" for standard output"
+        ),
+    ))
 }
 
 /// Two entries on one socket address cannot both be bound. Port 0 asks the

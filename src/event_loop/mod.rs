@@ -12,6 +12,7 @@
 
 pub mod clock;
 pub mod conn;
+pub mod event_log;
 pub mod metrics_http;
 pub mod server;
 pub mod throttle;

@@ -52,6 +52,10 @@ pub struct Args {
     pub worker: bool,
     /// `--seed`: overrides the `seed` option.
     pub seed: Option<u64>,
+    /// `--stop-after-messages N`: stop cleanly once N messages had their final reply.
+    pub stop_after_messages: Option<u64>,
+    /// `--stop-after-seconds S`: stop cleanly S seconds after the start.
+    pub stop_after_seconds: Option<u64>,
 }
 
 /// What `--help-config` prints: every configuration option, documented.
