@@ -238,7 +238,7 @@ mod tests {
         for bad in [
             format!("{fd}:3"),
             format!("{fd}:0"),
-            format!("{fd}"),
+            fd.clone(),
             "x:1".to_owned(),
         ] {
             assert!(TallySlots::inherit(&bad).is_err(), "{bad}");
