@@ -12,6 +12,7 @@
 
 pub mod clock;
 pub mod conn;
+pub mod process_figures;
 pub mod server;
 pub mod throttle;
 pub mod timer;
