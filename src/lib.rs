@@ -11,9 +11,14 @@
 //!   workers, pidfile, privileges, and the wiring that turns a `Config` into the loop's
 //!   settings and reloads them on SIGHUP.
 //!
+//! - [`report`]: what the server saw: the counters every process keeps (in shared memory
+//!   with workers), their Prometheus text, the summary line and the JSON event lines. Pure,
+//!   like the core; the event loop and the service feed it.
+//!
 //! `main.rs` only reads the command line and hands it to [`service::run`].
 
 pub mod config;
 pub mod event_loop;
+pub mod report;
 pub mod service;
 pub mod smtp;

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod conn;
 pub mod event_log;
 pub mod metrics_http;
+pub mod process_figures;
 pub mod server;
 pub mod throttle;
 pub mod timer;

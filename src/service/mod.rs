@@ -34,6 +34,7 @@ pub mod privileges;
 pub mod settings;
 pub mod supervisor;
 pub mod systemd;
+pub mod tally_slots;
 pub mod tls_files;
 
 pub const EXIT_USAGE: u8 = 64;
