@@ -17,14 +17,15 @@ use super::histogram::{
 use crate::smtp::command::Verb;
 use crate::smtp::observer::AuthResult;
 
-/// Listeners counted one by one; connections on any listener past these count as `other`.
-pub const MAX_LISTENERS: usize = 32;
+/// Listeners counted one by one (as many as a configuration may have); connections on any
+/// listener past these count as `other`.
+pub const MAX_LISTENERS: usize = 64;
 /// The index connections on listeners past [`MAX_LISTENERS`] are counted under.
 pub const OTHER_LISTENER: usize = MAX_LISTENERS;
 /// Distinct (listener, reply code) pairs counted one by one; the rest count as `other`.
-pub const MESSAGE_KINDS: usize = 64;
+pub const MESSAGE_KINDS: usize = 256;
 /// Distinct rule names counted one by one; the rest count as `other`.
-pub const RULE_NAMES: usize = 64;
+pub const RULE_NAMES: usize = 1024;
 
 /// Every verb, in the order the `commands` counters keep them; lower-case as exposed.
 pub const VERBS: [(Verb, &str); 15] = [
