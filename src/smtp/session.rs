@@ -85,6 +85,8 @@ enum Phase {
     Auth(AuthStep),
     /// A reply waits for a delay: [`Session::resume`] gives it.
     Held(Held),
+    /// A rule's 4xx or 5xx greeting refused the session: QUIT is all it takes.
+    Refused,
     Closed,
 }
 
@@ -142,9 +144,9 @@ pub struct Session {
     /// What the rules need of a subject whose reply comes later: the MAIL FROM address
     /// through the transaction, the AUTH LOGIN user name until the password.
     remembered: Option<Remembered>,
-    /// With greylisting on, the MAIL FROM address as the greylist keys it (8 bytes, not the
-    /// address).
-    sender_key: u64,
+    /// The MAIL FROM address as the greylist keys it (8 bytes, not the address); `None` when
+    /// greylisting was off at MAIL.
+    sender_key: Option<u64>,
 }
 
 /// Where one connection's random choices come from: the run's seed and the connection's
@@ -186,7 +188,7 @@ impl Session {
             draws: 0,
             decided: None,
             remembered: None,
-            sender_key: 0,
+            sender_key: None,
         }
     }
 
@@ -232,7 +234,7 @@ impl Session {
                 // Nothing is taken until the caller resumes the held-back reply.
                 Phase::Held(_) => (0, None),
                 Phase::Data { .. } => self.read_data(cx, rest, out),
-                Phase::Command | Phase::Auth(_) => self.read_line(cx, rest, out),
+                Phase::Command | Phase::Auth(_) | Phase::Refused => self.read_line(cx, rest, out),
             };
             used += n;
             if let Some(step) = self.settle(used, input.len(), action) {
@@ -363,8 +365,10 @@ impl Session {
 
     /// Answers one whole line.
     fn line(&mut self, cx: &mut Context, line: &[u8], out: &mut Vec<u8>) -> Action {
-        if let Phase::Auth(step) = self.phase {
-            return self.auth_response(cx, step, line, out);
+        match self.phase {
+            Phase::Auth(step) => return self.auth_response(cx, step, line, out),
+            Phase::Refused => return faults::after_refusal(line, out),
+            _ => {}
         }
         let (verb, arg) = command::parse_command(line);
         if !cx.rules.is_empty() {
@@ -549,9 +553,7 @@ impl Session {
     #[inline(always)]
     fn open_transaction(&mut self, cx: &Context, sender: &[u8]) {
         self.transaction = Transaction::Mail;
-        if let Some((_, triplets)) = &cx.greylist {
-            self.sender_key = triplets.sender_key(sender);
-        }
+        self.sender_key = cx.greylist.as_ref().map(|(_, t)| t.sender_key(sender));
         if !cx.rules.is_empty() {
             self.remembered = cx.rules.remember(rules::Stage::Message, sender);
         }
@@ -573,11 +575,15 @@ impl Session {
                 return reply::PARAM_SYNTAX;
             }
         }
-        if let Some((settings, triplets)) = cx.greylist.as_mut() {
+        // A transaction opened while greylisting was off (a reload switched it on since)
+        // has no sender key: the session keeps no address to make one from, and hashing every
+        // MAIL for a greylist that is off would tax every message. Its recipients pass, as
+        // they would have at MAIL time; the next transaction is greylisted.
+        if let (Some((settings, triplets)), Some(sender)) = (cx.greylist.as_mut(), self.sender_key)
+        {
             let settings: &'r GreylistSettings = settings;
             let recipient = unbracketed(path);
-            let verdict =
-                triplets.check(settings, cx.client, self.sender_key, recipient, cx.now_ms);
+            let verdict = triplets.check(settings, cx.client, sender, recipient, cx.now_ms);
             if verdict == Verdict::Defer {
                 return settings.reply.bytes();
             }
