@@ -352,8 +352,11 @@ impl Session {
         else {
             return (0, None);
         };
-        let room = cut.map_or(input.len(), |cut| cut.room(scanner.size(), input.len()));
-        let (n, ended) = read_message(scanner, switches, cx.policy, &input[..room]);
+        let input = match cut {
+            Some(cut) => &input[..cut.room(scanner.size(), input.len())],
+            None => input,
+        };
+        let (n, ended) = read_message(scanner, switches, cx.policy, input);
         let cut_now = cut.filter(|cut| ended.is_none() && scanner.size() >= cut.at);
         let action = match (ended, cut_now) {
             (Some((size, switches)), _) => Some(self.end_message(cx, size, switches, out)),
@@ -364,6 +367,7 @@ impl Session {
     }
 
     /// Answers one whole line.
+    #[inline(always)]
     fn line(&mut self, cx: &mut Context, line: &[u8], out: &mut Vec<u8>) -> Action {
         match self.phase {
             Phase::Auth(step) => return self.auth_response(cx, step, line, out),
@@ -510,6 +514,7 @@ impl Session {
         Action::Continue
     }
 
+    #[inline(always)]
     fn mail(&mut self, cx: &mut Context, arg: &[u8]) -> &'static [u8] {
         let policy = cx.policy;
         if self.transaction != Transaction::None {
@@ -559,6 +564,7 @@ impl Session {
         }
     }
 
+    #[inline(always)]
     fn rcpt<'r>(&mut self, cx: &mut Context<'r>, arg: &[u8]) -> &'r [u8] {
         if self.transaction == Transaction::None {
             return reply::NEED_MAIL;
@@ -739,15 +745,20 @@ fn unbracketed(path: &[u8]) -> &[u8] {
         .unwrap_or(path)
 }
 
-/// `FROM:` / `TO:` at the start of `arg`, in any case; what follows, trimmed.
+/// `FROM:` / `TO:` at the start of `arg` (a command's argument, trimmed already), in any
+/// case; what follows, without the spaces that may come first.
+#[inline(always)]
 fn strip_keyword<'a>(arg: &'a [u8], keyword: &[u8]) -> Option<&'a [u8]> {
-    let head = arg.get(..keyword.len())?;
-    head.eq_ignore_ascii_case(keyword)
-        .then(|| command::trim(&arg[keyword.len()..]))
+    let (head, rest) = arg.split_at_checked(keyword.len())?;
+    if !head.eq_ignore_ascii_case(keyword) {
+        return None;
+    }
+    Some(rest.trim_ascii_start())
 }
 
 /// Splits `<path> params` into the path and the parameters. A path in angle brackets may
 /// hold spaces; one without is the first word.
+#[inline(always)]
 fn split_path(rest: &[u8]) -> Option<(&[u8], &[u8])> {
     let end = if rest.first() == Some(&b'<') {
         command::memchr(b'>', rest)? + 1
