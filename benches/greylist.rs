@@ -27,7 +27,7 @@ fn fill(greylist: &mut Greylist, settings: &GreylistSettings, from: u32, count: 
     for n in from..from + count {
         let client = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (n % 65_536)));
         let recipient = format!("user{n}@example.net");
-        let sender = greylist.sender_key(b"sender@example.com");
+        let sender = greylist.sender_key(b"sender@example.com").get();
         let verdict = greylist.check(settings, client, sender, recipient.as_bytes(), 0);
         assert_eq!(verdict, Verdict::Defer, "a new triplet is deferred");
     }

@@ -7,6 +7,7 @@
 //! go first, and are counted. Time comes in as milliseconds from the caller.
 
 use core::net::IpAddr;
+use core::num::NonZeroU64;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
@@ -102,10 +103,11 @@ impl Greylist {
 
     /// What a sender contributes to its triplets' keys: worked out once, at MAIL, so that the
     /// session keeps 8 bytes through the transaction, not the address.
-    pub fn sender_key(&self, sender: &[u8]) -> u64 {
+    /// Never zero, so that a session keeps "no key" in the same 8 bytes.
+    pub fn sender_key(&self, sender: &[u8]) -> NonZeroU64 {
         let mut h = self.hasher.build_hasher();
         write_address(&mut h, sender);
-        h.finish()
+        NonZeroU64::new(h.finish()).unwrap_or(NonZeroU64::MIN)
     }
 
     /// The verdict on a recipient of the sender whose key is `sender` ([`Greylist::sender_key`]),
@@ -215,7 +217,7 @@ mod tests {
     fn first_sight_defers_a_retry_after_the_delay_passes_and_is_remembered() {
         let (s, mut g) = (settings(), Greylist::default());
         let check = |g: &mut Greylist, rcpt: &[u8], t| {
-            let sender = g.sender_key(b"a@x");
+            let sender = g.sender_key(b"a@x").get();
             g.check(&s, CLIENT, sender, rcpt, t)
         };
         assert_eq!(check(&mut g, b"b@y", 0), Verdict::Defer);
@@ -239,16 +241,16 @@ mod tests {
         assert_eq!(check(&mut g, b"c@y", 100_000), Verdict::Defer);
         let other = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 8));
         assert_eq!(
-            g.check(&s, other, g.sender_key(b"a@x"), b"b@y", 100_000),
+            g.check(&s, other, g.sender_key(b"a@x").get(), b"b@y", 100_000),
             Verdict::Defer
         );
         assert_eq!(
-            g.check(&s, CLIENT, g.sender_key(b"z@x"), b"b@y", 100_000),
+            g.check(&s, CLIENT, g.sender_key(b"z@x").get(), b"b@y", 100_000),
             Verdict::Defer
         );
         // Boundaries between the parts count: ("a@x", "b@y") is not ("a@xb", "@y").
         assert_eq!(
-            g.check(&s, CLIENT, g.sender_key(b"a@xb"), b"@y", 100_000),
+            g.check(&s, CLIENT, g.sender_key(b"a@xb").get(), b"@y", 100_000),
             Verdict::Defer
         );
     }
@@ -257,22 +259,22 @@ mod tests {
     fn an_untried_triplet_expires_and_a_stale_pass_starts_again() {
         let (s, mut g) = (settings(), Greylist::default());
         assert_eq!(
-            g.check(&s, CLIENT, g.sender_key(b"a"), b"b", 0),
+            g.check(&s, CLIENT, g.sender_key(b"a").get(), b"b", 0),
             Verdict::Defer
         );
         // Retried only after expire: seen as new.
         assert_eq!(
-            g.check(&s, CLIENT, g.sender_key(b"a"), b"b", 3_600_000),
+            g.check(&s, CLIENT, g.sender_key(b"a").get(), b"b", 3_600_000),
             Verdict::Defer
         );
         assert_eq!(
-            g.check(&s, CLIENT, g.sender_key(b"a"), b"b", 3_660_000),
+            g.check(&s, CLIENT, g.sender_key(b"a").get(), b"b", 3_660_000),
             Verdict::Pass
         );
         // A pass not renewed within pass_for ends.
         let later = 3_660_000 + 86_400_000;
         assert_eq!(
-            g.check(&s, CLIENT, g.sender_key(b"a"), b"b", later),
+            g.check(&s, CLIENT, g.sender_key(b"a").get(), b"b", later),
             Verdict::Defer
         );
         assert_eq!(g.len(), 1);
@@ -284,12 +286,18 @@ mod tests {
         s.expire_ms = 10;
         s.delay_ms = 1;
         // One triplet passed and kept alive at the front of the order...
-        g.check(&s, CLIENT, g.sender_key(b"old"), b"x", 0);
-        g.check(&s, CLIENT, g.sender_key(b"old"), b"x", 5);
+        g.check(&s, CLIENT, g.sender_key(b"old").get(), b"x", 0);
+        g.check(&s, CLIENT, g.sender_key(b"old").get(), b"x", 5);
         // ...while another expires and is seen anew, over and over.
         for t in 0..10_000u64 {
-            g.check(&s, CLIENT, g.sender_key(b"old"), b"x", 100 + t * 100);
-            g.check(&s, CLIENT, g.sender_key(b"churn"), b"y", 100 + t * 100 + 50);
+            g.check(&s, CLIENT, g.sender_key(b"old").get(), b"x", 100 + t * 100);
+            g.check(
+                &s,
+                CLIENT,
+                g.sender_key(b"churn").get(),
+                b"y",
+                100 + t * 100 + 50,
+            );
         }
         assert!(
             g.order.len() <= 2 * 16 + 1,
@@ -304,12 +312,12 @@ mod tests {
         s.max_entries = 100;
         s.delay_ms = 10;
         let mut g = Greylist::default();
-        let sender = g.sender_key(b"mta@example.com");
+        let sender = g.sender_key(b"mta@example.com").get();
         // A real sender's triplet, seen first of all, then passed.
         assert_eq!(g.check(&s, CLIENT, sender, b"rcpt@x", 0), Verdict::Defer);
         assert_eq!(g.check(&s, CLIENT, sender, b"rcpt@x", 20), Verdict::Pass);
         // A flood of 1,000 new triplets from elsewhere.
-        let flood = g.sender_key(b"flood@example.net");
+        let flood = g.sender_key(b"flood@example.net").get();
         for n in 0..1000u32 {
             let rcpt = format!("r{n}@y");
             g.check(&s, CLIENT, flood, rcpt.as_bytes(), 30 + u64::from(n));
@@ -336,7 +344,7 @@ mod tests {
             g.check(
                 &s,
                 CLIENT,
-                g.sender_key(b"a"),
+                g.sender_key(b"a").get(),
                 rcpt.as_bytes(),
                 u64::from(n),
             );
@@ -351,12 +359,24 @@ mod tests {
         assert_eq!(g.evicted(), 900);
         // The newest are kept: the last recipient retried after the delay passes.
         assert_eq!(
-            g.check(&s, CLIENT, g.sender_key(b"a"), b"r999@example.net", 70_000),
+            g.check(
+                &s,
+                CLIENT,
+                g.sender_key(b"a").get(),
+                b"r999@example.net",
+                70_000
+            ),
             Verdict::Pass
         );
         // The oldest is gone: seen as new.
         assert_eq!(
-            g.check(&s, CLIENT, g.sender_key(b"a"), b"r0@example.net", 70_000),
+            g.check(
+                &s,
+                CLIENT,
+                g.sender_key(b"a").get(),
+                b"r0@example.net",
+                70_000
+            ),
             Verdict::Defer
         );
     }

@@ -37,6 +37,8 @@ pub const NEED_MAIL: &[u8] = b"503 5.5.1 Error: need MAIL command\r\n";
 pub const NEED_RCPT: &[u8] = b"503 5.5.1 Error: need RCPT command\r\n";
 pub const NESTED_MAIL: &[u8] = b"503 5.5.1 Error: nested MAIL command\r\n";
 pub const ALREADY_TLS: &[u8] = b"503 5.5.1 Error: TLS already active\r\n";
+/// Any command but QUIT once the greeting refused the session (RFC 5321 3.1).
+pub const ONLY_QUIT: &[u8] = b"503 5.5.1 Error: service refused, only QUIT is accepted\r\n";
 pub const TOO_BIG: &[u8] = b"552 Message size exceeds fixed maximum message size\r\n";
 
 pub const EXPN_DENIED: &[u8] = b"550 Not authorised\r\n";

@@ -7,7 +7,7 @@
 //! reply, never make it store what was sent or panic.
 
 use core::net::IpAddr;
-use core::num::NonZeroU32;
+use core::num::{NonZeroU32, NonZeroU64};
 
 use oorandom::Rand64;
 
@@ -84,6 +84,8 @@ enum Phase {
     Auth(AuthStep),
     /// A reply waits for a delay: [`Session::resume`] gives it.
     Held(Held),
+    /// A rule's 4xx or 5xx greeting refused the session: QUIT is all it takes.
+    Refused,
     Closed,
 }
 
@@ -141,9 +143,9 @@ pub struct Session {
     /// What the rules need of a subject whose reply comes later: the MAIL FROM address
     /// through the transaction, the AUTH LOGIN user name until the password.
     remembered: Option<Remembered>,
-    /// With greylisting on, the MAIL FROM address as the greylist keys it (8 bytes, not the
-    /// address).
-    sender_key: u64,
+    /// The MAIL FROM address as the greylist keys it (8 bytes, not the address); `None` when
+    /// greylisting was off at MAIL.
+    sender_key: Option<NonZeroU64>,
     /// The rate, in bytes per second, a rule asked to read this connection at from then on,
     /// whatever else it did (paused, started TLS).
     throttle: Option<NonZeroU32>,
@@ -188,7 +190,7 @@ impl Session {
             draws: 0,
             decided: None,
             remembered: None,
-            sender_key: 0,
+            sender_key: None,
             throttle: None,
         }
     }
@@ -249,7 +251,7 @@ impl Session {
                 // Nothing is taken until the caller resumes the held-back reply.
                 Phase::Held(_) => (0, None),
                 Phase::Data { .. } => self.read_data(cx, rest, out),
-                Phase::Command | Phase::Auth(_) => self.read_line(cx, rest, out),
+                Phase::Command | Phase::Auth(_) | Phase::Refused => self.read_line(cx, rest, out),
             };
             used += n;
             if let Some(step) = self.settle(used, input.len(), action) {
@@ -367,8 +369,11 @@ impl Session {
         else {
             return (0, None);
         };
-        let room = cut.map_or(input.len(), |cut| cut.room(scanner.size(), input.len()));
-        let (n, ended) = read_message(scanner, switches, cx.policy, &input[..room]);
+        let input = match cut {
+            Some(cut) => &input[..cut.room(scanner.size(), input.len())],
+            None => input,
+        };
+        let (n, ended) = read_message(scanner, switches, cx.policy, input);
         let cut_now = cut.filter(|cut| ended.is_none() && scanner.size() >= cut.at);
         let action = match (ended, cut_now) {
             (Some((size, switches)), _) => Some(self.end_message(cx, size, switches, out)),
@@ -379,9 +384,12 @@ impl Session {
     }
 
     /// Answers one whole line.
+    #[inline(always)]
     fn line(&mut self, cx: &mut Context, line: &[u8], out: &mut Vec<u8>) -> Action {
-        if let Phase::Auth(step) = self.phase {
-            return self.auth_response(cx, step, line, out);
+        match self.phase {
+            Phase::Auth(step) => return self.auth_response(cx, step, line, out),
+            Phase::Refused => return faults::after_refusal(line, out),
+            _ => {}
         }
         let (verb, arg) = command::parse_command(line);
         if !cx.rules.is_empty() {
@@ -523,6 +531,7 @@ impl Session {
         Action::Continue
     }
 
+    #[inline(always)]
     fn mail(&mut self, cx: &mut Context, arg: &[u8]) -> &'static [u8] {
         let policy = cx.policy;
         if self.transaction != Transaction::None {
@@ -566,14 +575,13 @@ impl Session {
     #[inline(always)]
     fn open_transaction(&mut self, cx: &Context, sender: &[u8]) {
         self.transaction = Transaction::Mail;
-        if let Some((_, triplets)) = &cx.greylist {
-            self.sender_key = triplets.sender_key(sender);
-        }
+        self.sender_key = cx.greylist.as_ref().map(|(_, t)| t.sender_key(sender));
         if !cx.rules.is_empty() {
             self.remembered = cx.rules.remember(rules::Stage::Message, sender);
         }
     }
 
+    #[inline(always)]
     fn rcpt<'r>(&mut self, cx: &mut Context<'r>, arg: &[u8]) -> &'r [u8] {
         if self.transaction == Transaction::None {
             return reply::NEED_MAIL;
@@ -590,11 +598,16 @@ impl Session {
                 return reply::PARAM_SYNTAX;
             }
         }
-        if let Some((settings, triplets)) = cx.greylist.as_mut() {
+        // A transaction opened while greylisting was off (a reload switched it on since)
+        // has no sender key: the session keeps no address to make one from, and hashing every
+        // MAIL for a greylist that is off would tax every message. Its recipients pass, as
+        // they would have at MAIL time; the next transaction is greylisted.
+        if let (Some((settings, triplets)), Some(sender)) =
+            (cx.greylist.as_mut(), self.sender_key.map(NonZeroU64::get))
+        {
             let settings: &'r GreylistSettings = settings;
             let recipient = unbracketed(path);
-            let verdict =
-                triplets.check(settings, cx.client, self.sender_key, recipient, cx.now_ms);
+            let verdict = triplets.check(settings, cx.client, sender, recipient, cx.now_ms);
             if verdict == Verdict::Defer {
                 return settings.reply.bytes();
             }
@@ -750,15 +763,20 @@ fn unbracketed(path: &[u8]) -> &[u8] {
         .unwrap_or(path)
 }
 
-/// `FROM:` / `TO:` at the start of `arg`, in any case; what follows, trimmed.
+/// `FROM:` / `TO:` at the start of `arg` (a command's argument, trimmed already), in any
+/// case; what follows, without the spaces that may come first.
+#[inline(always)]
 fn strip_keyword<'a>(arg: &'a [u8], keyword: &[u8]) -> Option<&'a [u8]> {
-    let head = arg.get(..keyword.len())?;
-    head.eq_ignore_ascii_case(keyword)
-        .then(|| command::trim(&arg[keyword.len()..]))
+    let (head, rest) = arg.split_at_checked(keyword.len())?;
+    if !head.eq_ignore_ascii_case(keyword) {
+        return None;
+    }
+    Some(rest.trim_ascii_start())
 }
 
 /// Splits `<path> params` into the path and the parameters. A path in angle brackets may
 /// hold spaces; one without is the first word.
+#[inline(always)]
 fn split_path(rest: &[u8]) -> Option<(&[u8], &[u8])> {
     let end = if rest.first() == Some(&b'<') {
         command::memchr(b'>', rest)? + 1

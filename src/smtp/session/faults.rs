@@ -75,6 +75,17 @@ fn address<'a>(arg: &'a [u8], keyword: &[u8]) -> &'a [u8] {
         .map_or(b"", |(path, _)| super::unbracketed(path))
 }
 
+/// A command line once a rule's greeting refused the session: RFC 5321 3.1 has the server
+/// wait for QUIT and answer anything else with a bad sequence. Rules have no say here.
+pub(super) fn after_refusal(line: &[u8], out: &mut Vec<u8>) -> Action {
+    if command::parse_command(line).0 == Verb::Quit {
+        out.extend_from_slice(reply::GOODBYE);
+        return Action::Close;
+    }
+    out.extend_from_slice(reply::ONLY_QUIT);
+    Action::Continue
+}
+
 type Answer<'f> = &'f mut dyn FnMut(&mut Session, &mut Context, &mut Vec<u8>) -> Action;
 
 impl Session {
@@ -194,17 +205,14 @@ impl Session {
             )
         };
         let book = cx.rules;
+        let stage = match normal {
+            Outcome::Greeting => Stage::Connect,
+            _ => Stage::Message,
+        };
         match rule.and_then(|rule| book.get(rule)) {
             None => write(self, cx, out),
             Some(rule) => {
-                let action = self.carry_out(
-                    cx,
-                    rule,
-                    Stage::Message,
-                    Subject::Remembered,
-                    out,
-                    &mut write,
-                );
+                let action = self.carry_out(cx, rule, stage, Subject::Remembered, out, &mut write);
                 // A message cut off ends the connection, whatever the rule says beside.
                 if normal == Outcome::Cut {
                     Action::Close
@@ -259,7 +267,9 @@ impl Session {
     /// by a 2xx (RCPT after MAIL, MAIL outside a transaction), DATA by a 3xx once a recipient
     /// is in, AUTH by a 2xx, STARTTLS by a 220; HELO, EHLO and RSET end the transaction on a
     /// 2xx. Any other reply changes nothing, so client and server never disagree on where
-    /// the session is. QUIT closes whatever it is told.
+    /// the session is. QUIT closes whatever it is told, and so does a 421 anywhere: it says
+    /// the service is closing the channel (RFC 5321 3.8). A 4xx or 5xx greeting refuses the
+    /// session: from then on only QUIT is taken (RFC 5321 3.1).
     fn after_rule_reply(
         &mut self,
         cx: &mut Context,
@@ -267,11 +277,12 @@ impl Session {
         subject: Subject,
         code: u16,
     ) -> Action {
-        if stage == Stage::Quit {
+        if stage == Stage::Quit || code == 421 {
             return Action::Close;
         }
         let class = code / 100;
         match (stage, subject) {
+            (Stage::Connect, _) if class >= 4 => self.phase = Phase::Refused,
             (Stage::Helo | Stage::Rset, _) if class == 2 => self.end_transaction(),
             (Stage::Mail, Subject::Arg(arg))
                 if class == 2 && self.transaction == Transaction::None =>

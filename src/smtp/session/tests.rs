@@ -1267,6 +1267,67 @@ fn the_greeting_can_be_replaced_delayed_or_refused() {
     assert_eq!((run.sent.as_str(), run.end), ("", Some(Action::Close)));
 }
 
+const ONLY_QUIT: &str = "503 5.5.1 Error: service refused, only QUIT is accepted\r\n";
+
+#[test]
+fn a_refusing_greeting_takes_nothing_but_quit() {
+    let commands = "EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\nNOOP\r\nXYZZY\r\n";
+    for greeting in ["554 5.7.1 Go away", "450 4.7.1 Not now"] {
+        let rules = book(vec![replying("connect", greeting)]);
+        let run = ruled(&rules, &format!("{commands}QUIT\r\nNOOP\r\n"));
+        assert_eq!(
+            run.sent,
+            format!("{greeting}\r\n{}221 2.0.0 Goodbye\r\n", ONLY_QUIT.repeat(6))
+        );
+        assert_eq!((run.end, run.left), (Some(Action::Close), 0));
+    }
+    // Delayed, the refusal holds all the same.
+    let rules = book(vec![rule("connect", |r| {
+        r.reply = Some("554 5.7.1 Go away".parse().expect("a reply line"));
+        r.delay = Some("2".parse().expect("a delay"));
+    })]);
+    let run = ruled(&rules, "HELO c\r\nQUIT\r\n");
+    assert_eq!(run.pauses, vec![2000]);
+    assert_eq!(
+        run.sent,
+        format!("554 5.7.1 Go away\r\n{ONLY_QUIT}221 2.0.0 Goodbye\r\n")
+    );
+}
+
+#[test]
+fn a_rule_reply_of_421_closes_the_connection() {
+    let rules = book(vec![replying("connect", "421 4.3.2 Shutting down")]);
+    let run = ruled(&rules, "NOOP\r\n");
+    assert_eq!(run.sent, "421 4.3.2 Shutting down\r\n");
+    assert_eq!(run.end, Some(Action::Close));
+    for (stage, before) in [
+        ("helo", ""),
+        ("mail", ""),
+        ("rcpt", "250 2.1.0 OK\r\n"),
+        ("noop", "250 2.1.0 OK\r\n250 2.1.5 OK\r\n"),
+        ("data", "250 2.1.0 OK\r\n250 2.1.5 OK\r\n250 2.0.0 OK\r\n"),
+    ] {
+        let rules = book(vec![replying(stage, "421 4.3.2 Closing")]);
+        let input = "HELO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nNOOP\r\nDATA\r\nRSET\r\n";
+        let run = ruled(&rules, input);
+        let helo = if stage == "helo" { "" } else { "250 OK\r\n" };
+        assert_eq!(
+            run.sent,
+            format!("{GREETING}{helo}{before}421 4.3.2 Closing\r\n"),
+            "{stage}"
+        );
+        assert_eq!((run.end, run.left), (Some(Action::Close), 0), "{stage}");
+    }
+    // The final reply of a message, too.
+    let rules = book(vec![replying("message", "421 4.3.2 Closing")]);
+    let run = ruled(&rules, &format!("{}NOOP\r\n", message("")));
+    assert!(
+        run.sent
+            .ends_with(&format!("{ENVELOPE_REPLIES}421 4.3.2 Closing\r\n"))
+    );
+    assert_eq!(run.end, Some(Action::Close));
+}
+
 #[test]
 fn a_refused_mail_opens_no_transaction() {
     let mut refuse = replying("mail", "451 4.3.0 Try again");
@@ -1672,4 +1733,45 @@ fn a_reload_during_a_held_delay_answers_as_if_no_rule_had_fired() {
     );
     assert_eq!(step.action, Action::Continue);
     assert_eq!(String::from_utf8_lossy(&out), "250 2.1.0 OK\r\n");
+}
+
+#[test]
+fn greylisting_switched_on_mid_transaction_costs_no_extra_deferral() {
+    let settings = GreylistSettings {
+        delay_ms: 60_000,
+        ..GreylistSettings::default()
+    };
+    let mut triplets = Greylist::default();
+    let (policy, rules, mut state) = (policy(), RuleBook::default(), RuleState::default());
+    let mut session = Session::new(false);
+    let mut out = Vec::new();
+    // MAIL before the reload that switches greylisting on.
+    let mut cx = context(&policy, ConnectionSeed::new(1, 1), &rules, &mut state, 0);
+    session.feed(&mut cx, b"MAIL FROM:<a@example.com>\r\n", &mut out);
+    assert_eq!(out, b"250 2.1.0 OK\r\n");
+    let rcpt = greylisted(
+        &mut session,
+        &settings,
+        &mut triplets,
+        "RCPT TO:<b@example.net>",
+        1_000,
+    );
+    assert_eq!(rcpt, "250 2.1.5 OK");
+    // The next transaction is greylisted on its own sender, not on a stale one.
+    let mut next = Session::new(false);
+    let say =
+        |s: &mut Session, t: &mut Greylist, line: &str, now| greylisted(s, &settings, t, line, now);
+    say(&mut next, &mut triplets, "MAIL FROM:<a@example.com>", 2_000);
+    assert!(say(&mut next, &mut triplets, "RCPT TO:<b@example.net>", 2_000).starts_with("451"));
+    say(&mut next, &mut triplets, "RSET", 62_000);
+    say(
+        &mut next,
+        &mut triplets,
+        "MAIL FROM:<a@example.com>",
+        62_000,
+    );
+    assert_eq!(
+        say(&mut next, &mut triplets, "RCPT TO:<b@example.net>", 62_000),
+        "250 2.1.5 OK"
+    );
 }
