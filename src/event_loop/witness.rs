@@ -1,0 +1,374 @@
+//! The loop's account of what its sessions do: the [`Observer`] a session reports through.
+//!
+//! It counts into this process's [`Tally`] (in memory shared with the other workers), and,
+//! while the event log is on, keeps what a connection's event lines need in a [`Record`]
+//! of its own (boxed beside the connection, so that without an event log a connection
+//! holds nothing more) and writes a message's line at its final reply. What the loop itself
+//! sees (connections, TLS, delays, timeouts) it counts directly.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::report::event::{ConnectionEvent, Ended, MAX_RECIPIENTS, MessageEvent, Origin};
+use crate::report::tally::Tally;
+use crate::smtp::command::Verb;
+use crate::smtp::observer::{AuthResult, Ending, MessageEnd, Observer};
+
+use super::event_log::EventLog;
+
+/// Where event lines go: the event log, or a buffer in tests.
+pub trait LineSink {
+    fn push_line(&mut self, line: &[u8]);
+}
+
+impl LineSink for EventLog {
+    fn push_line(&mut self, line: &[u8]) {
+        self.push(line);
+    }
+}
+
+impl LineSink for Vec<u8> {
+    fn push_line(&mut self, line: &[u8]) {
+        self.extend_from_slice(line);
+    }
+}
+
+/// One connection's detail for its event lines, kept only while the event log is on.
+/// Names are bounded by the command line's length; recipients by [`MAX_RECIPIENTS`].
+#[derive(Debug, Default)]
+pub struct Record {
+    helo: Option<Vec<u8>>,
+    auth_user: Option<Vec<u8>>,
+    mail_from: Vec<u8>,
+    recipients: Vec<Vec<u8>>,
+    recipient_count: u64,
+    messages: u64,
+    bytes: u64,
+    ended: Option<Ended>,
+    /// A reply held back: when the wait began (loop milliseconds) and what it asked for.
+    pause: Option<(u64, u64)>,
+}
+
+impl Record {
+    /// A reply is held back for `asked_ms` from `now`.
+    pub fn paused(&mut self, now: u64, asked_ms: u64) {
+        self.pause = Some((now, asked_ms));
+    }
+
+    /// The held reply has gone (its message's line, if it was one, is written).
+    pub fn resumed(&mut self) {
+        self.pause = None;
+    }
+
+    /// Why the connection ends, unless the session said so already.
+    pub fn ends(&mut self, why: Ended) {
+        self.ended.get_or_insert(why);
+    }
+
+    /// The connection's closing line, appended to `out`.
+    pub fn connection_line(&self, origin: Origin, duration_ms: u64, why: Ended, out: &mut Vec<u8>) {
+        ConnectionEvent {
+            origin,
+            helo: self.helo.as_deref(),
+            messages: self.messages,
+            bytes: self.bytes,
+            ended: self.ended.unwrap_or(why),
+            duration_ms,
+        }
+        .append_to(out);
+    }
+
+    fn forget_transaction(&mut self) {
+        self.mail_from.clear();
+        self.recipients.clear();
+        self.recipient_count = 0;
+    }
+}
+
+/// What a message's line needs beside the record: where and when.
+pub struct Detail<'a> {
+    pub record: &'a mut Record,
+    pub lines: &'a mut dyn LineSink,
+    /// Its `time_unix_ms` is filled in when a line is written.
+    pub origin: Origin<'a>,
+    /// The loop's milliseconds now.
+    pub now_ms: u64,
+}
+
+/// The [`Observer`] a session is handed with each call.
+pub struct Witness<'a> {
+    tally: &'static Tally,
+    listener: usize,
+    /// Messages given their final reply by this process: `--stop-after-messages` watches it.
+    messages: &'a mut u64,
+    detail: Option<Detail<'a>>,
+}
+
+impl<'a> Witness<'a> {
+    pub fn new(
+        tally: &'static Tally,
+        listener: usize,
+        messages: &'a mut u64,
+        detail: Option<Detail<'a>>,
+    ) -> Self {
+        Witness {
+            tally,
+            listener,
+            messages,
+            detail,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, for event lines.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn write_message_line(detail: &mut Detail, message: &MessageEnd) {
+    let record = &mut *detail.record;
+    let (delay_asked_ms, delay_given_ms, duration_ms) = match record.pause {
+        Some((since, asked)) => {
+            let given = detail.now_ms.saturating_sub(since);
+            (Some(asked), Some(given), given)
+        }
+        None => (None, None, 0),
+    };
+    let mut origin = detail.origin;
+    origin.time_unix_ms = unix_ms();
+    let mut line = Vec::with_capacity(512);
+    MessageEvent {
+        origin,
+        helo: record.helo.as_deref(),
+        auth_user: record.auth_user.as_deref(),
+        mail_from: &record.mail_from,
+        recipients: &record.recipients,
+        recipient_count: record.recipient_count,
+        size: message.size,
+        switches: message.switches,
+        rule: message.rule,
+        code: message.code,
+        delay_asked_ms,
+        delay_given_ms,
+        duration_ms,
+    }
+    .append_to(&mut line);
+    detail.lines.push_line(&line);
+}
+
+impl Observer for Witness<'_> {
+    fn command(&mut self, verb: Verb) {
+        self.tally.command(verb);
+    }
+
+    fn greeted(&mut self, name: &[u8]) {
+        if let Some(detail) = &mut self.detail {
+            detail.record.helo = Some(name.to_vec());
+        }
+    }
+
+    fn auth(&mut self, mechanism: &'static str, result: AuthResult, user: &[u8]) {
+        self.tally.auth(mechanism, result);
+        if let Some(detail) = &mut self.detail
+            && result == AuthResult::Accepted
+        {
+            detail.record.auth_user = Some(user.to_vec());
+        }
+    }
+
+    fn sender(&mut self, address: &[u8]) {
+        if let Some(detail) = &mut self.detail {
+            detail.record.forget_transaction();
+            detail.record.mail_from = address.to_vec();
+        }
+    }
+
+    fn recipient(&mut self, address: &[u8]) {
+        self.tally.recipient();
+        if let Some(detail) = &mut self.detail {
+            let record = &mut *detail.record;
+            if record.recipients.len() < MAX_RECIPIENTS {
+                record.recipients.push(address.to_vec());
+            }
+            record.recipient_count += 1;
+        }
+    }
+
+    fn transaction_dropped(&mut self) {
+        if let Some(detail) = &mut self.detail {
+            detail.record.forget_transaction();
+        }
+    }
+
+    fn rule_fired(&mut self, rule: &str) {
+        self.tally.rule_fired(rule);
+    }
+
+    fn greylisted(&mut self, passed: bool) {
+        self.tally.greylisted(passed);
+    }
+
+    fn message(&mut self, message: &MessageEnd) {
+        self.tally
+            .message(self.listener, message.code, message.size);
+        *self.messages += 1;
+        if let Some(detail) = &mut self.detail {
+            write_message_line(detail, message);
+            let record = &mut *detail.record;
+            record.messages += 1;
+            record.bytes += message.size;
+            record.forget_transaction();
+        }
+    }
+
+    fn ending(&mut self, why: Ending) {
+        if let Some(detail) = &mut self.detail {
+            detail.record.ends(why.into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::report::tally::Totals;
+    use crate::smtp::switches::Switches;
+
+    fn leaked_tally() -> &'static Tally {
+        Box::leak(Box::default())
+    }
+
+    fn origin() -> Origin<'static> {
+        Origin {
+            time_unix_ms: 0,
+            connection: 7,
+            worker: 2,
+            listener: "127.0.0.1:2525",
+            client: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9)),
+            tls: Some("TLSv1_3"),
+        }
+    }
+
+    fn lines(text: &[u8]) -> Vec<Value> {
+        text.split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| serde_json::from_slice(line).expect("a JSON line"))
+            .collect()
+    }
+
+    fn end(code: u16, size: u64) -> MessageEnd<'static> {
+        MessageEnd {
+            code,
+            size,
+            switches: Switches::default(),
+            rule: None,
+        }
+    }
+
+    #[test]
+    fn without_an_event_log_it_only_counts() {
+        let tally = leaked_tally();
+        let mut messages = 0;
+        let mut witness = Witness::new(tally, 1, &mut messages, None);
+        witness.command(Verb::Ehlo);
+        witness.greeted(b"client.example");
+        witness.sender(b"a@example.com");
+        witness.recipient(b"b@example.net");
+        witness.rule_fired("slow");
+        witness.message(&end(250, 1200));
+        witness.greylisted(true);
+        let totals = Totals::of([tally]);
+        assert_eq!(messages, 1);
+        assert_eq!(totals.recipients, 1);
+        assert_eq!(totals.message_bytes, 1200);
+        assert_eq!(totals.greylist, [0, 1]);
+        assert_eq!(totals.messages_by_code().get(&250), Some(&1));
+        assert_eq!(totals.commands.iter().sum::<u64>(), 1);
+        assert_eq!(totals.rules.len(), 1);
+    }
+
+    #[test]
+    fn a_message_line_names_its_transaction_and_the_record_moves_on() {
+        let tally = leaked_tally();
+        let (mut record, mut out, mut messages) = (Record::default(), Vec::new(), 0);
+        let detail = Detail {
+            record: &mut record,
+            lines: &mut out,
+            origin: origin(),
+            now_ms: 5_000,
+        };
+        let mut witness = Witness::new(tally, 0, &mut messages, Some(detail));
+        witness.greeted(b"client.example");
+        witness.auth("PLAIN", AuthResult::Accepted, b"alice");
+        witness.sender(b"old@example.com");
+        witness.transaction_dropped();
+        witness.sender(b"a@example.com");
+        for i in 0..(MAX_RECIPIENTS + 5) {
+            witness.recipient(format!("r{i}@example.net").as_bytes());
+        }
+        witness.message(&MessageEnd {
+            rule: Some("slow"),
+            ..end(550, 42)
+        });
+        witness.ending(Ending::Quit);
+        let parsed = lines(&out);
+        assert_eq!(parsed.len(), 1);
+        let line = &parsed[0];
+        assert_eq!(line["type"], "message");
+        assert_eq!(line["connection"], 7);
+        assert_eq!(line["worker"], 2);
+        assert_eq!(line["client"], "127.0.0.9");
+        assert_eq!(line["tls"], "TLSv1_3");
+        assert_eq!(line["helo"], "client.example");
+        assert_eq!(line["auth_user"], "alice");
+        assert_eq!(line["mail_from"], "a@example.com");
+        assert_eq!(line["recipients"].as_array().map(Vec::len), Some(100));
+        assert_eq!(line["recipients"][0], "r0@example.net");
+        assert_eq!(line["recipient_count"], 105);
+        assert_eq!(
+            (line["code"].clone(), line["size"].clone()),
+            (550.into(), 42.into())
+        );
+        assert_eq!(line["rule"], "slow");
+        assert_eq!(line["delay_asked_ms"], Value::Null);
+        assert_eq!(line["duration_ms"], 0);
+        assert!(record.mail_from.is_empty() && record.recipients.is_empty());
+        assert_eq!((record.messages, record.bytes), (1, 42));
+        let mut closing = Vec::new();
+        record.ends(Ended::Reset);
+        record.connection_line(origin(), 900, Ended::Stop, &mut closing);
+        let closing = lines(&closing);
+        assert_eq!(closing[0]["type"], "connection");
+        assert_eq!(
+            closing[0]["ended"], "quit",
+            "the session's reason comes first"
+        );
+        assert_eq!(closing[0]["messages"], 1);
+        assert_eq!(closing[0]["duration_ms"], 900);
+    }
+
+    #[test]
+    fn a_held_reply_gives_its_delay_asked_and_given() {
+        let tally = leaked_tally();
+        let (mut record, mut out, mut messages) = (Record::default(), Vec::new(), 0);
+        record.paused(1_000, 2_000);
+        let detail = Detail {
+            record: &mut record,
+            lines: &mut out,
+            origin: origin(),
+            now_ms: 2_500,
+        };
+        let mut witness = Witness::new(tally, 0, &mut messages, Some(detail));
+        witness.sender(b"a@example.com");
+        witness.message(&end(250, 1));
+        let line = &lines(&out)[0];
+        assert_eq!(line["delay_asked_ms"], 2_000);
+        assert_eq!(line["delay_given_ms"], 1_500, "cut short, as by a stop");
+        assert_eq!(line["duration_ms"], 1_500);
+    }
+}
