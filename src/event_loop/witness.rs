@@ -6,14 +6,20 @@
 //! holds nothing more) and writes a message's line at its final reply. What the loop itself
 //! sees (connections, TLS, delays, timeouts) it counts directly.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use log::info;
 
 use crate::report::event::{ConnectionEvent, Ended, MAX_RECIPIENTS, MessageEvent, Origin};
-use crate::report::tally::Tally;
+use crate::report::exposition::{self, Labels};
+use crate::report::summary;
+use crate::report::tally::{Tally, Totals};
 use crate::smtp::command::Verb;
 use crate::smtp::observer::{AuthResult, Ending, MessageEnd, Observer};
 
 use super::event_log::EventLog;
+use super::process_figures;
 
 /// Where event lines go: the event log, or a buffer in tests.
 pub trait LineSink {
@@ -117,6 +123,146 @@ impl<'a> Witness<'a> {
             detail,
         }
     }
+}
+
+/// A connection as its event lines name it.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    pub id: u64,
+    pub listener: usize,
+    pub client: IpAddr,
+    /// The TLS version, once agreed.
+    pub tls: Option<&'static str>,
+}
+
+/// What the loop keeps account in: this process's tally, the event log when it is on, and
+/// the messages finished here.
+pub struct Account {
+    pub tally: &'static Tally,
+    /// Every serving process's tally, this one's included: what a scrape and a summary show.
+    pub tallies: &'static [Tally],
+    /// The worker's number (its slot); 0 without workers.
+    pub worker: u32,
+    /// Each listener's address, by index: the label of its figures and lines.
+    pub listeners: Vec<String>,
+    pub events: Option<EventLog>,
+    /// Lines the event log had dropped when last counted into the tally.
+    events_dropped: u64,
+    /// Messages given their final reply by this process.
+    pub messages: u64,
+}
+
+impl Account {
+    pub fn new(tallies: &'static [Tally], slot: usize, listeners: Vec<String>) -> Option<Self> {
+        Some(Account {
+            tally: tallies.get(slot)?,
+            tallies,
+            worker: u32::try_from(slot).ok()?,
+            listeners,
+            events: None,
+            events_dropped: 0,
+            messages: 0,
+        })
+    }
+
+    /// The observer for one call into `seen`'s session; `record` is its detail, kept while
+    /// the event log is on.
+    pub fn witness<'a>(
+        &'a mut self,
+        seen: Seen,
+        record: Option<&'a mut Record>,
+        now_ms: u64,
+    ) -> Witness<'a> {
+        let origin = origin(self.worker, &self.listeners, seen);
+        let detail = match (record, &mut self.events) {
+            (Some(record), Some(log)) => Some(Detail {
+                record,
+                lines: log,
+                origin,
+                now_ms,
+            }),
+            _ => None,
+        };
+        Witness::new(self.tally, seen.listener, &mut self.messages, detail)
+    }
+
+    /// A connection closed after `duration_ms`: its line, when the event log is on and kept
+    /// its record.
+    pub fn closed(&mut self, seen: Seen, record: Option<&Record>, duration_ms: u64, why: Ended) {
+        if let (Some(record), Some(_)) = (record, &self.events) {
+            let mut origin = origin(self.worker, &self.listeners, seen);
+            origin.time_unix_ms = unix_ms();
+            let mut line = Vec::with_capacity(256);
+            record.connection_line(origin, duration_ms, why, &mut line);
+            if let Some(log) = &mut self.events {
+                log.push(&line);
+            }
+        }
+        self.count_dropped_lines();
+    }
+
+    /// Counts the lines the event log dropped since last asked into the tally.
+    pub fn count_dropped_lines(&mut self) {
+        if let Some(log) = &self.events {
+            let dropped = log.dropped();
+            self.tally
+                .event_log_dropped(dropped.saturating_sub(self.events_dropped));
+            self.events_dropped = dropped;
+        }
+    }
+
+    /// At exit: the event log's writer gets until `deadline` to write what it was sent.
+    pub fn finish_event_log(&mut self, deadline: Instant) {
+        self.count_dropped_lines();
+        if let Some(log) = self.events.take() {
+            let dropped = log.finish(deadline);
+            self.tally
+                .event_log_dropped(dropped.saturating_sub(self.events_dropped));
+            self.events_dropped = 0;
+        }
+    }
+
+    /// The Prometheus text of every process's tally, with the process figures of every
+    /// process that claimed a slot and of `other_pids`.
+    pub fn render(&self, rules: &[String], other_pids: &[u32], out: &mut Vec<u8>) {
+        let totals = Totals::of(self.tallies);
+        let mut pids: Vec<u32> = self
+            .tallies
+            .iter()
+            .map(Tally::pid)
+            .filter(|&pid| pid != 0)
+            .collect();
+        pids.extend_from_slice(other_pids);
+        let figures = process_figures::read(&pids);
+        let labels = Labels {
+            listeners: &self.listeners,
+            rules,
+        };
+        exposition::render(&totals, &labels, figures.as_ref(), out);
+    }
+
+    /// Logs the summary of every process's tally.
+    pub fn log_summary(&self, rules: &[String]) {
+        log_summary(self.tallies, &self.listeners, rules);
+    }
+}
+
+/// Where and whose `seen` is, for its lines; the time is filled in when one is written.
+fn origin(worker: u32, listeners: &[String], seen: Seen) -> Origin<'_> {
+    Origin {
+        time_unix_ms: 0,
+        connection: seen.id,
+        worker,
+        listener: listeners.get(seen.listener).map_or("other", String::as_str),
+        client: seen.client,
+        tls: seen.tls,
+    }
+}
+
+/// Logs the one-line summary of `tallies`.
+pub fn log_summary(tallies: &[Tally], listeners: &[String], rules: &[String]) {
+    let labels = Labels { listeners, rules };
+    info!("summary: {}", summary::line(&Totals::of(tallies), &labels));
 }
 
 /// Milliseconds since the Unix epoch, for event lines.
