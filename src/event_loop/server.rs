@@ -25,6 +25,7 @@ use super::throttle;
 use super::timer::TimerWheel;
 use super::tls::TlsLayer;
 use crate::smtp::greylist::{Greylist, GreylistSettings};
+use crate::smtp::observer::Unobserved;
 use crate::smtp::reply;
 use crate::smtp::rules::{RuleBook, RuleState};
 use crate::smtp::session::{
@@ -806,6 +807,8 @@ fn context<'a>(
         client: conn.client,
         listener: conn.listener,
         now_ms: now,
+        // A box of nothing: no allocation, and a `&'static mut` to lend.
+        observer: Box::leak(Box::new(Unobserved)),
     }
 }
 
