@@ -31,6 +31,7 @@ use super::witness::{Account, Seen, Witness};
 use crate::report::event::Ended;
 use crate::report::tally::Tally;
 use crate::smtp::greylist::{Greylist, GreylistSettings};
+use crate::smtp::observer::Unobserved;
 use crate::smtp::reply;
 use crate::smtp::rules::{RuleBook, RuleState};
 use crate::smtp::session::{
@@ -1122,6 +1123,8 @@ fn context<'a>(
         client: conn.client,
         listener: usize::from(conn.listener),
         now_ms: now,
+        // A box of nothing: no allocation, and a `&'static mut` to lend.
+        observer: Box::leak(Box::new(Unobserved)),
     }
 }
 

@@ -44,12 +44,9 @@ pub enum Ending {
 /// A message the session has given its final reply to.
 #[derive(Debug, Clone, Copy)]
 pub struct MessageEnd<'a> {
-    /// The final reply's code (`250`, a bounce, `552` too big, a rule's code).
-    pub code: u16,
-    /// Octets of message data received, dot-stuffing undone, the final dot not counted.
-    pub size: u64,
-    /// The switch headers the message set.
-    pub switches: Switches,
+    /// The final reply's code (`250`, a bounce, `552` too big, a rule's code); `None` when a
+    /// rule closed the connection without a word.
+    pub code: Option<u16>,
     /// The rule whose answer or cut ended it.
     pub rule: Option<&'a str>,
 }
@@ -61,8 +58,10 @@ pub trait Observer {
     fn command(&mut self, _verb: Verb) {}
     /// HELO, EHLO or LHLO was accepted with this name.
     fn greeted(&mut self, _name: &[u8]) {}
-    /// An AUTH exchange ended; `user` is the identity it named, empty when it named none.
-    fn auth(&mut self, _mechanism: &'static str, _result: AuthResult, _user: &[u8]) {}
+    /// An AUTH exchange named this user (before its outcome is known).
+    fn auth_user(&mut self, _user: &[u8]) {}
+    /// An AUTH exchange with this mechanism (`plain`, `login`, `cram-md5`) ended.
+    fn auth(&mut self, _mechanism: &'static str, _result: AuthResult) {}
     /// MAIL was accepted: a transaction with this sender begins.
     fn sender(&mut self, _address: &[u8]) {}
     /// RCPT was accepted for this address.
@@ -73,9 +72,16 @@ pub trait Observer {
     fn rule_fired(&mut self, _rule: &str) {}
     /// Greylisting deferred a recipient (`false`) or let it pass (`true`).
     fn greylisted(&mut self, _passed: bool) {}
+    /// A message's data has all arrived (or a rule cut it off here): this many octets, as
+    /// `max_message_size` counts them (the final `.<CRLF>` included), with these switch
+    /// headers. Its final reply comes next, perhaps after
+    /// a delay.
+    fn data_ended(&mut self, _size: u64, _switches: &Switches) {}
     /// A message got its final reply, which is in the output now.
     fn message(&mut self, _message: &MessageEnd) {}
     /// The session ended the connection for this reason (its last reply is in the output).
+    /// When one reply both answers a message and ends the connection, this may come before
+    /// [`Observer::message`]; it may come more than once, and the first reason is the one.
     fn ending(&mut self, _why: Ending) {}
 }
 

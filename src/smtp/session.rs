@@ -14,6 +14,7 @@ use oorandom::Rand64;
 use super::command::{self, DataScanner, Line, Verb};
 use super::decimal;
 use super::greylist::{Greylist, GreylistSettings, Verdict};
+use super::observer::{Ending, MessageEnd, Observer};
 use super::policy::Mode;
 pub use super::policy::Policy;
 use super::reply;
@@ -47,6 +48,8 @@ pub struct Context<'a> {
     pub listener: usize,
     /// Milliseconds on the caller's clock.
     pub now_ms: u64,
+    /// Who keeps account of what the session sees and says.
+    pub observer: &'a mut dyn Observer,
 }
 
 /// What the caller must do after [`Session::feed`].
@@ -377,7 +380,10 @@ impl Session {
         let cut_now = cut.filter(|cut| ended.is_none() && scanner.size() >= cut.at);
         let action = match (ended, cut_now) {
             (Some((size, switches)), _) => Some(self.end_message(cx, size, switches, out)),
-            (None, Some(cut)) => Some(self.cut(cx, cut, out)),
+            (None, Some(cut)) => {
+                cx.observer.data_ended(scanner.size(), switches);
+                Some(self.cut(cx, cut, out))
+            }
             (None, None) => None,
         };
         (n, action)
@@ -386,12 +392,17 @@ impl Session {
     /// Answers one whole line.
     #[inline(always)]
     fn line(&mut self, cx: &mut Context, line: &[u8], out: &mut Vec<u8>) -> Action {
-        match self.phase {
-            Phase::Auth(step) => return self.auth_response(cx, step, line, out),
-            Phase::Refused => return faults::after_refusal(line, out),
-            _ => {}
+        if let Phase::Auth(step) = self.phase {
+            return self.auth_response(cx, step, line, out);
         }
         let (verb, arg) = command::parse_command(line);
+        // A line held for a delay is read again when the delay is over: it was counted then.
+        if self.decided.is_none() {
+            cx.observer.command(verb);
+        }
+        if let Phase::Refused = self.phase {
+            return faults::after_refusal(cx, verb, out);
+        }
         if !cx.rules.is_empty() {
             return self.line_by_rules(cx, verb, arg, out);
         }
@@ -426,7 +437,7 @@ impl Session {
         out: &mut Vec<u8>,
     ) -> Action {
         match verb {
-            Verb::Helo | Verb::Ehlo => out.extend_from_slice(self.greeting(verb, arg, cx.policy)),
+            Verb::Helo | Verb::Ehlo => out.extend_from_slice(self.greeting(cx, verb, arg)),
             Verb::Mail | Verb::Rcpt | Verb::Data | Verb::Rset => {
                 out.extend_from_slice(self.transaction_step(cx, verb, arg));
             }
@@ -434,9 +445,10 @@ impl Session {
             Verb::Expn => expn(arg, cx.policy, out),
             Verb::StartTls => return self.starttls(arg, cx.policy, out),
             Verb::Auth => return self.auth(cx, arg, out),
-            Verb::Unknown => return self.unknown(out),
+            Verb::Unknown => return self.unknown(cx, out),
             Verb::Quit => {
                 out.extend_from_slice(reply::GOODBYE);
+                cx.observer.ending(Ending::Quit);
                 return Action::Close;
             }
             _ => out.extend_from_slice(information(verb, arg)),
@@ -445,19 +457,26 @@ impl Session {
     }
 
     /// HELO and EHLO: each starts over, with no transaction open.
-    fn greeting<'p>(&mut self, verb: Verb, arg: &[u8], policy: &'p Policy) -> &'p [u8] {
+    fn greeting<'p>(&mut self, cx: &mut Context<'p>, verb: Verb, arg: &[u8]) -> &'p [u8] {
         match (verb, arg.is_empty()) {
             (Verb::Helo, true) => reply::HELO_SYNTAX,
             (_, true) => reply::EHLO_SYNTAX,
             (Verb::Helo, false) => {
-                self.end_transaction();
+                self.greeted(cx, arg);
                 reply::HELO_OK
             }
             (_, false) => {
-                self.end_transaction();
-                policy.ehlo(self.tls)
+                self.greeted(cx, arg);
+                cx.policy.ehlo(self.tls)
             }
         }
+    }
+
+    /// HELO or EHLO is accepted with `arg`, whose first word names the client.
+    fn greeted(&mut self, cx: &mut Context, arg: &[u8]) {
+        self.drop_transaction(cx);
+        cx.observer
+            .greeted(command::words(arg).next().unwrap_or_default());
     }
 
     /// MAIL, RCPT, DATA and RSET: the steps of a mail transaction, in RFC 5321 order.
@@ -468,10 +487,18 @@ impl Session {
             Verb::Rcpt => self.rcpt(cx, arg),
             Verb::Data => self.data(cx),
             _ => {
-                self.end_transaction();
+                self.drop_transaction(cx);
                 reply::OK
             }
         }
+    }
+
+    /// HELO, EHLO or RSET: a transaction under way ends without a message.
+    fn drop_transaction(&mut self, cx: &mut Context) {
+        if self.transaction != Transaction::None {
+            cx.observer.transaction_dropped();
+        }
+        self.end_transaction();
     }
 
     /// No transaction from here on: HELO, EHLO, RSET, the end of a message.
@@ -521,10 +548,11 @@ impl Session {
         Action::Continue
     }
 
-    fn unknown(&mut self, out: &mut Vec<u8>) -> Action {
+    fn unknown(&mut self, cx: &mut Context, out: &mut Vec<u8>) -> Action {
         self.unknown_commands = self.unknown_commands.saturating_add(1);
         if self.unknown_commands >= MAX_UNKNOWN_COMMANDS {
             out.extend_from_slice(reply::TOO_MANY_UNKNOWN);
+            cx.observer.ending(Ending::UnknownCommands);
             return Action::Close;
         }
         out.extend_from_slice(reply::UNKNOWN_COMMAND);
@@ -573,8 +601,9 @@ impl Session {
 
     /// MAIL is accepted from `sender`.
     #[inline(always)]
-    fn open_transaction(&mut self, cx: &Context, sender: &[u8]) {
+    fn open_transaction(&mut self, cx: &mut Context, sender: &[u8]) {
         self.transaction = Transaction::Mail;
+        cx.observer.sender(sender);
         self.sender_key = cx.greylist.as_ref().map(|(_, t)| t.sender_key(sender));
         if !cx.rules.is_empty() {
             self.remembered = cx.rules.remember(rules::Stage::Message, sender);
@@ -608,11 +637,13 @@ impl Session {
             let settings: &'r GreylistSettings = settings;
             let recipient = unbracketed(path);
             let verdict = triplets.check(settings, cx.client, sender, recipient, cx.now_ms);
+            cx.observer.greylisted(verdict == Verdict::Pass);
             if verdict == Verdict::Defer {
                 return settings.reply.bytes();
             }
         }
         self.transaction = Transaction::Rcpt;
+        cx.observer.recipient(unbracketed(path));
         reply::RCPT_OK
     }
 
@@ -626,6 +657,7 @@ impl Session {
     ) -> Action {
         let policy = cx.policy;
         self.phase = Phase::Command;
+        cx.observer.data_ended(size, &switches);
         if size > policy.max_message_size() {
             return self.final_reply(cx, Outcome::TooBig, 0, out);
         }
@@ -655,7 +687,10 @@ impl Session {
         }
         self.end_transaction();
         if millis == 0 {
-            write_outcome(outcome, policy, || draw_id(rng), out)
+            let start = out.len();
+            let action = write_outcome(outcome, policy, || draw_id(rng), out);
+            message_answered(cx, None, &out[start..]);
+            action
         } else {
             self.phase = Phase::Held(Held::Reply {
                 normal: outcome,
@@ -743,6 +778,17 @@ fn write_outcome(
         }
     }
     Action::Continue
+}
+
+/// Tells the observer that a message got its final reply, `reply` (empty: none, the
+/// connection was closed without a word).
+fn message_answered(cx: &mut Context, rule: Option<&str>, reply: &[u8]) {
+    let code = reply.get(..3).and_then(|digits| {
+        digits.iter().try_fold(0u16, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u16::from(d - b'0'))
+        })
+    });
+    cx.observer.message(&MessageEnd { code, rule });
 }
 
 /// A number below `n` (n <= 256).

@@ -10,6 +10,7 @@ use oorandom::Rand64;
 use super::faults::Subject;
 use super::{Action, Context, Phase, Policy, Session, Transaction};
 use crate::smtp::command::{self, MAX_LINE};
+use crate::smtp::observer::AuthResult;
 use crate::smtp::reply;
 use crate::smtp::rules::Stage;
 
@@ -28,6 +29,31 @@ pub(super) enum Mechanism {
     Plain,
     Login,
     CramMd5,
+}
+
+impl AuthStep {
+    /// The mechanism's name, as metrics label it.
+    fn mechanism(self) -> &'static str {
+        match self {
+            AuthStep::Plain => "plain",
+            AuthStep::LoginUser | AuthStep::LoginPassword { .. } => "login",
+            AuthStep::CramMd5 => "cram-md5",
+        }
+    }
+}
+
+/// The mechanism an AUTH command names, as metrics label it.
+fn mechanism_named(word: Option<&[u8]>) -> &'static str {
+    let named = |name: &[u8]| word.is_some_and(|w| w.eq_ignore_ascii_case(name));
+    if named(b"PLAIN") {
+        "plain"
+    } else if named(b"LOGIN") {
+        "login"
+    } else if named(b"CRAM-MD5") {
+        "cram-md5"
+    } else {
+        "other"
+    }
 }
 
 /// How an AUTH command or response ends the exchange.
@@ -52,6 +78,7 @@ impl Session {
                     AuthStep::Plain => out.extend_from_slice(reply::AUTH_EMPTY_CHALLENGE),
                     AuthStep::LoginUser => out.extend_from_slice(reply::AUTH_USERNAME),
                     AuthStep::LoginPassword { .. } => {
+                        tell_user(cx, Mechanism::Login, initial.unwrap_or_default());
                         self.remember_user(cx, initial.unwrap_or_default());
                         out.extend_from_slice(reply::AUTH_PASSWORD);
                     }
@@ -62,10 +89,13 @@ impl Session {
             Err(end) => {
                 let plain = mechanism.is_some_and(|m| m.eq_ignore_ascii_case(b"PLAIN"));
                 let subject = match initial {
-                    Some(response) if plain => Subject::User(Mechanism::Plain, response),
+                    Some(response) if plain => {
+                        tell_user(cx, Mechanism::Plain, response);
+                        Subject::User(Mechanism::Plain, response)
+                    }
                     _ => Subject::Arg(b""),
                 };
-                self.auth_final(cx, end, subject, out)
+                self.auth_final(cx, end, mechanism_named(mechanism), subject, out)
             }
         }
     }
@@ -127,6 +157,7 @@ impl Session {
                     Mechanism::CramMd5
                 };
                 let fail = mentions_fail(line);
+                tell_user(cx, mechanism, line);
                 (Final::Outcome { fail }, Subject::User(mechanism, line))
             }
             // The documented shortcut: `pass=`/`fail=` in clear answers at once.
@@ -134,12 +165,14 @@ impl Session {
                 if command::contains(line, b"pass=") || command::contains(line, b"fail=") =>
             {
                 let fail = command::contains(line, b"fail=");
+                tell_user(cx, Mechanism::Login, line);
                 (
                     Final::Outcome { fail },
                     Subject::User(Mechanism::Login, line),
                 )
             }
             AuthStep::LoginUser => {
+                tell_user(cx, Mechanism::Login, line);
                 self.remember_user(cx, line);
                 self.phase = Phase::Auth(AuthStep::LoginPassword {
                     fail: mentions_fail(line),
@@ -152,11 +185,36 @@ impl Session {
                 (Final::Outcome { fail }, Subject::Remembered)
             }
         };
-        self.auth_final(cx, end, subject, out)
+        self.auth_final(cx, end, step.mechanism(), subject, out)
     }
 
     /// The reply that ends an exchange, as the rules at `auth` may change it.
     fn auth_final(
+        &mut self,
+        cx: &mut Context,
+        end: Final,
+        mechanism: &'static str,
+        subject: Subject,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        let before = self.authenticated;
+        let action = self.auth_answer(cx, end, subject, out);
+        let cancelled = end == Final::Reply(reply::AUTH_CANCELLED);
+        // An exchange ends with an outcome or a cancel, once its reply (delayed or not) is
+        // out; a syntax error or a second AUTH is no exchange.
+        if !self.is_waiting() && (cancelled || matches!(end, Final::Outcome { .. })) {
+            let result = match (cancelled, self.authenticated && !before) {
+                (true, _) => AuthResult::Cancelled,
+                (false, true) => AuthResult::Accepted,
+                (false, false) => AuthResult::Refused,
+            };
+            cx.observer.auth(mechanism, result);
+        }
+        action
+    }
+
+    /// The reply to an exchange's end, or what the rules at `auth` say instead.
+    fn auth_answer(
         &mut self,
         cx: &mut Context,
         end: Final,
@@ -201,6 +259,13 @@ impl Session {
             reply::AUTH_OK
         }
     }
+}
+
+/// Tells the observer the user name a response names.
+fn tell_user(cx: &mut Context, mechanism: Mechanism, response: &[u8]) {
+    let mut decoded = [0u8; MAX_LINE];
+    cx.observer
+        .auth_user(user_name(mechanism, response, &mut decoded));
 }
 
 /// The user name in a response: PLAIN's authentication identity (`authzid NUL authcid NUL

@@ -12,6 +12,7 @@ use core::num::NonZeroU32;
 use super::auth::{self, Mechanism};
 use super::{Action, Context, Held, Outcome, Phase, Session, Transaction};
 use crate::smtp::command::{self, MAX_LINE, Verb};
+use crate::smtp::observer::Ending;
 use crate::smtp::reply;
 use crate::smtp::rules::{Command, Disconnect, Rule, RuleRef, Stage};
 
@@ -77,9 +78,10 @@ fn address<'a>(arg: &'a [u8], keyword: &[u8]) -> &'a [u8] {
 
 /// A command line once a rule's greeting refused the session: RFC 5321 3.1 has the server
 /// wait for QUIT and answer anything else with a bad sequence. Rules have no say here.
-pub(super) fn after_refusal(line: &[u8], out: &mut Vec<u8>) -> Action {
-    if command::parse_command(line).0 == Verb::Quit {
+pub(super) fn after_refusal(cx: &mut Context, verb: Verb, out: &mut Vec<u8>) -> Action {
+    if verb == Verb::Quit {
         out.extend_from_slice(reply::GOODBYE);
+        cx.observer.ending(Ending::Quit);
         return Action::Close;
     }
     out.extend_from_slice(reply::ONLY_QUIT);
@@ -105,7 +107,10 @@ impl Session {
             // The delay is over.
             Some(index) => (index, 0),
             None => match self.decide(cx, stage, subject, |_| true) {
-                Some(index) => (index, self.delay_of(cx, index)),
+                Some(index) => {
+                    fired(cx, index);
+                    (index, self.delay_of(cx, index))
+                }
                 None => return normal(self, cx, out),
             },
         };
@@ -126,9 +131,10 @@ impl Session {
 
     /// The greeting, as a rule at `connect` may change it.
     pub(super) fn greet_by_rules(&mut self, cx: &mut Context, out: &mut Vec<u8>) -> Action {
-        let fired = self.decide(cx, Stage::Connect, Subject::Arg(b""), |_| true);
-        let millis = fired.map_or(0, |index| self.delay_of(cx, index));
-        self.say_after(cx, Outcome::Greeting, fired, millis, out)
+        let decided = self.decide(cx, Stage::Connect, Subject::Arg(b""), |_| true);
+        decided.inspect(|&index| fired(cx, index));
+        let millis = decided.map_or(0, |index| self.delay_of(cx, index));
+        self.say_after(cx, Outcome::Greeting, decided, millis, out)
     }
 
     /// A message's final reply: `normal` after `millis`, unless a rule at `message` fires.
@@ -139,19 +145,20 @@ impl Session {
         millis: u64,
         out: &mut Vec<u8>,
     ) -> Action {
-        let fired = if cx.rules.is_empty() {
+        let decided = if cx.rules.is_empty() {
             None
         } else {
             self.decide(cx, Stage::Message, Subject::Remembered, |r| {
                 r.after_bytes.is_none()
             })
         };
+        decided.inspect(|&index| fired(cx, index));
         self.end_transaction();
-        let millis = match fired {
+        let millis = match decided {
             Some(index) if self.has_delay(cx, index) => self.delay_of(cx, index),
             _ => millis,
         };
-        self.say_after(cx, normal, fired, millis, out)
+        self.say_after(cx, normal, decided, millis, out)
     }
 
     /// When DATA is accepted: whether a rule at `message` with `after_bytes` cuts it off.
@@ -167,6 +174,7 @@ impl Session {
     pub(super) fn cut(&mut self, cx: &mut Context, cut: Cut, out: &mut Vec<u8>) -> Action {
         self.phase = Phase::Command;
         self.end_transaction();
+        fired(cx, cut.rule);
         let millis = self.delay_of(cx, cut.rule);
         self.say_after(cx, Outcome::Cut, Some(cut.rule), millis, out)
     }
@@ -209,7 +217,9 @@ impl Session {
             Outcome::Greeting => Stage::Connect,
             _ => Stage::Message,
         };
-        match rule.and_then(|rule| book.get(rule)) {
+        let start = out.len();
+        let rule = rule.and_then(|rule| book.get(rule));
+        let action = match rule {
             None => write(self, cx, out),
             Some(rule) => {
                 let action = self.carry_out(cx, rule, stage, Subject::Remembered, out, &mut write);
@@ -220,7 +230,14 @@ impl Session {
                     action
                 }
             }
+        };
+        if stage == Stage::Message {
+            super::message_answered(cx, rule.map(|r| r.name.as_str()), &out[start..]);
         }
+        if normal == Outcome::Cut {
+            cx.observer.ending(Ending::Rule);
+        }
+        action
     }
 
     /// What a rule that fired says and does, its delay over: `disconnect` closes (`421`
@@ -241,12 +258,16 @@ impl Session {
             self.phase = Phase::Command;
         }
         let action = match (rule.disconnect, &rule.reply) {
-            (Some(Disconnect::Close), _) => Action::Close,
+            (Some(Disconnect::Close), _) => {
+                cx.observer.ending(Ending::Rule);
+                Action::Close
+            }
             (Some(Disconnect::Reply421), reply) => {
                 match reply {
                     Some(reply) => out.extend_from_slice(reply.bytes()),
                     None => reply::closing(out, cx.policy.fqdn()),
                 }
+                cx.observer.ending(Ending::Rule);
                 Action::Close
             }
             (None, Some(reply)) => {
@@ -278,19 +299,31 @@ impl Session {
         code: u16,
     ) -> Action {
         if stage == Stage::Quit || code == 421 {
+            let why = if stage == Stage::Quit {
+                Ending::Quit
+            } else {
+                Ending::Rule
+            };
+            cx.observer.ending(why);
             return Action::Close;
         }
         let class = code / 100;
         match (stage, subject) {
             (Stage::Connect, _) if class >= 4 => self.phase = Phase::Refused,
-            (Stage::Helo | Stage::Rset, _) if class == 2 => self.end_transaction(),
+            (Stage::Helo, Subject::Arg(arg)) if class == 2 => {
+                self.greeted(cx, arg);
+            }
+            (Stage::Rset, _) if class == 2 => self.drop_transaction(cx),
             (Stage::Mail, Subject::Arg(arg))
                 if class == 2 && self.transaction == Transaction::None =>
             {
                 self.open_transaction(cx, subject_of(stage, arg))
             }
             (Stage::Rcpt, _) if class == 2 && self.transaction != Transaction::None => {
-                self.transaction = Transaction::Rcpt
+                self.transaction = Transaction::Rcpt;
+                if let Subject::Arg(arg) = subject {
+                    cx.observer.recipient(subject_of(stage, arg));
+                }
             }
             (Stage::Data, _) if class == 3 && self.transaction == Transaction::Rcpt => {
                 self.start_data(cx)
@@ -349,5 +382,12 @@ impl Session {
             Some(delay) => delay.draw(&mut self.rng(cx.seed)),
             None => 0,
         }
+    }
+}
+
+/// Tells the observer that rule `index` fired.
+fn fired(cx: &mut Context, index: RuleRef) {
+    if let Some(rule) = cx.rules.get(index) {
+        cx.observer.rule_fired(&rule.name);
     }
 }

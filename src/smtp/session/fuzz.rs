@@ -23,6 +23,7 @@ use std::str::FromStr;
 use super::*;
 use crate::smtp::command::MAX_LINE;
 use crate::smtp::greylist::{Greylist, GreylistSettings};
+use crate::smtp::observer::{Ending, MessageEnd, Observer};
 use crate::smtp::policy::{DelayRange, MAX_DELAY_SECS};
 use crate::smtp::reply::MAX_REPLY_LINE;
 use crate::smtp::rules::{
@@ -348,6 +349,56 @@ struct Scene<'p> {
     client: IpAddr,
     listener: usize,
     now_ms: u64,
+    witness: Witness,
+}
+
+/// An observer that checks the account a session gives of itself is coherent: a message
+/// is answered only after its data ended, a recipient only inside a transaction, a reply
+/// code is a real one, and nothing is reported after the session said it ended.
+#[derive(Default)]
+struct Witness {
+    in_transaction: bool,
+    data_ended: bool,
+    ended: bool,
+}
+
+impl Observer for Witness {
+    fn command(&mut self, _verb: Verb) {
+        assert!(!self.ended, "a command after the session ended");
+    }
+    fn sender(&mut self, _address: &[u8]) {
+        assert!(!self.in_transaction, "a sender inside a transaction");
+        self.in_transaction = true;
+    }
+    fn recipient(&mut self, _address: &[u8]) {
+        assert!(self.in_transaction, "a recipient outside a transaction");
+    }
+    fn transaction_dropped(&mut self) {
+        assert!(
+            self.in_transaction,
+            "a transaction dropped that was not open"
+        );
+        self.in_transaction = false;
+    }
+    fn data_ended(&mut self, _size: u64, _switches: &Switches) {
+        assert!(self.in_transaction, "message data outside a transaction");
+        assert!(!self.data_ended, "data ended twice before one reply");
+        self.data_ended = true;
+    }
+    fn message(&mut self, message: &MessageEnd) {
+        assert!(
+            self.data_ended,
+            "a final reply with no message data before it"
+        );
+        if let Some(code) = message.code {
+            assert!((200..600).contains(&code), "final reply code {code}");
+        }
+        self.data_ended = false;
+        self.in_transaction = false;
+    }
+    fn ending(&mut self, _why: Ending) {
+        self.ended = true;
+    }
 }
 
 impl Scene<'_> {
@@ -361,6 +412,7 @@ impl Scene<'_> {
             client: self.client,
             listener: self.listener,
             now_ms: self.now_ms,
+            observer: &mut self.witness,
         }
     }
 
@@ -465,6 +517,8 @@ impl Conn<'_> {
                     self.out.clear();
                     assert!(self.tail.is_empty(), "input kept across STARTTLS");
                     self.session = self.session.for_tls();
+                    // A new session: whatever transaction was open is gone.
+                    scene.witness.in_transaction = false;
                     return Flow::Read;
                 }
                 Action::Close => {
@@ -593,6 +647,7 @@ fn fuzz_session_core() {
             client: pick(&mut rng, &CLIENTS),
             listener: rng.rand_range(0..2) as usize,
             now_ms,
+            witness: Witness::default(),
         };
         seen.add(run_one(&mut scene, &input, &mut rng));
         now_ms = scene.now_ms;

@@ -34,6 +34,8 @@ pub(super) fn context<'a>(
         client: CLIENT,
         listener: 0,
         now_ms,
+        // A box of nothing: no allocation, and a `&'static mut` to lend.
+        observer: Box::leak(Box::new(crate::smtp::observer::Unobserved)),
     }
 }
 
@@ -1773,5 +1775,213 @@ fn greylisting_switched_on_mid_transaction_costs_no_extra_deferral() {
     assert_eq!(
         say(&mut next, &mut triplets, "RCPT TO:<b@example.net>", 62_000),
         "250 2.1.5 OK"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The account a session gives of itself
+
+/// Writes down every observation as a short line.
+#[derive(Default)]
+struct Recorder(Vec<String>);
+
+impl crate::smtp::observer::Observer for Recorder {
+    fn command(&mut self, verb: Verb) {
+        self.0.push(format!("command {verb:?}"));
+    }
+    fn greeted(&mut self, name: &[u8]) {
+        self.0
+            .push(format!("greeted {}", String::from_utf8_lossy(name)));
+    }
+    fn auth_user(&mut self, user: &[u8]) {
+        self.0
+            .push(format!("user {}", String::from_utf8_lossy(user)));
+    }
+    fn auth(&mut self, mechanism: &'static str, result: crate::smtp::observer::AuthResult) {
+        self.0.push(format!("auth {mechanism} {}", result.as_str()));
+    }
+    fn sender(&mut self, address: &[u8]) {
+        self.0
+            .push(format!("sender {}", String::from_utf8_lossy(address)));
+    }
+    fn recipient(&mut self, address: &[u8]) {
+        self.0
+            .push(format!("recipient {}", String::from_utf8_lossy(address)));
+    }
+    fn transaction_dropped(&mut self) {
+        self.0.push("dropped".into());
+    }
+    fn rule_fired(&mut self, rule: &str) {
+        self.0.push(format!("fired {rule}"));
+    }
+    fn greylisted(&mut self, passed: bool) {
+        self.0.push(format!("greylisted {passed}"));
+    }
+    fn data_ended(&mut self, size: u64, switches: &Switches) {
+        let mode = switches.mode.map_or("-", |m| m.as_str());
+        self.0.push(format!("data {size} {mode}"));
+    }
+    fn message(&mut self, message: &crate::smtp::observer::MessageEnd) {
+        let code = message.code.map_or("none".into(), |c| c.to_string());
+        self.0
+            .push(format!("message {code} {}", message.rule.unwrap_or("-")));
+    }
+    fn ending(&mut self, why: crate::smtp::observer::Ending) {
+        self.0.push(format!("ending {why:?}"));
+    }
+}
+
+/// What a session with `rules` reports over `input`, fed whole, pauses over at once.
+fn observed(policy: &Policy, rules: &RuleBook, input: &str) -> Vec<String> {
+    let mut recorder = Recorder::default();
+    let mut state = RuleState::default();
+    let mut session = Session::new(false);
+    let mut cx = context(policy, ConnectionSeed::new(7, 1), rules, &mut state, 0);
+    cx.observer = &mut recorder;
+    let (mut out, mut tail, mut pauses) = (Vec::new(), input.as_bytes().to_vec(), Vec::new());
+    let action = session.greet(&mut cx, &mut out);
+    let mut end = follow(
+        &mut session,
+        &mut cx,
+        action,
+        &mut tail,
+        &mut pauses,
+        &mut out,
+    );
+    while end.is_none() && !tail.is_empty() {
+        let step = session.feed(&mut cx, &tail, &mut out);
+        tail.drain(..step.consumed);
+        end = follow(
+            &mut session,
+            &mut cx,
+            step.action,
+            &mut tail,
+            &mut pauses,
+            &mut out,
+        );
+        if step.consumed == 0 && end.is_none() {
+            break;
+        }
+    }
+    recorder.0
+}
+
+#[test]
+fn a_session_reports_what_it_sees_and_says() {
+    let policy = Policy::new(FQDN.into(), Mode::Accept, None, true, 1000, true);
+    let input = "EHLO client.example more\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n\
+                 RCPT TO:<c@y> NOTIFY=NEVER\r\nDATA\r\nX-Blackhole-Mode: bounce\r\n\r\nhi\r\n.\r\n\
+                 MAIL FROM:<d@x>\r\nRSET\r\nBOGUS\r\nAUTH PLAIN AHVzZXIAcGFzcw==\r\nQUIT\r\n";
+    let seen = observed(&policy, &RuleBook::default(), input);
+    let expected = [
+        "command Ehlo",
+        "greeted client.example",
+        "command Mail",
+        "sender a@x",
+        "command Rcpt",
+        "recipient b@y",
+        "command Rcpt",
+        "recipient c@y",
+        "command Data",
+        // As `max_message_size` counts: the final `.<CRLF>` included.
+        "data 35 bounce",
+        // The bounce is drawn from ten; its code is whatever was said.
+    ];
+    assert_eq!(seen[..expected.len()], expected, "all seen: {seen:#?}");
+    let message = &seen[expected.len()];
+    assert!(
+        message.starts_with("message 4") || message.starts_with("message 5"),
+        "a bounce's code: {message}"
+    );
+    assert_eq!(
+        seen[expected.len() + 1..],
+        [
+            "command Mail",
+            "sender d@x",
+            "command Rset",
+            "dropped",
+            "command Unknown",
+            "command Auth",
+            "user user",
+            "auth plain accepted",
+            "command Quit",
+            "ending Quit",
+        ],
+        "all seen: {seen:#?}"
+    );
+}
+
+#[test]
+fn a_session_reports_the_rules_that_fire_and_what_they_said() {
+    let rules = book(vec![
+        replying("rcpt", "550 5.1.1 no such user"),
+        rule("message", |r| {
+            r.name = "slow".into();
+            r.delay = Some("2".parse().expect("a delay"));
+        }),
+    ]);
+    let seen = observed(
+        &policy(),
+        &rules,
+        "HELO h\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nNOOP\r\nQUIT\r\n",
+    );
+    assert_eq!(
+        seen,
+        [
+            "command Helo",
+            "greeted h",
+            "command Mail",
+            "sender a@x",
+            "command Rcpt",
+            "fired r",
+            "command Noop",
+            "command Quit",
+            "ending Quit",
+        ]
+    );
+    // A delayed reply: the command is counted once, the rule once, the message with its code.
+    let delayed = book(vec![rule("data", |r| {
+        r.delay = Some("1".parse().expect("a delay"));
+    })]);
+    let seen = observed(
+        &policy(),
+        &delayed,
+        "HELO h\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n",
+    );
+    assert_eq!(
+        seen.iter().filter(|s| *s == "command Data").count(),
+        1,
+        "{seen:#?}"
+    );
+    assert_eq!(
+        seen.iter().filter(|s| *s == "fired r").count(),
+        1,
+        "{seen:#?}"
+    );
+    assert!(seen.contains(&"message 250 -".to_string()), "{seen:#?}");
+}
+
+#[test]
+fn a_rule_that_cuts_a_message_off_reports_its_end() {
+    let rules = book(vec![rule("message", |r| {
+        r.name = "cut".into();
+        r.after_bytes = Some(4);
+    })]);
+    let seen = observed(
+        &policy(),
+        &rules,
+        "HELO h\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n0123456789\r\n.\r\n",
+    );
+    let tail: Vec<&str> = seen
+        .iter()
+        .rev()
+        .take(4)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        tail,
+        ["data 4 -", "fired cut", "message 421 cut", "ending Rule"],
+        "{seen:#?}"
     );
 }
