@@ -31,7 +31,6 @@ use super::witness::{Account, Seen, Witness};
 use crate::report::event::Ended;
 use crate::report::tally::Tally;
 use crate::smtp::greylist::{Greylist, GreylistSettings};
-use crate::smtp::observer::Unobserved;
 use crate::smtp::reply;
 use crate::smtp::rules::{RuleBook, RuleState};
 use crate::smtp::session::{
@@ -1112,7 +1111,7 @@ fn context<'a>(
     seed: u64,
     now: u64,
     conn: &Conn,
-    _observer: &'a mut Witness,
+    observer: &'a mut Witness,
 ) -> Context<'a> {
     Context {
         policy: &listeners[usize::from(conn.listener)].policy,
@@ -1123,8 +1122,7 @@ fn context<'a>(
         client: conn.client,
         listener: usize::from(conn.listener),
         now_ms: now,
-        // A box of nothing: no allocation, and a `&'static mut` to lend.
-        observer: Box::leak(Box::new(Unobserved)),
+        observer,
     }
 }
 

@@ -17,6 +17,7 @@ use crate::report::summary;
 use crate::report::tally::{Tally, Totals};
 use crate::smtp::command::Verb;
 use crate::smtp::observer::{AuthResult, Ending, MessageEnd, Observer};
+use crate::smtp::switches::Switches;
 
 use super::event_log::EventLog;
 use super::process_figures;
@@ -47,6 +48,8 @@ pub struct Record {
     mail_from: Vec<u8>,
     recipients: Vec<Vec<u8>>,
     recipient_count: u64,
+    /// The message whose data ended: its size and switches, and when (loop milliseconds).
+    data: Option<(u64, Switches, u64)>,
     messages: u64,
     bytes: u64,
     ended: Option<Ended>,
@@ -87,6 +90,7 @@ impl Record {
         self.mail_from.clear();
         self.recipients.clear();
         self.recipient_count = 0;
+        self.data = None;
     }
 }
 
@@ -272,15 +276,14 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn write_message_line(detail: &mut Detail, message: &MessageEnd) {
+fn write_message_line(detail: &mut Detail, code: u16, rule: Option<&str>) {
     let record = &mut *detail.record;
-    let (delay_asked_ms, delay_given_ms, duration_ms) = match record.pause {
-        Some((since, asked)) => {
-            let given = detail.now_ms.saturating_sub(since);
-            (Some(asked), Some(given), given)
-        }
-        None => (None, None, 0),
+    let now = detail.now_ms;
+    let (delay_asked_ms, delay_given_ms) = match record.pause {
+        Some((since, asked)) => (Some(asked), Some(now.saturating_sub(since))),
+        None => (None, None),
     };
+    let (size, switches, ended_at) = record.data.unwrap_or((0, Switches::default(), now));
     let mut origin = detail.origin;
     origin.time_unix_ms = unix_ms();
     let mut line = Vec::with_capacity(512);
@@ -291,13 +294,13 @@ fn write_message_line(detail: &mut Detail, message: &MessageEnd) {
         mail_from: &record.mail_from,
         recipients: &record.recipients,
         recipient_count: record.recipient_count,
-        size: message.size,
-        switches: message.switches,
-        rule: message.rule,
-        code: message.code,
+        size,
+        switches,
+        rule,
+        code,
         delay_asked_ms,
         delay_given_ms,
-        duration_ms,
+        duration_ms: now.saturating_sub(ended_at),
     }
     .append_to(&mut line);
     detail.lines.push_line(&line);
@@ -314,12 +317,19 @@ impl Observer for Witness<'_> {
         }
     }
 
-    fn auth(&mut self, mechanism: &'static str, result: AuthResult, user: &[u8]) {
-        self.tally.auth(mechanism, result);
-        if let Some(detail) = &mut self.detail
-            && result == AuthResult::Accepted
-        {
+    fn auth_user(&mut self, user: &[u8]) {
+        if let Some(detail) = &mut self.detail {
             detail.record.auth_user = Some(user.to_vec());
+        }
+    }
+
+    fn auth(&mut self, mechanism: &'static str, result: AuthResult) {
+        self.tally.auth(mechanism, result);
+        // Only an accepted identity is the client's; a session accepts at most one.
+        if let Some(detail) = &mut self.detail
+            && result != AuthResult::Accepted
+        {
+            detail.record.auth_user = None;
         }
     }
 
@@ -355,16 +365,30 @@ impl Observer for Witness<'_> {
         self.tally.greylisted(passed);
     }
 
+    fn data_ended(&mut self, size: u64, switches: &Switches) {
+        self.tally.message_data(size);
+        if let Some(detail) = &mut self.detail {
+            let record = &mut *detail.record;
+            record.data = Some((size, *switches, detail.now_ms));
+            record.bytes += size;
+        }
+    }
+
+    /// A message closed on without a word (a rule's cut) had no final reply: its bytes
+    /// count, and its connection's line tells why it ended.
     fn message(&mut self, message: &MessageEnd) {
-        self.tally
-            .message(self.listener, message.code, message.size);
+        let Some(code) = message.code else {
+            if let Some(detail) = &mut self.detail {
+                detail.record.forget_transaction();
+            }
+            return;
+        };
+        self.tally.message_answered(self.listener, code);
         *self.messages += 1;
         if let Some(detail) = &mut self.detail {
-            write_message_line(detail, message);
-            let record = &mut *detail.record;
-            record.messages += 1;
-            record.bytes += message.size;
-            record.forget_transaction();
+            write_message_line(detail, code, message.rule);
+            detail.record.messages += 1;
+            detail.record.forget_transaction();
         }
     }
 
@@ -383,7 +407,7 @@ mod tests {
 
     use super::*;
     use crate::report::tally::Totals;
-    use crate::smtp::switches::Switches;
+    use crate::smtp::policy::Mode;
 
     fn leaked_tally() -> &'static Tally {
         Box::leak(Box::default())
@@ -407,13 +431,27 @@ mod tests {
             .collect()
     }
 
-    fn end(code: u16, size: u64) -> MessageEnd<'static> {
+    fn end(code: u16) -> MessageEnd<'static> {
         MessageEnd {
-            code,
-            size,
-            switches: Switches::default(),
+            code: Some(code),
             rule: None,
         }
+    }
+
+    /// A witness with the event log on, writing into `out`, at `now_ms`.
+    fn logging<'a>(
+        record: &'a mut Record,
+        out: &'a mut Vec<u8>,
+        messages: &'a mut u64,
+        now_ms: u64,
+    ) -> Witness<'a> {
+        let detail = Detail {
+            record,
+            lines: out,
+            origin: origin(),
+            now_ms,
+        };
+        Witness::new(leaked_tally(), 0, messages, Some(detail))
     }
 
     #[test]
@@ -426,40 +464,54 @@ mod tests {
         witness.sender(b"a@example.com");
         witness.recipient(b"b@example.net");
         witness.rule_fired("slow");
-        witness.message(&end(250, 1200));
+        witness.data_ended(1200, &Switches::default());
+        witness.message(&end(250));
+        witness.data_ended(30, &Switches::default());
+        witness.message(&MessageEnd {
+            code: None,
+            rule: Some("cut"),
+        });
         witness.greylisted(true);
         let totals = Totals::of([tally]);
-        assert_eq!(messages, 1);
+        assert_eq!(
+            messages, 1,
+            "a message closed on without a reply is not finished"
+        );
         assert_eq!(totals.recipients, 1);
-        assert_eq!(totals.message_bytes, 1200);
+        assert_eq!(
+            totals.message_bytes, 1230,
+            "a message cut off counts its bytes"
+        );
         assert_eq!(totals.greylist, [0, 1]);
         assert_eq!(totals.messages_by_code().get(&250), Some(&1));
+        assert_eq!(totals.messages_by_code().len(), 1, "no reply, no code");
         assert_eq!(totals.commands.iter().sum::<u64>(), 1);
         assert_eq!(totals.rules.len(), 1);
     }
 
     #[test]
     fn a_message_line_names_its_transaction_and_the_record_moves_on() {
-        let tally = leaked_tally();
         let (mut record, mut out, mut messages) = (Record::default(), Vec::new(), 0);
-        let detail = Detail {
-            record: &mut record,
-            lines: &mut out,
-            origin: origin(),
-            now_ms: 5_000,
-        };
-        let mut witness = Witness::new(tally, 0, &mut messages, Some(detail));
+        let mut witness = logging(&mut record, &mut out, &mut messages, 5_000);
         witness.greeted(b"client.example");
-        witness.auth("PLAIN", AuthResult::Accepted, b"alice");
+        witness.auth_user(b"mallory");
+        witness.auth("plain", AuthResult::Refused);
+        witness.auth_user(b"alice");
+        witness.auth("plain", AuthResult::Accepted);
         witness.sender(b"old@example.com");
         witness.transaction_dropped();
         witness.sender(b"a@example.com");
         for i in 0..(MAX_RECIPIENTS + 5) {
             witness.recipient(format!("r{i}@example.net").as_bytes());
         }
+        let switches = Switches {
+            mode: Some(Mode::Bounce),
+            delay: None,
+        };
+        witness.data_ended(42, &switches);
         witness.message(&MessageEnd {
             rule: Some("slow"),
-            ..end(550, 42)
+            ..end(550)
         });
         witness.ending(Ending::Quit);
         let parsed = lines(&out);
@@ -476,10 +528,9 @@ mod tests {
         assert_eq!(line["recipients"].as_array().map(Vec::len), Some(100));
         assert_eq!(line["recipients"][0], "r0@example.net");
         assert_eq!(line["recipient_count"], 105);
-        assert_eq!(
-            (line["code"].clone(), line["size"].clone()),
-            (550.into(), 42.into())
-        );
+        assert_eq!(line["code"], 550);
+        assert_eq!(line["size"], 42);
+        assert_eq!(line["switches"]["mode"], "bounce");
         assert_eq!(line["rule"], "slow");
         assert_eq!(line["delay_asked_ms"], Value::Null);
         assert_eq!(line["duration_ms"], 0);
@@ -495,26 +546,24 @@ mod tests {
             "the session's reason comes first"
         );
         assert_eq!(closing[0]["messages"], 1);
+        assert_eq!(closing[0]["bytes"], 42);
         assert_eq!(closing[0]["duration_ms"], 900);
     }
 
     #[test]
     fn a_held_reply_gives_its_delay_asked_and_given() {
-        let tally = leaked_tally();
         let (mut record, mut out, mut messages) = (Record::default(), Vec::new(), 0);
-        record.paused(1_000, 2_000);
-        let detail = Detail {
-            record: &mut record,
-            lines: &mut out,
-            origin: origin(),
-            now_ms: 2_500,
-        };
-        let mut witness = Witness::new(tally, 0, &mut messages, Some(detail));
+        let mut witness = logging(&mut record, &mut out, &mut messages, 1_000);
         witness.sender(b"a@example.com");
-        witness.message(&end(250, 1));
+        witness.data_ended(1, &Switches::default());
+        record.paused(1_000, 2_000);
+        // The held reply goes in a later call: cut short, as by a stop.
+        let mut witness = logging(&mut record, &mut out, &mut messages, 2_500);
+        witness.message(&end(250));
         let line = &lines(&out)[0];
         assert_eq!(line["delay_asked_ms"], 2_000);
-        assert_eq!(line["delay_given_ms"], 1_500, "cut short, as by a stop");
+        assert_eq!(line["delay_given_ms"], 1_500);
         assert_eq!(line["duration_ms"], 1_500);
+        assert_eq!(messages, 1);
     }
 }
