@@ -18,12 +18,14 @@ pub struct ListenerSpec {
     pub mode: Option<Mode>,
     /// `delay=` flag: fixes the delay for this listener's connections.
     pub delay: Option<DelayRange>,
+    /// `lmtp` flag: the listener speaks LMTP (RFC 2033).
+    pub lmtp: bool,
     /// The entry as written, for messages.
     pub text: String,
 }
 
 impl ListenerSpec {
-    /// A listener with flags ignores dynamic switch headers.
+    /// A listener with `mode=` or `delay=` ignores dynamic switch headers.
     pub fn has_flags(&self) -> bool {
         self.mode.is_some() || self.delay.is_some()
     }
@@ -47,10 +49,19 @@ pub fn parse_listener(entry: &str, tls: bool) -> Result<ListenerSpec, String> {
     let addr = parse_socket_addr(address)?;
     let mut mode = None;
     let mut delay = None;
+    let mut lmtp = false;
     for word in words {
+        if word.eq_ignore_ascii_case("lmtp") {
+            if lmtp {
+                return Err("lmtp is given twice: give it once".to_owned());
+            }
+            lmtp = true;
+            continue;
+        }
         let Some((name, value)) = word.split_once('=') else {
             return Err(format!(
-                "`{word}` is not a flag: the flags are mode=MODE and delay=N or delay=MIN-MAX"
+                "`{word}` is not a flag: the flags are mode=MODE, delay=N or delay=MIN-MAX, \
+                 and lmtp"
             ));
         };
         if name.eq_ignore_ascii_case("mode") {
@@ -65,7 +76,8 @@ pub fn parse_listener(entry: &str, tls: bool) -> Result<ListenerSpec, String> {
             delay = Some(parse_delay(value)?);
         } else {
             return Err(format!(
-                "unknown flag `{name}`: the flags are mode=MODE and delay=N or delay=MIN-MAX"
+                "unknown flag `{name}`: the flags are mode=MODE, delay=N or delay=MIN-MAX, \
+                 and lmtp"
             ));
         }
     }
@@ -74,6 +86,7 @@ pub fn parse_listener(entry: &str, tls: bool) -> Result<ListenerSpec, String> {
         tls,
         mode,
         delay,
+        lmtp,
         text: text.to_owned(),
     })
 }

@@ -68,6 +68,8 @@ pub struct Config {
     pub mode: Mode,
     pub max_message_size: u64,
     pub dynamic_switch: bool,
+    /// Whether BDAT is taken and CHUNKING offered.
+    pub chunking: bool,
     pub workers: u32,
     /// Connections served at once; `None`: as many as the descriptor limit allows.
     pub max_connections: Option<u32>,
@@ -101,6 +103,7 @@ impl Default for Config {
             mode: Mode::Accept,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             dynamic_switch: true,
+            chunking: false,
             workers: 1,
             max_connections: None,
             seed: None,
@@ -121,6 +124,7 @@ fn default_listener() -> ListenerSpec {
         tls: false,
         mode: None,
         delay: None,
+        lmtp: false,
         text: ":25".to_owned(),
     }
 }

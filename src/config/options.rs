@@ -105,7 +105,9 @@ pub const OPTIONS: &[OptionDoc] = &[
               127.0.0.1). Port 0 picks any free port. The flags fix the final \
               reply for that listener's connections: mode=accept|bounce|random and \
               delay=N or delay=MIN-MAX (seconds, 0 to 60); a listener with flags \
-              ignores the X-Blackhole-* switch headers. Each socket address may \
+              ignores the X-Blackhole-* switch headers. The flag lmtp makes the \
+              listener speak LMTP (RFC 2033): LHLO instead of HELO and EHLO, and \
+              one reply per accepted recipient after the data. Each socket address may \
               be listed once, across listen and tls_listen, and the two together \
               may have at most 64 entries. Ports below 1024 need \
               root (see user and group) or CAP_NET_BIND_SERVICE (as the shipped \
@@ -214,6 +216,23 @@ pub const OPTIONS: &[OptionDoc] = &[
               N or MIN, MAX (seconds; above 60 counts as 60). A malformed switch \
               header is ignored. Listeners with mode= or delay= flags ignore the \
               headers whatever this says.",
+        form: Form::Value,
+    },
+    OptionDoc {
+        name: "chunking",
+        syntax: "true | false",
+        default: "false",
+        examples: &["true"],
+        doc: "Whether CHUNKING (RFC 3030) is offered in the EHLO (and LHLO) reply \
+              and BDAT SIZE [LAST] taken: a message in chunks whose octets follow \
+              each BDAT line and are read by count, no dot-stuffing. Each chunk but \
+              the last gets \"250 2.0.0 N octets received\"; the last gets the \
+              message's final reply (mode, delay, switches, rules at message), as \
+              DATA's final dot does. Sizes count against max_message_size (552 \
+              after LAST). A chunk is read and thrown away when its transaction \
+              was refused (503 without MAIL, 554 without an accepted RCPT). The \
+              first BDAT of a transaction is the command rules at data see. Off, \
+              EHLO is the original's byte for byte and BDAT an unknown command.",
         form: Form::Value,
     },
     OptionDoc {

@@ -146,6 +146,34 @@ fn flags() {
 }
 
 #[test]
+fn the_lmtp_flag_is_a_word_of_its_own() {
+    let spec = parse_listener("127.0.0.1:2424 lmtp", false).unwrap();
+    assert!(spec.lmtp);
+    assert!(!spec.has_flags(), "lmtp leaves the switch headers on");
+    let spec = parse_listener(":2424 mode=bounce LMTP delay=1", false).unwrap();
+    assert_eq!(
+        (spec.lmtp, spec.mode, spec.delay),
+        (true, Some(Mode::Bounce), Some(range(1, 1)))
+    );
+    assert!(!parse_listener(":25", false).unwrap().lmtp);
+    let config = toml("listen = [\"127.0.0.1:2525\", \"127.0.0.1:2424 lmtp\"]").unwrap();
+    let lmtp: Vec<bool> = config.listeners.iter().map(|l| l.lmtp).collect();
+    assert_eq!(lmtp, [false, true]);
+    let config = legacy("listen = 127.0.0.1:2424 lmtp, :2525").unwrap();
+    assert!(config.listeners[0].lmtp && !config.listeners[1].lmtp);
+}
+
+#[test]
+fn chunking_is_off_unless_asked() {
+    assert!(!toml("").unwrap().chunking);
+    assert!(toml("chunking = true").unwrap().chunking);
+    assert!(legacy("chunking = true").unwrap().chunking);
+    assert!(!toml("chunking = \"false\"").unwrap().chunking);
+    let err = option_error("chunking = 1", "chunking");
+    assert!(err.message.contains("true or false"), "{err}");
+}
+
+#[test]
 fn bad_flags() {
     for entry in [
         ":25 mode=bogus",
@@ -163,6 +191,9 @@ fn bad_flags() {
         ":25 mode=bounce mode=accept",
         ":25 delay=1 delay=2",
         ":25, :26",
+        ":25 lmtp lmtp",
+        ":25 lmtp=yes",
+        ":25 smtp",
     ] {
         assert!(parse_listener(entry, false).is_err(), "{entry:?} accepted");
     }
@@ -725,8 +756,8 @@ fn documented_defaults_are_the_defaults() {
         }
     }
     assert_eq!(
-        spelled, 7,
-        "listen, tls_listen, timeout, mode, size, switch, workers"
+        spelled, 8,
+        "listen, tls_listen, timeout, mode, size, switch, chunking, workers"
     );
 }
 

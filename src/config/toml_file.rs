@@ -28,6 +28,7 @@ pub(super) struct RawOptions {
     pub(super) mode: Option<Value>,
     pub(super) max_message_size: Option<Value>,
     pub(super) dynamic_switch: Option<Value>,
+    pub(super) chunking: Option<Value>,
     pub(super) mailname: Option<Value>,
     pub(super) max_connections: Option<Value>,
     pub(super) seed: Option<Value>,

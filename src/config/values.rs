@@ -96,6 +96,7 @@ pub(super) fn build(raw: RawOptions) -> Result<Config, Problem> {
         max_message_size,
         dynamic_switch: boolean(raw.dynamic_switch, "dynamic_switch")?
             .unwrap_or(defaults.dynamic_switch),
+        chunking: boolean(raw.chunking, "chunking")?.unwrap_or(defaults.chunking),
         workers,
         max_connections,
         seed: number(raw.seed, "seed", 0, MAX_SEED, "")?,

@@ -28,7 +28,7 @@ pub const MESSAGE_KINDS: usize = 256;
 pub const RULE_NAMES: usize = 1024;
 
 /// Every verb, in the order the `commands` counters keep them; lower-case as exposed.
-pub const VERBS: [(Verb, &str); 15] = [
+pub const VERBS: [(Verb, &str); 17] = [
     (Verb::Helo, "helo"),
     (Verb::Ehlo, "ehlo"),
     (Verb::Mail, "mail"),
@@ -43,6 +43,8 @@ pub const VERBS: [(Verb, &str); 15] = [
     (Verb::Help, "help"),
     (Verb::Auth, "auth"),
     (Verb::StartTls, "starttls"),
+    (Verb::Bdat, "bdat"),
+    (Verb::Lhlo, "lhlo"),
     (Verb::Unknown, "unknown"),
 ];
 

@@ -27,6 +27,8 @@ pub fn policy_for(config: &Config, spec: &ListenerSpec, fqdn: &str, tls: bool) -
         config.max_message_size,
         tls && !spec.tls,
     )
+    .with_chunking(config.chunking)
+    .with_lmtp(spec.lmtp)
 }
 
 /// The loop's settings for `config`, with `descriptors` the soft limit on open files (if

@@ -63,6 +63,10 @@ pub enum Verb {
     Help,
     Auth,
     StartTls,
+    /// RFC 3030's chunk of message data.
+    Bdat,
+    /// RFC 2033's greeting, on an LMTP listener.
+    Lhlo,
     Unknown,
 }
 
@@ -72,7 +76,7 @@ pub fn parse_command(line: &[u8]) -> (Verb, &[u8]) {
         Some(space) => (&line[..space], &line[space + 1..]),
         None => (line, &b""[..]),
     };
-    const VERBS: [(&[u8], Verb); 14] = [
+    const VERBS: [(&[u8], Verb); 16] = [
         (b"MAIL", Verb::Mail),
         (b"RCPT", Verb::Rcpt),
         (b"DATA", Verb::Data),
@@ -87,6 +91,8 @@ pub fn parse_command(line: &[u8]) -> (Verb, &[u8]) {
         (b"ETRN", Verb::Etrn),
         (b"HELP", Verb::Help),
         (b"STARTTLS", Verb::StartTls),
+        (b"BDAT", Verb::Bdat),
+        (b"LHLO", Verb::Lhlo),
     ];
     let verb = VERBS
         .iter()
@@ -134,7 +140,9 @@ enum At {
 pub const HEADER_CAPTURE: usize = 64;
 
 /// Follows a message after `354` until `<CRLF>.<CRLF>`, counting its bytes and handing each
-/// header line (lines before the first empty one) to a callback.
+/// header line (lines before the first empty one) to a callback. Made with
+/// [`DataScanner::for_chunks`], it follows BDAT chunks instead: the caller counts where they
+/// end, and a `.` line is text like any other.
 ///
 /// Only CR LF `.` CR LF ends the message: a bare LF neither ends a line nor starts one, so
 /// `<LF>.<LF>`, `<CR><LF>.<LF>`, `<LF>.<CR><LF>` and `<CR>.<CR>` are message text. Text
@@ -146,6 +154,8 @@ pub struct DataScanner {
     /// Length of the header line so far (it may be longer than what is kept).
     header_len: u16,
     header: [u8; HEADER_CAPTURE],
+    /// BDAT chunks: no dot ends the message.
+    chunked: bool,
     size: u64,
 }
 
@@ -162,7 +172,17 @@ impl DataScanner {
             in_headers: true,
             header_len: 0,
             header: [0; HEADER_CAPTURE],
+            chunked: false,
             size: 0,
+        }
+    }
+
+    /// A scanner for a message sent in BDAT chunks (RFC 3030): octets counted by the
+    /// client, no dot-stuffing, no terminator; [`DataScanner::feed`] never ends it.
+    pub fn for_chunks() -> Self {
+        DataScanner {
+            chunked: true,
+            ..Self::new()
         }
     }
 
@@ -201,7 +221,7 @@ impl DataScanner {
                     }
                     At::LineStart
                 }
-                (At::LineStart, b'.') => {
+                (At::LineStart, b'.') if !self.chunked => {
                     self.keep(b".");
                     At::Dot
                 }

@@ -107,6 +107,10 @@ pub struct Policy {
     max_message_size: u64,
     /// Whether STARTTLS is on offer (a certificate is configured).
     starttls: bool,
+    /// Whether BDAT is taken and CHUNKING offered (RFC 3030).
+    chunking: bool,
+    /// Whether the listener speaks LMTP (RFC 2033): LHLO, and a reply per recipient.
+    lmtp: bool,
     greeting: Vec<u8>,
     ehlo: Vec<u8>,
     /// The EHLO reply inside TLS: STARTTLS is not offered again.
@@ -124,8 +128,8 @@ impl Policy {
     ) -> Self {
         let mut greeting = Vec::new();
         reply::greeting(&mut greeting, &fqdn);
-        let ehlo = reply::ehlo(&fqdn, max_message_size, starttls);
-        let ehlo_in_tls = reply::ehlo(&fqdn, max_message_size, false);
+        let ehlo = reply::ehlo(&fqdn, max_message_size, starttls, false);
+        let ehlo_in_tls = reply::ehlo(&fqdn, max_message_size, false, false);
         Policy {
             fqdn,
             mode,
@@ -133,10 +137,27 @@ impl Policy {
             dynamic_switch,
             max_message_size,
             starttls,
+            chunking: false,
+            lmtp: false,
             greeting,
             ehlo,
             ehlo_in_tls,
         }
+    }
+
+    /// This policy with BDAT taken and CHUNKING offered, or not.
+    pub fn with_chunking(mut self, chunking: bool) -> Self {
+        self.chunking = chunking;
+        let size = self.max_message_size;
+        self.ehlo = reply::ehlo(&self.fqdn, size, self.starttls, chunking);
+        self.ehlo_in_tls = reply::ehlo(&self.fqdn, size, false, chunking);
+        self
+    }
+
+    /// This policy speaking LMTP, or SMTP.
+    pub fn with_lmtp(mut self, lmtp: bool) -> Self {
+        self.lmtp = lmtp;
+        self
     }
 
     /// The mail name, as the greeting, EHLO and message ids say it.
@@ -164,6 +185,16 @@ impl Policy {
     /// Whether STARTTLS is on offer (a certificate is configured).
     pub fn starttls(&self) -> bool {
         self.starttls
+    }
+
+    /// Whether BDAT is taken and CHUNKING offered.
+    pub fn chunking(&self) -> bool {
+        self.chunking
+    }
+
+    /// Whether the listener speaks LMTP.
+    pub fn lmtp(&self) -> bool {
+        self.lmtp
     }
 
     pub fn greeting(&self) -> &[u8] {

@@ -40,6 +40,17 @@ pub const ALREADY_TLS: &[u8] = b"503 5.5.1 Error: TLS already active\r\n";
 /// Any command but QUIT once the greeting refused the session (RFC 5321 3.1).
 pub const ONLY_QUIT: &[u8] = b"503 5.5.1 Error: service refused, only QUIT is accepted\r\n";
 pub const TOO_BIG: &[u8] = b"552 Message size exceeds fixed maximum message size\r\n";
+/// RCPT beyond [`crate::smtp::session::MAX_RECIPIENTS`] in one transaction.
+pub const TOO_MANY_RECIPIENTS: &[u8] = b"452 4.5.3 Too many recipients\r\n";
+
+pub const BDAT_SYNTAX: &[u8] = b"501 5.5.4 Syntax: BDAT size [LAST]\r\n";
+/// BDAT after MAIL whose recipients were all refused (Postfix's words for DATA then).
+pub const NO_VALID_RECIPIENTS: &[u8] = b"554 5.5.1 Error: no valid recipients\r\n";
+/// DATA, or RCPT, once a message's BDAT chunks have begun (RFC 3030 2).
+pub const AFTER_BDAT: &[u8] = b"503 5.5.1 Error: bad sequence of commands after BDAT\r\n";
+pub const LHLO_SYNTAX: &[u8] = b"501 5.5.4 Syntax: LHLO domain.tld\r\n";
+/// HELO or EHLO on an LMTP listener (RFC 2033 4.1).
+pub const NOT_LMTP_GREETING: &[u8] = b"500 5.5.1 Error: this is an LMTP service, use LHLO\r\n";
 
 pub const EXPN_DENIED: &[u8] = b"550 Not authorised\r\n";
 
@@ -114,12 +125,15 @@ pub fn closing(out: &mut Vec<u8>, fqdn: &str) {
     out.extend_from_slice(b" closing connection\r\n");
 }
 
-/// The whole EHLO reply, built once per listener: it only depends on the mail name, the
-/// size limit and whether STARTTLS is on offer.
-pub fn ehlo(fqdn: &str, max_message_size: u64, starttls: bool) -> Vec<u8> {
+/// The whole EHLO (and LHLO) reply, built once per listener: it only depends on the mail
+/// name, the size limit, and whether STARTTLS and CHUNKING are on offer.
+pub fn ehlo(fqdn: &str, max_message_size: u64, starttls: bool, chunking: bool) -> Vec<u8> {
     let mut out = format!(
         "250-{fqdn}\r\n250-HELP\r\n250-PIPELINING\r\n250-AUTH CRAM-MD5 LOGIN PLAIN\r\n250-SIZE {max_message_size}\r\n250-VRFY\r\n250-ETRN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-EXPN\r\n"
     );
+    if chunking {
+        out.push_str("250-CHUNKING\r\n");
+    }
     if starttls {
         out.push_str("250-STARTTLS\r\n");
     }
@@ -154,6 +168,13 @@ fn decimal(out: &mut Vec<u8>, mut n: u64) {
         }
     }
     out.extend_from_slice(&digits[start..]);
+}
+
+/// `250 2.0.0 {n} octets received`: a BDAT chunk that is not the last has all arrived.
+pub fn chunk_received(out: &mut Vec<u8>, octets: u64) {
+    out.extend_from_slice(b"250 2.0.0 ");
+    decimal(out, octets);
+    out.extend_from_slice(b" octets received\r\n");
 }
 
 /// `250 2.0.0 OK: queued as {msgid}`.

@@ -15,17 +15,22 @@ use super::command::{self, DataScanner, Line, Verb};
 use super::decimal;
 use super::greylist::{Greylist, GreylistSettings, Verdict};
 use super::observer::{Ending, MessageEnd, Observer};
-use super::policy::Mode;
 pub use super::policy::Policy;
+use super::policy::{DelayRange, Mode};
 use super::reply;
 use super::rules;
-use super::rules::{Remembered, RuleBook, RuleRef, RuleState};
+use super::rules::{Remembered, RuleBook, RuleRef, RuleState, Stage};
 use super::switches::Switches;
 use auth::AuthStep;
+use chunking::AfterChunk;
 use faults::{Cut, Subject};
 
 /// The 10th unknown command on a connection closes it.
 pub const MAX_UNKNOWN_COMMANDS: u8 = 10;
+
+/// Recipients one transaction may have: more get `452 4.5.3` (RFC 5321 4.5.3.1.8 asks for
+/// at least 100). LMTP owes each a reply, so the session counts them.
+pub const MAX_RECIPIENTS: u16 = 1000;
 
 /// Output (in the buffer the caller passes, which holds only unsent bytes) above which the
 /// session stops taking commands: the caller sends what is there and feeds the rest later,
@@ -75,14 +80,15 @@ pub struct Step {
     pub action: Action,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 enum Phase {
     Command,
-    Data {
-        scanner: DataScanner,
-        switches: Switches,
-        /// Where a rule cuts the message off.
-        cut: Option<Cut>,
+    /// The message after DATA's `354`, up to its final dot.
+    Data,
+    /// A BDAT chunk's octets: `left` more, then what its end brings.
+    Chunk {
+        left: u64,
+        then: AfterChunk,
     },
     Auth(AuthStep),
     /// A reply waits for a delay: [`Session::resume`] gives it.
@@ -106,6 +112,21 @@ enum Held {
         normal: Outcome,
         rule: Option<RuleRef>,
     },
+    /// LMTP: the message's delay is over, its recipients' replies are due.
+    Replies,
+}
+
+/// The message being received, through DATA or BDAT chunks: kept apart from the phase, so
+/// that it lasts between chunks, whatever commands come between them. Boxed, and only once
+/// the connection sends a message: a connection that sends none holds none.
+#[derive(Debug, Clone, Default)]
+struct Message {
+    scanner: DataScanner,
+    switches: Switches,
+    /// Where a rule cuts the message off.
+    cut: Option<Cut>,
+    /// The size of the BDAT chunk being read, for its reply.
+    chunk: u64,
 }
 
 /// A reply that answers no command line: the greeting, the end of a message.
@@ -127,12 +148,18 @@ enum Transaction {
     Mail,
     /// At least one RCPT accepted.
     Rcpt,
+    /// The message's first BDAT chunk has come: more chunks may follow, nothing else.
+    Chunks,
 }
 
 #[derive(Debug, Clone)]
 pub struct Session {
     phase: Phase,
     transaction: Transaction,
+    /// Recipients accepted in the transaction; in LMTP, once the message is in, the replies
+    /// still owed to them.
+    recipients: u16,
+    message: Option<Box<Message>>,
     /// Dropping the rest of an over-long line.
     discarding: bool,
     unknown_commands: u8,
@@ -186,6 +213,8 @@ impl Session {
         Session {
             phase: Phase::Command,
             transaction: Transaction::None,
+            recipients: 0,
+            message: None,
             discarding: false,
             unknown_commands: 0,
             authenticated: false,
@@ -221,9 +250,9 @@ impl Session {
         matches!(self.phase, Phase::Closed)
     }
 
-    /// Whether a message is being received (the client is sending DATA).
+    /// Whether a message is being received (the client is sending DATA or a BDAT chunk).
     pub fn in_data(&self) -> bool {
-        matches!(self.phase, Phase::Data { .. })
+        matches!(self.phase, Phase::Data | Phase::Chunk { .. })
     }
 
     /// The greeting, as the session starts (not again after STARTTLS).
@@ -253,7 +282,8 @@ impl Session {
                 }
                 // Nothing is taken until the caller resumes the held-back reply.
                 Phase::Held(_) => (0, None),
-                Phase::Data { .. } => self.read_data(cx, rest, out),
+                Phase::Data => self.read_data(cx, rest, out),
+                &mut Phase::Chunk { left, then } => self.read_chunk(cx, left, then, rest, out),
                 Phase::Command | Phase::Auth(_) | Phase::Refused => self.read_line(cx, rest, out),
             };
             used += n;
@@ -294,7 +324,18 @@ impl Session {
             }
             Phase::Held(Held::Reply { normal, rule }) => {
                 self.phase = Phase::Command;
-                (0, Some(self.say(cx, normal, rule, out)))
+                let action = self.say(cx, normal, rule, out);
+                // LMTP: the next recipients' replies follow this one.
+                let more = action == Action::Continue && normal != Outcome::Greeting;
+                if more && cx.policy.lmtp() {
+                    (0, Some(self.recipient_replies(cx, out)))
+                } else {
+                    (0, Some(action))
+                }
+            }
+            Phase::Held(Held::Replies) => {
+                self.phase = Phase::Command;
+                (0, Some(self.recipient_replies(cx, out)))
             }
             _ => (0, None),
         };
@@ -364,27 +405,16 @@ impl Session {
         input: &[u8],
         out: &mut Vec<u8>,
     ) -> (usize, Option<Action>) {
-        let Phase::Data {
-            scanner,
-            switches,
-            cut,
-        } = &mut self.phase
-        else {
-            return (0, None);
-        };
-        let input = match cut {
-            Some(cut) => &input[..cut.room(scanner.size(), input.len())],
+        let message = self.message();
+        let input = match message.cut {
+            Some(cut) => &input[..cut.room(message.scanner.size(), input.len())],
             None => input,
         };
-        let (n, ended) = read_message(scanner, switches, cx.policy, input);
-        let cut_now = cut.filter(|cut| ended.is_none() && scanner.size() >= cut.at);
-        let action = match (ended, cut_now) {
-            (Some((size, switches)), _) => Some(self.end_message(cx, size, switches, out)),
-            (None, Some(cut)) => {
-                cx.observer.data_ended(scanner.size(), switches);
-                Some(self.cut(cx, cut, out))
-            }
-            (None, None) => None,
+        let (n, ended) = message.read(cx.policy, input);
+        let action = if ended {
+            Some(self.end_message(cx, out))
+        } else {
+            self.cut_if_due(cx, out)
         };
         (n, action)
     }
@@ -419,12 +449,33 @@ impl Session {
         arg: &[u8],
         out: &mut Vec<u8>,
     ) -> Action {
-        let Some(stage) = faults::stage_of(verb) else {
+        let Some(stage) = self.stage_of(cx.policy, verb) else {
             return self.normal_answer(cx, verb, arg, out);
         };
-        self.answer_by_rules(cx, stage, Subject::Arg(arg), out, &mut |s, cx, out| {
+        let subject = match verb {
+            Verb::Bdat => Subject::Bdat,
+            _ => Subject::Arg(arg),
+        };
+        let action = self.answer_by_rules(cx, stage, subject, out, &mut |s, cx, out| {
             s.normal_answer(cx, verb, arg, out)
-        })
+        });
+        if verb == Verb::Bdat && action == Action::Continue {
+            self.skip_unread_chunk(cx, arg);
+        }
+        action
+    }
+
+    /// The stage rules see a command at, if any: a greeting the listener does not speak,
+    /// and a BDAT of a listener without CHUNKING, are unknown commands; the BDAT that would
+    /// begin a message is the `data` stage's command, the chunks after it are no stage's.
+    fn stage_of(&self, policy: &Policy, verb: Verb) -> Option<Stage> {
+        let speaks = match verb {
+            Verb::Helo | Verb::Ehlo => !policy.lmtp(),
+            Verb::Lhlo => policy.lmtp(),
+            Verb::Bdat => policy.chunking() && self.transaction != Transaction::Chunks,
+            _ => true,
+        };
+        faults::stage_of(verb).filter(|_| speaks)
     }
 
     /// The answer to a command when no rule has its say.
@@ -437,7 +488,15 @@ impl Session {
         out: &mut Vec<u8>,
     ) -> Action {
         match verb {
-            Verb::Helo | Verb::Ehlo => out.extend_from_slice(self.greeting(cx, verb, arg)),
+            Verb::Helo | Verb::Ehlo if cx.policy.lmtp() => {
+                out.extend_from_slice(reply::NOT_LMTP_GREETING);
+            }
+            Verb::Lhlo if !cx.policy.lmtp() => return self.unknown(cx, out),
+            Verb::Helo | Verb::Ehlo | Verb::Lhlo => {
+                out.extend_from_slice(self.greeting(cx, verb, arg));
+            }
+            Verb::Bdat if cx.policy.chunking() => return self.bdat(cx, arg, out),
+            Verb::Bdat => return self.unknown(cx, out),
             Verb::Mail | Verb::Rcpt | Verb::Data | Verb::Rset => {
                 out.extend_from_slice(self.transaction_step(cx, verb, arg));
             }
@@ -456,10 +515,11 @@ impl Session {
         Action::Continue
     }
 
-    /// HELO and EHLO: each starts over, with no transaction open.
+    /// HELO, EHLO and LHLO: each starts over, with no transaction open.
     fn greeting<'p>(&mut self, cx: &mut Context<'p>, verb: Verb, arg: &[u8]) -> &'p [u8] {
         match (verb, arg.is_empty()) {
             (Verb::Helo, true) => reply::HELO_SYNTAX,
+            (Verb::Lhlo, true) => reply::LHLO_SYNTAX,
             (_, true) => reply::EHLO_SYNTAX,
             (Verb::Helo, false) => {
                 self.greeted(cx, arg);
@@ -472,7 +532,7 @@ impl Session {
         }
     }
 
-    /// HELO or EHLO is accepted with `arg`, whose first word names the client.
+    /// HELO, EHLO or LHLO is accepted with `arg`, whose first word names the client.
     fn greeted(&mut self, cx: &mut Context, arg: &[u8]) {
         self.drop_transaction(cx);
         cx.observer
@@ -504,6 +564,7 @@ impl Session {
     /// No transaction from here on: HELO, EHLO, RSET, the end of a message.
     fn end_transaction(&mut self) {
         self.transaction = Transaction::None;
+        self.recipients = 0;
         self.remembered = None;
     }
 
@@ -515,22 +576,45 @@ impl Session {
                 self.start_data(cx);
                 reply::START_DATA
             }
+            Transaction::Chunks => reply::AFTER_BDAT,
         }
     }
 
     /// DATA is accepted: the message's bytes come next.
     #[inline]
     fn start_data(&mut self, cx: &mut Context) {
+        self.start_message(cx, DataScanner::new());
+        self.phase = Phase::Data;
+    }
+
+    /// A message begins, read with `scanner`.
+    #[inline]
+    fn start_message(&mut self, cx: &mut Context, scanner: DataScanner) {
         let cut = if cx.rules.is_empty() {
             None
         } else {
             self.decide_cut(cx)
         };
-        self.phase = Phase::Data {
-            scanner: DataScanner::new(),
+        *self.message() = Message {
+            scanner,
             switches: Switches::default(),
             cut,
+            chunk: 0,
         };
+    }
+
+    /// The message being received (or the last one); made at the first.
+    fn message(&mut self) -> &mut Message {
+        self.message.get_or_insert_default()
+    }
+
+    /// Where a rule cuts the message off, once that many bytes have come.
+    fn cut_if_due(&mut self, cx: &mut Context, out: &mut Vec<u8>) -> Option<Action> {
+        let message = self.message();
+        let cut = message.cut.filter(|cut| message.scanner.size() >= cut.at)?;
+        cx.observer
+            .data_ended(message.scanner.size(), &message.switches);
+        Some(self.cut(cx, cut, out))
     }
 
     fn starttls(&mut self, arg: &[u8], policy: &Policy, out: &mut Vec<u8>) -> Action {
@@ -612,8 +696,10 @@ impl Session {
 
     #[inline(always)]
     fn rcpt<'r>(&mut self, cx: &mut Context<'r>, arg: &[u8]) -> &'r [u8] {
-        if self.transaction == Transaction::None {
-            return reply::NEED_MAIL;
+        match self.transaction {
+            Transaction::None => return reply::NEED_MAIL,
+            Transaction::Chunks => return reply::AFTER_BDAT,
+            Transaction::Mail | Transaction::Rcpt => {}
         }
         let Some((path, params)) = strip_keyword(arg, b"TO:").and_then(split_path) else {
             return reply::RCPT_SYNTAX;
@@ -626,6 +712,9 @@ impl Session {
             if value.is_none() {
                 return reply::PARAM_SYNTAX;
             }
+        }
+        if self.recipients >= MAX_RECIPIENTS {
+            return reply::TOO_MANY_RECIPIENTS;
         }
         // A transaction opened while greylisting was off (a reload switched it on since)
         // has no sender key: the session keeps no address to make one from, and hashing every
@@ -642,48 +731,40 @@ impl Session {
                 return settings.reply.bytes();
             }
         }
-        self.transaction = Transaction::Rcpt;
-        cx.observer.recipient(unbracketed(path));
+        self.accept_recipient(cx, unbracketed(path));
         reply::RCPT_OK
     }
 
+    /// RCPT is accepted for `address`.
+    fn accept_recipient(&mut self, cx: &mut Context, address: &[u8]) {
+        self.transaction = Transaction::Rcpt;
+        self.recipients = self.recipients.saturating_add(1).min(MAX_RECIPIENTS);
+        cx.observer.recipient(address);
+    }
+
     /// The message has ended: choose its reply, now or after a delay.
-    fn end_message(
-        &mut self,
-        cx: &mut Context,
-        size: u64,
-        switches: Switches,
-        out: &mut Vec<u8>,
-    ) -> Action {
+    fn end_message(&mut self, cx: &mut Context, out: &mut Vec<u8>) -> Action {
         let policy = cx.policy;
         self.phase = Phase::Command;
+        let message = self.message();
+        let (size, switches) = (message.scanner.size(), message.switches);
         cx.observer.data_ended(size, &switches);
-        if size > policy.max_message_size() {
-            return self.final_reply(cx, Outcome::TooBig, 0, out);
+        if policy.lmtp() {
+            return self.end_lmtp_message(cx, out);
         }
-        let (mode, delay) = if policy.dynamic_switch() {
-            (
-                switches.mode.unwrap_or(policy.mode()),
-                switches.delay.or(policy.delay()),
-            )
-        } else {
-            (policy.mode(), policy.delay())
-        };
+        if size > policy.max_message_size() {
+            let action = self.final_reply(cx, Outcome::TooBig, 0, out);
+            self.end_transaction();
+            return action;
+        }
+        let (mode, delay) = self.message().fate(policy);
         let rng = &mut self.rng(cx.seed);
-        let outcome = match mode {
-            Mode::Accept => Outcome::Accept,
-            Mode::Bounce => Outcome::Bounce(draw(rng, reply::BOUNCES.len())),
-            // The accept reply and the ten bounces, each as likely.
-            Mode::Random => match draw(rng, reply::BOUNCES.len() + 1) {
-                0 => Outcome::Accept,
-                n => Outcome::Bounce(n - 1),
-            },
-        };
-        let millis = delay.map_or(0, |d| {
-            rng.rand_range(u64::from(d.min_secs()) * 1000..u64::from(d.max_secs()) * 1000 + 1)
-        });
+        let outcome = draw_outcome(rng, mode);
+        let millis = delay.map_or(0, |d| draw_millis(rng, d));
         if !cx.rules.is_empty() {
-            return self.final_reply(cx, outcome, millis, out);
+            let action = self.final_reply(cx, outcome, millis, out);
+            self.end_transaction();
+            return action;
         }
         self.end_transaction();
         if millis == 0 {
@@ -701,22 +782,49 @@ impl Session {
     }
 }
 
-/// Message bytes through the DATA scanner, its switch headers read on the way. Returns the
-/// bytes used and, once the message has ended, its size and switches. This is the per-byte
-/// path of every message: it copies and allocates nothing.
-fn read_message(
-    scanner: &mut DataScanner,
-    switches: &mut Switches,
-    policy: &Policy,
-    input: &[u8],
-) -> (usize, Option<(u64, Switches)>) {
-    let dynamic = policy.dynamic_switch();
-    let (n, ended) = scanner.feed(input, |header| {
-        if dynamic {
-            switches.read_header(header);
+impl Message {
+    /// Message bytes through the scanner, its switch headers read on the way. Returns the
+    /// bytes used and whether the message has ended. This is the per-byte path of every
+    /// message: it copies and allocates nothing.
+    fn read(&mut self, policy: &Policy, input: &[u8]) -> (usize, bool) {
+        let dynamic = policy.dynamic_switch();
+        let switches = &mut self.switches;
+        self.scanner.feed(input, |header| {
+            if dynamic {
+                switches.read_header(header);
+            }
+        })
+    }
+
+    /// The mode and the delay this message gets: its switches, where they may choose.
+    fn fate(&self, policy: &Policy) -> (Mode, Option<DelayRange>) {
+        if policy.dynamic_switch() {
+            (
+                self.switches.mode.unwrap_or(policy.mode()),
+                self.switches.delay.or(policy.delay()),
+            )
+        } else {
+            (policy.mode(), policy.delay())
         }
-    });
-    (n, ended.then(|| (scanner.size(), *switches)))
+    }
+}
+
+/// A message's outcome in `mode`.
+fn draw_outcome(rng: &mut Rand64, mode: Mode) -> Outcome {
+    match mode {
+        Mode::Accept => Outcome::Accept,
+        Mode::Bounce => Outcome::Bounce(draw(rng, reply::BOUNCES.len())),
+        // The accept reply and the ten bounces, each as likely.
+        Mode::Random => match draw(rng, reply::BOUNCES.len() + 1) {
+            0 => Outcome::Accept,
+            n => Outcome::Bounce(n - 1),
+        },
+    }
+}
+
+/// A delay from `range`, in milliseconds.
+fn draw_millis(rng: &mut Rand64, range: DelayRange) -> u64 {
+    rng.rand_range(u64::from(range.min_secs()) * 1000..u64::from(range.max_secs()) * 1000 + 1)
 }
 
 /// VRFY: `pass=` and `fail=` are answered with the argument echoed, anything else with 252.
@@ -851,7 +959,9 @@ fn parse_size(digits: &[u8]) -> Option<u64> {
 }
 
 mod auth;
+mod chunking;
 mod faults;
+mod lmtp;
 
 #[cfg(test)]
 mod tests;

@@ -33,6 +33,7 @@ flush     unix  n       -       n       1000?   0       flush
 proxymap  unix  -       -       n       -       -       proxymap
 smtp      unix  -       -       n       -       -       smtp
 relay     unix  -       -       n       -       -       smtp
+lmtp      unix  -       -       n       -       -       lmtp
 showq     unix  n       -       n       -       -       showq
 error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
@@ -93,11 +94,27 @@ pub struct Postfix {
 impl Postfix {
     /// Starts an instance that relays all mail to `relay` (`relayhost = [IP]:PORT`).
     pub fn start(relay: SocketAddr) -> Postfix {
+        Postfix::start_with(relay, "")
+    }
+
+    /// Starts an instance that delivers all mail to `server` over LMTP.
+    pub fn start_lmtp(server: SocketAddr) -> Postfix {
+        let transport = format!(
+            "default_transport = lmtp:inet:{}:{}\n",
+            server.ip(),
+            server.port()
+        );
+        Postfix::start_with(server, &transport)
+    }
+
+    /// Starts an instance relaying to `relay`, with `extra` lines at the end of its main.cf.
+    fn start_with(relay: SocketAddr, extra: &str) -> Postfix {
         let postfix = require_program("postfix", "postfix");
         let dir = TempDir::new();
         let etc = dir.path().join("etc");
         fs::create_dir(&etc).expect("create the config directory");
-        fs::write(etc.join("main.cf"), main_cf(dir.path(), relay)).expect("write main.cf");
+        let main = main_cf(dir.path(), relay) + extra;
+        fs::write(etc.join("main.cf"), main).expect("write main.cf");
         fs::write(etc.join("master.cf"), MASTER_CF).expect("write master.cf");
         // `postfix` starts in the queue directory; `postfix start` makes what is inside it,
         // and the data directory, with the owners and modes it insists on.

@@ -39,15 +39,18 @@ pub(super) enum Subject<'b> {
     User(Mechanism, &'b [u8]),
     /// One seen earlier ([`Session::remembered`]).
     Remembered,
+    /// A BDAT that would begin a message: the `data` stage, with no subject; a 3xx from a
+    /// rule starts no DATA for it.
+    Bdat,
 }
 
 /// The stage of a command line, if rules can apply to it.
 pub(super) fn stage_of(verb: Verb) -> Option<Stage> {
     Some(match verb {
-        Verb::Helo | Verb::Ehlo => Stage::Helo,
+        Verb::Helo | Verb::Ehlo | Verb::Lhlo => Stage::Helo,
         Verb::Mail => Stage::Mail,
         Verb::Rcpt => Stage::Rcpt,
-        Verb::Data => Stage::Data,
+        Verb::Data | Verb::Bdat => Stage::Data,
         Verb::Rset => Stage::Rset,
         Verb::Noop => Stage::Noop,
         Verb::Quit => Stage::Quit,
@@ -153,7 +156,6 @@ impl Session {
             })
         };
         decided.inspect(|&index| fired(cx, index));
-        self.end_transaction();
         let millis = match decided {
             Some(index) if self.has_delay(cx, index) => self.delay_of(cx, index),
             _ => millis,
@@ -319,13 +321,15 @@ impl Session {
             {
                 self.open_transaction(cx, subject_of(stage, arg))
             }
-            (Stage::Rcpt, _) if class == 2 && self.transaction != Transaction::None => {
-                self.transaction = Transaction::Rcpt;
-                if let Subject::Arg(arg) = subject {
-                    cx.observer.recipient(subject_of(stage, arg));
-                }
+            (Stage::Rcpt, Subject::Arg(arg))
+                if class == 2
+                    && matches!(self.transaction, Transaction::Mail | Transaction::Rcpt) =>
+            {
+                self.accept_recipient(cx, subject_of(stage, arg));
             }
-            (Stage::Data, _) if class == 3 && self.transaction == Transaction::Rcpt => {
+            (Stage::Data, Subject::Arg(_))
+                if class == 3 && self.transaction == Transaction::Rcpt =>
+            {
                 self.start_data(cx)
             }
             (Stage::Auth, _) if class == 2 => self.authenticated = true,
@@ -359,6 +363,7 @@ impl Session {
                 (auth::user_name(mechanism, response, &mut decoded), None)
             }
             Subject::Remembered => (&b""[..], self.remembered.as_ref()),
+            Subject::Bdat => (&b""[..], None),
         };
         let command = Command {
             client: cx.client,

@@ -30,7 +30,7 @@ use crate::smtp::rules::{
     Disconnect, Glob, MAX_RULE_DELAY_SECS, Probability, ReplyLine, Rule, Stage,
 };
 
-const WORDS: [&[u8]; 37] = [
+const WORDS: [&[u8]; 45] = [
     b"HELO x\r\n",
     b"EHLO x\r\n",
     b"EHLO client.example\r\n",
@@ -66,6 +66,16 @@ const WORDS: [&[u8]; 37] = [
     b"HELP ",
     b"STARTTLS\r\n",
     b"QUIT\r\n",
+    // Chunks: sizes that are right, that lie (the octets that follow are another count),
+    // that do not parse, and one no client will ever finish.
+    b"BDAT 5\r\n",
+    b"BDAT 0 LAST\r\n",
+    b"BDAT 3 LAST\r\n",
+    b"BDAT 40\r\n",
+    b"BDAT x\r\n",
+    b"BDAT 99999999999 LAST\r\n",
+    b"LHLO x\r\n",
+    b"LHLO client.example\r\n",
     b"\r\n",
     b"\n",
     b"\r",
@@ -107,9 +117,9 @@ fn random_input(rng: &mut Rand64) -> Vec<u8> {
     input
 }
 
-fn policies() -> [Policy; 3] {
+fn policies() -> [Policy; 4] {
     let delay = DelayRange::new(0, 2);
-    [
+    let accept = |chunking| {
         Policy::new(
             "mx.example".into(),
             Mode::Accept,
@@ -117,9 +127,16 @@ fn policies() -> [Policy; 3] {
             true,
             512_000,
             false,
-        ),
-        Policy::new("mx.example".into(), Mode::Random, delay, true, 200, true),
-        Policy::new("mx.example".into(), Mode::Bounce, delay, false, 1, true),
+        )
+        .with_chunking(chunking)
+    };
+    [
+        accept(false),
+        Policy::new("mx.example".into(), Mode::Random, delay, true, 200, true).with_chunking(true),
+        Policy::new("mx.example".into(), Mode::Bounce, delay, false, 1, true)
+            .with_chunking(true)
+            .with_lmtp(true),
+        accept(false).with_lmtp(true),
     ]
 }
 
@@ -162,12 +179,17 @@ fn assert_replies(out: &[u8], input: &[u8]) {
 }
 
 /// The output before the caller sends (clears) it: well-formed replies, and never more than
-/// one reply past the high-water mark. Checked whenever the session hands control back with
-/// output the loop would send (at the mark, on close, on STARTTLS, at the end), so the bound
-/// is seen at its peak.
-fn assert_output(out: &[u8], input: &[u8]) {
+/// one reply past the high-water mark (in LMTP, one message's replies, one per recipient).
+/// Checked whenever the session hands control back with output the loop would send (at the
+/// mark, on close, on STARTTLS, at the end), so the bound is seen at its peak.
+fn assert_output(out: &[u8], input: &[u8], policy: &Policy) {
+    let past = if policy.lmtp() {
+        LONGEST_REPLY + usize::from(MAX_RECIPIENTS) * MAX_REPLY_LINE
+    } else {
+        LONGEST_REPLY
+    };
     assert!(
-        out.len() < OUTPUT_HIGH_WATER + LONGEST_REPLY,
+        out.len() < OUTPUT_HIGH_WATER + past,
         "{} bytes of output for input {input:?}",
         out.len()
     );
@@ -358,6 +380,9 @@ struct Scene<'p> {
 #[derive(Default)]
 struct Witness {
     in_transaction: bool,
+    /// Recipients accepted in the transaction: in LMTP, the final replies a message gets.
+    recipients: u16,
+    lmtp: bool,
     data_ended: bool,
     ended: bool,
 }
@@ -369,9 +394,15 @@ impl Observer for Witness {
     fn sender(&mut self, _address: &[u8]) {
         assert!(!self.in_transaction, "a sender inside a transaction");
         self.in_transaction = true;
+        self.recipients = 0;
     }
     fn recipient(&mut self, _address: &[u8]) {
         assert!(self.in_transaction, "a recipient outside a transaction");
+        assert!(
+            self.recipients < MAX_RECIPIENTS,
+            "a recipient past the limit"
+        );
+        self.recipients += 1;
     }
     fn transaction_dropped(&mut self) {
         assert!(
@@ -393,8 +424,12 @@ impl Observer for Witness {
         if let Some(code) = message.code {
             assert!((200..600).contains(&code), "final reply code {code}");
         }
-        self.data_ended = false;
-        self.in_transaction = false;
+        // LMTP: one reply per recipient, for one end of the data.
+        self.recipients = self.recipients.saturating_sub(1);
+        if !self.lmtp || self.recipients == 0 {
+            self.data_ended = false;
+            self.in_transaction = false;
+        }
     }
     fn ending(&mut self, _why: Ending) {
         self.ended = true;
@@ -492,7 +527,7 @@ impl Conn<'_> {
                     assert!(millis <= scene.longest_pause(), "a pause of {millis} ms");
                     assert!(self.session.is_waiting(), "a pause with no reply held");
                     // The loop sends what is there before it waits.
-                    assert_output(&self.out, self.input);
+                    assert_output(&self.out, self.input, scene.policy);
                     self.out.clear();
                     self.seen.long_pauses += usize::from(millis > MAX_SWITCH_DELAY_MS);
                     scene.now_ms += millis;
@@ -505,7 +540,7 @@ impl Conn<'_> {
                     (action, resumed) = (step.action, true);
                 }
                 Action::Continue if self.out.len() >= OUTPUT_HIGH_WATER => {
-                    assert_output(&self.out, self.input);
+                    assert_output(&self.out, self.input, scene.policy);
                     self.seen.peaks += 1;
                     self.out.clear();
                     return Flow::Feed;
@@ -513,7 +548,7 @@ impl Conn<'_> {
                 Action::Continue if !resumed => return Flow::Read,
                 Action::Continue => return Flow::Feed,
                 Action::StartTls => {
-                    assert_output(&self.out, self.input);
+                    assert_output(&self.out, self.input, scene.policy);
                     self.out.clear();
                     assert!(self.tail.is_empty(), "input kept across STARTTLS");
                     self.session = self.session.for_tls();
@@ -522,7 +557,7 @@ impl Conn<'_> {
                     return Flow::Read;
                 }
                 Action::Close => {
-                    assert_output(&self.out, self.input);
+                    assert_output(&self.out, self.input, scene.policy);
                     self.seen.closes += 1;
                     self.assert_silent(scene);
                     return Flow::Ended;
@@ -594,7 +629,7 @@ fn run_one(scene: &mut Scene, input: &[u8], rng: &mut Rand64) -> Seen {
             conn.tail.len()
         );
     }
-    assert_output(&conn.out, input);
+    assert_output(&conn.out, input, scene.policy);
     conn.seen()
 }
 
@@ -635,7 +670,7 @@ fn fuzz_session_core() {
             random_book(&mut rng)
         };
         let mut scene = Scene {
-            policy: &policies[(n % 3) as usize],
+            policy: &policies[(n / 2 % 4) as usize],
             book,
             state: RuleState::default(),
             greylist: (rng.rand_range(0..3) == 0).then(|| GreylistSettings {
@@ -647,7 +682,10 @@ fn fuzz_session_core() {
             client: pick(&mut rng, &CLIENTS),
             listener: rng.rand_range(0..2) as usize,
             now_ms,
-            witness: Witness::default(),
+            witness: Witness {
+                lmtp: policies[(n / 2 % 4) as usize].lmtp(),
+                ..Witness::default()
+            },
         };
         seen.add(run_one(&mut scene, &input, &mut rng));
         now_ms = scene.now_ms;

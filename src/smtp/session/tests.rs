@@ -1985,3 +1985,472 @@ fn a_rule_that_cuts_a_message_off_reports_its_end() {
         "{seen:#?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// CHUNKING (RFC 3030) and LMTP (RFC 2033)
+
+fn chunking() -> Policy {
+    policy().with_chunking(true)
+}
+
+fn lmtp() -> Policy {
+    policy().with_lmtp(true)
+}
+
+/// `input` under `policy` with `rules`, whole and split at every byte boundary: all runs must
+/// agree.
+fn ruled_with(policy: &Policy, rules: &RuleBook, input: &str) -> Run {
+    let input = input.as_bytes();
+    let whole = run_ruled(policy, rules, input, input.len());
+    for step in 1..input.len() {
+        assert_eq!(
+            run_ruled(policy, rules, input, step),
+            whole,
+            "split every {step} bytes"
+        );
+    }
+    whole
+}
+
+fn chunked(input: &str) -> String {
+    run_with(&chunking(), input.as_bytes()).sent
+}
+
+/// A BDAT command and its chunk.
+fn bdat(chunk: &str, last: bool) -> String {
+    let last = if last { " LAST" } else { "" };
+    format!("BDAT {}{last}\r\n{chunk}", chunk.len())
+}
+
+const MAIL_RCPT: &str = "MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\n";
+const MAIL_RCPT_REPLIES: &str = "250 2.1.0 OK\r\n250 2.1.5 OK\r\n";
+
+#[test]
+fn chunking_is_offered_only_where_configured() {
+    let ehlo = EHLO_REPLY.replace("250-EXPN\r\n", "250-EXPN\r\n250-CHUNKING\r\n");
+    assert_eq!(chunked("EHLO c\r\n"), ehlo);
+    assert_eq!(sent("EHLO c\r\n"), EHLO_REPLY);
+    // Without it, BDAT is a command like any unknown one, and what follows it is commands.
+    assert_eq!(
+        sent("BDAT 6 LAST\r\nNOOP\r\n"),
+        "502 5.5.2 Command not recognised\r\n250 2.0.0 OK\r\n"
+    );
+}
+
+#[test]
+fn chunks_are_read_by_count_and_a_dot_line_is_data() {
+    // The chunks hold a dot line and commands: octets, not lines, and never commands.
+    let input = format!(
+        "{MAIL_RCPT}{}{}NOOP\r\n",
+        bdat("A: b\r\n\r\n.\r\nQUIT\r\nx", false),
+        bdat(".\r\nRSET\r\n", true)
+    );
+    assert_eq!(
+        chunked(&input),
+        format!("{MAIL_RCPT_REPLIES}250 2.0.0 18 octets received\r\n{QUEUED}250 2.0.0 OK\r\n")
+    );
+    // An empty last chunk ends the message; so does one alone.
+    assert_eq!(
+        chunked(&format!("{MAIL_RCPT}BDAT 3\r\nabcBDAT 0 LAST\r\n")),
+        format!("{MAIL_RCPT_REPLIES}250 2.0.0 3 octets received\r\n{QUEUED}")
+    );
+    assert_eq!(
+        chunked(&format!("{MAIL_RCPT}BDAT 0 LAST\r\nNOOP\r\n")),
+        format!("{MAIL_RCPT_REPLIES}{QUEUED}250 2.0.0 OK\r\n")
+    );
+    // The next transaction is a new message.
+    let two = format!("{MAIL_RCPT}BDAT 1 LAST\r\nx{MAIL_RCPT}BDAT 1 LAST\r\ny");
+    assert_eq!(
+        chunked(&two),
+        format!("{MAIL_RCPT_REPLIES}{QUEUED}{MAIL_RCPT_REPLIES}{QUEUED}")
+    );
+}
+
+#[test]
+fn a_chunk_without_a_transaction_is_read_and_thrown_away() {
+    // MAIL refused in a pipeline: the chunk's commands are never run.
+    let input = "MAIL FROM:\r\nRCPT TO:<b@example.net>\r\nBDAT 6 LAST\r\nQUIT\r\nNOOP\r\n";
+    assert_eq!(
+        chunked(input),
+        "501 5.5.4 Syntax: MAIL FROM: <address>\r\n\
+         503 5.5.1 Error: need MAIL command\r\n\
+         503 5.5.1 Error: need MAIL command\r\n\
+         250 2.0.0 OK\r\n"
+    );
+    // Every RCPT refused: 554, once the chunk has been read.
+    let input = "MAIL FROM:<a@b>\r\nRCPT TO:\r\nBDAT 12\r\nRSET\r\nQUIT\r\nBDAT 0 LAST\r\nNOOP\r\n";
+    assert_eq!(
+        chunked(input),
+        "250 2.1.0 OK\r\n\
+         501 5.5.4 Syntax: RCPT TO: <address>\r\n\
+         554 5.5.1 Error: no valid recipients\r\n\
+         554 5.5.1 Error: no valid recipients\r\n\
+         250 2.0.0 OK\r\n"
+    );
+}
+
+#[test]
+fn a_bdat_that_does_not_parse_reads_no_chunk() {
+    for arg in [
+        "",
+        " x",
+        " 5 FIRST",
+        " -1",
+        " 5 LAST x",
+        " 123456789012345678901",
+    ] {
+        assert_eq!(
+            chunked(&format!("{MAIL_RCPT}BDAT{arg}\r\nNOOP\r\n")),
+            format!("{MAIL_RCPT_REPLIES}501 5.5.4 Syntax: BDAT size [LAST]\r\n250 2.0.0 OK\r\n"),
+            "{arg:?}"
+        );
+    }
+}
+
+#[test]
+fn bdat_and_data_do_not_mix() {
+    let input = format!("{MAIL_RCPT}BDAT 2\r\nabDATA\r\nRCPT TO:<c@d>\r\nBDAT 1 LAST\r\nc");
+    assert_eq!(
+        chunked(&input),
+        format!(
+            "{MAIL_RCPT_REPLIES}250 2.0.0 2 octets received\r\n\
+             503 5.5.1 Error: bad sequence of commands after BDAT\r\n\
+             503 5.5.1 Error: bad sequence of commands after BDAT\r\n{QUEUED}"
+        )
+    );
+    // RSET drops the chunks so far; MAIL inside is nested.
+    let input = format!("{MAIL_RCPT}BDAT 2\r\nabMAIL FROM:<x@y>\r\nRSET\r\nBDAT 1 LAST\r\nc");
+    assert_eq!(
+        chunked(&input),
+        format!(
+            "{MAIL_RCPT_REPLIES}250 2.0.0 2 octets received\r\n\
+             503 5.5.1 Error: nested MAIL command\r\n250 2.0.0 OK\r\n\
+             503 5.5.1 Error: need MAIL command\r\n"
+        )
+    );
+}
+
+#[test]
+fn chunk_sizes_count_against_the_limit_and_are_still_read() {
+    // The limit is 1000: 600 + 600 is too big, said after LAST.
+    let a = "a".repeat(600);
+    let input = format!("{MAIL_RCPT}BDAT 600\r\n{a}BDAT 600 LAST\r\n{a}NOOP\r\n");
+    let run = run_split(&chunking(), input.as_bytes(), 7);
+    assert_eq!(
+        run.sent,
+        format!(
+            "{MAIL_RCPT_REPLIES}250 2.0.0 600 octets received\r\n\
+             552 Message size exceeds fixed maximum message size\r\n250 2.0.0 OK\r\n"
+        )
+    );
+    // 1000 octets exactly pass.
+    let input = format!("{MAIL_RCPT}BDAT 1000 LAST\r\n{}", "b".repeat(1000));
+    assert!(
+        run_split(&chunking(), input.as_bytes(), 13)
+            .sent
+            .ends_with(QUEUED)
+    );
+}
+
+#[test]
+fn a_huge_chunk_is_counted_not_kept() {
+    let mut session = Session::new(false);
+    let policy = chunking();
+    let seed = ConnectionSeed::new(1, 1);
+    let mut out = Vec::new();
+    let head = format!("{MAIL_RCPT}BDAT 18446744073709551615 LAST\r\n");
+    let step = feed(&mut session, &policy, seed, head.as_bytes(), &mut out);
+    assert_eq!(step.consumed, head.len());
+    let block = vec![b'.'; 1 << 16];
+    for _ in 0..64 {
+        let step = feed(&mut session, &policy, seed, &block, &mut out);
+        assert_eq!(step.consumed, block.len(), "every octet is used at once");
+    }
+    assert!(session.in_data());
+    assert_eq!(normalise(&out), MAIL_RCPT_REPLIES);
+}
+
+#[test]
+fn switch_headers_are_read_across_chunks() {
+    // The header is cut in the middle of its name, then between its CR and LF.
+    let input = format!(
+        "{MAIL_RCPT}{}{}{}",
+        bdat("X-Black", false),
+        bdat("hole-Mode: bounce\r", false),
+        bdat("\n\r\nbody\r\n", true)
+    );
+    let run = run_with(&chunking(), input.as_bytes());
+    let last = run
+        .sent
+        .rsplit_terminator("\r\n")
+        .next()
+        .unwrap_or_default();
+    assert!(
+        BOUNCE_LINES.contains(&format!("{last}\r\n").as_str()),
+        "{}",
+        run.sent
+    );
+    // The delay switch holds the reply that comes after LAST.
+    let input = format!("{MAIL_RCPT}{}", bdat("X-Blackhole-Delay: 3\r\n\r\n", true));
+    let run = run_with(&chunking(), input.as_bytes());
+    assert_eq!(
+        (run.sent, run.pauses),
+        (format!("{MAIL_RCPT_REPLIES}{QUEUED}"), vec![3000])
+    );
+    // In the body, a switch is text.
+    let input = format!(
+        "{MAIL_RCPT}{}",
+        bdat("\r\nX-Blackhole-Mode: bounce\r\n\r\n", true)
+    );
+    assert!(chunked(&input).ends_with(QUEUED));
+}
+
+#[test]
+fn rules_see_the_first_bdat_as_data_and_answer_after_last() {
+    // A rule at data refuses the first BDAT: its chunk is still read and dropped.
+    let rules = book(vec![replying("data", "554 5.7.1 Not today")]);
+    let input = format!("{MAIL_RCPT}BDAT 6\r\nQUIT\r\nBDAT 4 LAST\r\nNOOPNOOP\r\n");
+    let run = ruled_with(&chunking(), &rules, &input);
+    assert_eq!(
+        run.sent,
+        format!(
+            "{GREETING}{MAIL_RCPT_REPLIES}554 5.7.1 Not today\r\n554 5.7.1 Not today\r\n\
+             250 2.0.0 OK\r\n"
+        )
+    );
+    // Even a 354 from it starts no DATA.
+    let rules = book(vec![replying("data", "354 Go on")]);
+    let run = ruled_with(
+        &chunking(),
+        &rules,
+        &format!("{MAIL_RCPT}BDAT 2\r\nabNOOP\r\n"),
+    );
+    assert_eq!(
+        run.sent,
+        format!("{GREETING}{MAIL_RCPT_REPLIES}354 Go on\r\n250 2.0.0 OK\r\n")
+    );
+    // Only the first BDAT of a message is the data stage's.
+    let rules = book(vec![rule("data", |r| r.delay = Some("2".parse().unwrap()))]);
+    let input = format!("{MAIL_RCPT}BDAT 1\r\naBDAT 1\r\nbBDAT 1 LAST\r\nc");
+    let run = ruled_with(&chunking(), &rules, &input);
+    assert_eq!(run.pauses, vec![2000]);
+    // A rule at message answers after LAST.
+    let rules = book(vec![replying("message", "451 4.3.0 Try later")]);
+    let input = format!("{MAIL_RCPT}BDAT 1\r\naBDAT 1 LAST\r\nbNOOP\r\n");
+    assert_eq!(
+        ruled_with(&chunking(), &rules, &input).sent,
+        format!(
+            "{GREETING}{MAIL_RCPT_REPLIES}250 2.0.0 1 octets received\r\n\
+             451 4.3.0 Try later\r\n250 2.0.0 OK\r\n"
+        )
+    );
+}
+
+#[test]
+fn after_bytes_cuts_a_chunked_message_off() {
+    let rules = book(vec![rule("message", |r| {
+        r.after_bytes = Some(5);
+        r.disconnect = Some("421".parse().unwrap());
+    })]);
+    let input = format!("{MAIL_RCPT}BDAT 3\r\nabcBDAT 3 LAST\r\ndefNOOP\r\n");
+    let run = ruled_with(&chunking(), &rules, &input);
+    assert_eq!(
+        run.sent,
+        format!(
+            "{GREETING}{MAIL_RCPT_REPLIES}250 2.0.0 3 octets received\r\n\
+             421 4.4.2 mx.example closing connection\r\n"
+        )
+    );
+    assert_eq!(run.end, Some(Action::Close));
+}
+
+#[test]
+fn a_chunked_message_is_reported_once() {
+    let input = format!("EHLO c\r\n{MAIL_RCPT}BDAT 1\r\naBDAT 2 LAST\r\nbcQUIT\r\n");
+    let seen = observed(&chunking(), &RuleBook::default(), &input);
+    assert_eq!(
+        seen,
+        [
+            "command Ehlo",
+            "greeted c",
+            "command Mail",
+            "sender a@example.com",
+            "command Rcpt",
+            "recipient b@example.net",
+            "command Bdat",
+            "command Bdat",
+            "data 3 -",
+            "message 250 -",
+            "command Quit",
+            "ending Quit",
+        ]
+    );
+}
+
+#[test]
+fn an_lmtp_listener_takes_lhlo_only() {
+    let run = run_with(&lmtp(), b"HELO c\r\nEHLO c\r\nLHLO\r\nLHLO c\r\n");
+    assert_eq!(
+        run.sent,
+        format!(
+            "500 5.5.1 Error: this is an LMTP service, use LHLO\r\n\
+             500 5.5.1 Error: this is an LMTP service, use LHLO\r\n\
+             501 5.5.4 Syntax: LHLO domain.tld\r\n{EHLO_REPLY}"
+        )
+    );
+    assert_eq!(sent("LHLO c\r\n"), "502 5.5.2 Command not recognised\r\n");
+    // LHLO offers CHUNKING where EHLO would.
+    let both = lmtp().with_chunking(true);
+    assert!(
+        run_with(&both, b"LHLO c\r\n")
+            .sent
+            .contains("250-CHUNKING\r\n")
+    );
+}
+
+const LMTP_ENVELOPE: &str = "LHLO c\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\n\
+     RCPT TO:\r\nRCPT TO:<c@example.net>\r\nDATA\r\n";
+
+#[test]
+fn lmtp_replies_once_per_accepted_recipient() {
+    let input = format!("{LMTP_ENVELOPE}Subject: x\r\n\r\n.\r\nNOOP\r\n");
+    let run = run_with(&lmtp(), input.as_bytes());
+    assert_eq!(
+        run.sent,
+        format!(
+            "{EHLO_REPLY}250 2.1.0 OK\r\n250 2.1.5 OK\r\n\
+             501 5.5.4 Syntax: RCPT TO: <address>\r\n250 2.1.5 OK\r\n\
+             354 End data with <CR><LF>.<CR><LF>\r\n{QUEUED}{QUEUED}250 2.0.0 OK\r\n"
+        )
+    );
+    // Each recipient draws its own id.
+    let mut out = Vec::new();
+    let seed = ConnectionSeed::new(3, 1);
+    feed(
+        &mut Session::new(false),
+        &lmtp(),
+        seed,
+        input.as_bytes(),
+        &mut out,
+    );
+    let text = String::from_utf8_lossy(&out);
+    let ids: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("250 2.0.0 OK: queued as "))
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1]);
+    // Too big: every recipient hears it.
+    let big = format!("{LMTP_ENVELOPE}{}\r\n.\r\n", "x".repeat(1000));
+    let run = run_split(&lmtp(), big.as_bytes(), 11);
+    let too_big = "552 Message size exceeds fixed maximum message size\r\n";
+    assert!(
+        run.sent.ends_with(&format!("{too_big}{too_big}")),
+        "{}",
+        run.sent
+    );
+}
+
+#[test]
+fn each_lmtp_recipient_draws_its_own_fate() {
+    let random = Policy::new(FQDN.into(), Mode::Random, None, true, 1000, false).with_lmtp(true);
+    let mut input = String::from("LHLO c\r\nMAIL FROM:<a@b>\r\n");
+    for n in 0..40 {
+        input.push_str(&format!("RCPT TO:<r{n}@b>\r\n"));
+    }
+    input.push_str("DATA\r\n.\r\n");
+    let run = run_split(&random, input.as_bytes(), input.len());
+    let finals: Vec<&str> = run.sent.lines().skip(12 + 1 + 40 + 1).collect();
+    assert_eq!(finals.len(), 40, "{}", run.sent);
+    let accepted = finals.iter().filter(|l| l.starts_with("250 ")).count();
+    assert!(0 < accepted && accepted < 40, "{accepted} of 40 accepted");
+    // The switch applies to every recipient, and its delay comes once.
+    let input =
+        format!("{LMTP_ENVELOPE}X-Blackhole-Mode: bounce\r\nX-Blackhole-Delay: 2\r\n\r\n.\r\n");
+    let run = run_with(&lmtp(), input.as_bytes());
+    let finals: Vec<&str> = run.sent.lines().skip(12 + 5).collect();
+    assert_eq!(finals.len(), 2, "{}", run.sent);
+    assert!(
+        finals
+            .iter()
+            .all(|l| BOUNCE_LINES.contains(&format!("{l}\r\n").as_str()))
+    );
+    assert_eq!(run.pauses, vec![2000]);
+}
+
+#[test]
+fn lmtp_rules_decide_for_each_recipient() {
+    // `first = 1`: the first recipient's reply is the rule's, the second's the normal one.
+    let rules = book(vec![rule("message", |r| {
+        r.reply = Some("452 4.2.2 Mailbox full".parse().unwrap());
+        r.first = Some(1);
+    })]);
+    let input = format!("{LMTP_ENVELOPE}\r\n.\r\n");
+    let run = ruled_with(&lmtp(), &rules, &input);
+    assert!(
+        run.sent
+            .ends_with(&format!("452 4.2.2 Mailbox full\r\n{QUEUED}")),
+        "{}",
+        run.sent
+    );
+    // A rule at rcpt refuses one recipient: one reply fewer. Its delay at message comes before
+    // each reply it decides.
+    let rules = book(vec![
+        rule("rcpt", |r| {
+            r.reply = Some("550 5.1.1 No such user".parse().unwrap());
+            r.subject = Some(crate::smtp::rules::Glob::new("c@*").unwrap());
+        }),
+        rule("message", |r| r.delay = Some("1".parse().unwrap())),
+    ]);
+    let run = ruled_with(&lmtp(), &rules, &input);
+    assert!(
+        run.sent.ends_with(&format!(
+            "550 5.1.1 No such user\r\n354 End data with <CR><LF>.<CR><LF>\r\n{QUEUED}"
+        )),
+        "{}",
+        run.sent
+    );
+    assert_eq!(run.pauses, vec![1000]);
+    // Reported: the data once, a message per reply.
+    let seen = observed(&lmtp(), &RuleBook::default(), &input);
+    let ends: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.starts_with("data") || l.starts_with("message"))
+        .collect();
+    assert_eq!(ends, ["data 5 -", "message 250 -", "message 250 -"]);
+}
+
+#[test]
+fn lmtp_answers_bdat_last_per_recipient() {
+    let both = lmtp().with_chunking(true);
+    let input = "LHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<b@c>\r\nRCPT TO:<d@e>\r\nBDAT 2\r\n\r\nBDAT 3 LAST\r\nabcNOOP\r\n";
+    let run = run_with(&both, input.as_bytes());
+    assert!(
+        run.sent.ends_with(&format!(
+            "250 2.0.0 2 octets received\r\n{QUEUED}{QUEUED}250 2.0.0 OK\r\n"
+        )),
+        "{}",
+        run.sent
+    );
+}
+
+#[test]
+fn a_transaction_takes_at_most_max_recipients() {
+    let mut input = String::from("MAIL FROM:<a@b>\r\n");
+    for n in 0..=MAX_RECIPIENTS {
+        input.push_str(&format!("RCPT TO:<r{n}@b>\r\n"));
+    }
+    input.push_str("RSET\r\nMAIL FROM:<a@b>\r\nRCPT TO:<again@b>\r\n");
+    let run = run_split(&policy(), input.as_bytes(), 4096);
+    let lines: Vec<&str> = run.sent.lines().collect();
+    let accepted = lines.iter().filter(|l| **l == "250 2.1.5 OK").count();
+    assert_eq!(
+        accepted,
+        usize::from(MAX_RECIPIENTS) + 1,
+        "the limit is per transaction"
+    );
+    assert_eq!(
+        lines[usize::from(MAX_RECIPIENTS) + 1],
+        "452 4.5.3 Too many recipients"
+    );
+}
