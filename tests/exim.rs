@@ -38,15 +38,15 @@ fn read_data_command(server: &Server) -> bool {
         .any(|line| line.ends_with("] C: DATA"))
 }
 
-fn message(subject: &str) -> String {
-    format!("From: sender@example.com\nSubject: {subject}\n\nA line of body.\n")
-}
+const SHORT_BODY: &str = "A line of body.\n";
 
-/// Sends one message from `sender` through a fresh Exim to `server`; returns that Exim (its log
-/// for failure messages, its queue for a retry) and its log lines about the message.
-fn relay(server: &Server, sender: &str) -> (Exim, Vec<Delivery>) {
+/// Sends a message from `sender` with `body` (LF line ends) through a fresh Exim to `server`;
+/// returns that Exim (its log for failure messages, its queue for a retry) and its log lines
+/// about the message.
+fn relay(server: &Server, sender: &str, body: &str) -> (Exim, Vec<Delivery>) {
     let exim = Exim::new(server.addr());
-    exim.send(sender, &[RECIPIENT], &message(sender));
+    let message = format!("From: {sender}\nSubject: relayed\n\n{body}");
+    exim.send(sender, &[RECIPIENT], &message);
     let id = exim
         .message_id(sender)
         .unwrap_or_else(|| panic!("no <= line for {sender}:\n{}", exim.log()));
@@ -59,31 +59,62 @@ fn marks(deliveries: &[Delivery]) -> Vec<&str> {
     deliveries.iter().map(|d| d.mark.as_str()).collect()
 }
 
-/// The server read every message as one `BDAT N LAST` (they are small), and no `DATA`.
+/// The server read the messages with BDAT, and no `DATA`.
 fn assert_sent_with_bdat(server: &Server) {
     let bdat = commands(server, "BDAT");
     assert!(
-        !bdat.is_empty()
-            && bdat.iter().all(|command| command.ends_with(" LAST"))
-            && !read_data_command(server),
-        "not BDAT ... LAST alone: {bdat:?}\nserver log:\n{}",
+        !bdat.is_empty() && !read_data_command(server),
+        "not BDAT alone: {bdat:?}\nserver log:\n{}",
         server.stderr_log()
     );
+}
+
+/// The size a `BDAT N [LAST]` command announces.
+fn chunk_size(command: &str) -> usize {
+    command
+        .split(' ')
+        .nth(1)
+        .and_then(|size| size.parse().ok())
+        .unwrap_or_else(|| panic!("no chunk size in {command:?}"))
 }
 
 #[test]
 fn an_accepted_message_is_delivered_and_was_sent_with_bdat() {
     let server = debug_server(&chunking_with(""));
-    let (exim, deliveries) = relay(&server, "accepted@example.com");
+    let (exim, deliveries) = relay(&server, "accepted@example.com", SHORT_BODY);
     assert_eq!(marks(&deliveries), ["=>"], "Exim's log:\n{}", exim.log());
     assert_eq!(deliveries[0].recipient, RECIPIENT);
+    // `K`: Exim's own word that the message went with CHUNKING.
     assert!(
         deliveries[0]
             .detail
-            .contains("C=\"250 2.0.0 OK: queued as <"),
+            .contains("] K C=\"250 2.0.0 OK: queued as <"),
         "{deliveries:?}"
     );
-    assert_sent_with_bdat(&server);
+    let bdat = commands(&server, "BDAT");
+    assert!(
+        bdat.len() == 1 && bdat[0].ends_with(" LAST") && !read_data_command(&server),
+        "not one BDAT ... LAST alone: {bdat:?}\nserver log:\n{}",
+        server.stderr_log()
+    );
+}
+
+#[test]
+fn a_large_message_goes_in_two_chunks_and_is_delivered() {
+    let server = debug_server(&chunking_with(""));
+    let body = format!("{}\n", "x".repeat(99)).repeat(2000);
+    let (exim, deliveries) = relay(&server, "large@example.com", &body);
+    assert_eq!(marks(&deliveries), ["=>"], "Exim's log:\n{}", exim.log());
+    // Exim sends its headers as one chunk and the body, CRLF line ends, as the LAST.
+    let bdat = commands(&server, "BDAT");
+    assert!(
+        bdat.len() == 2
+            && !bdat[0].ends_with(" LAST")
+            && bdat[1].ends_with(" LAST")
+            && chunk_size(&bdat[1]) >= body.len() + 2000,
+        "{bdat:?}\nserver log:\n{}",
+        server.stderr_log()
+    );
 }
 
 #[test]
@@ -97,7 +128,7 @@ match = "refused@*"
 reply = "550 5.7.1 Message refused"
 "#,
     ));
-    let (exim, deliveries) = relay(&server, "refused@example.com");
+    let (exim, deliveries) = relay(&server, "refused@example.com", SHORT_BODY);
     assert_eq!(marks(&deliveries), ["**"], "Exim's log:\n{}", exim.log());
     assert!(
         deliveries[0]
@@ -119,7 +150,7 @@ first = 1
 reply = "451 4.3.0 Try again later"
 "#,
     ));
-    let (exim, deferred) = relay(&server, "deferred@example.com");
+    let (exim, deferred) = relay(&server, "deferred@example.com", SHORT_BODY);
     assert_eq!(marks(&deferred), ["=="], "Exim's log:\n{}", exim.log());
     assert!(
         deferred[0].detail.ends_with(": 451 4.3.0 Try again later"),
@@ -144,8 +175,9 @@ reply = "451 4.3.0 Try again later"
 #[test]
 fn without_chunking_exim_sends_data() {
     let server = debug_server("");
-    let (exim, deliveries) = relay(&server, "plain@example.com");
+    let (exim, deliveries) = relay(&server, "plain@example.com", SHORT_BODY);
     assert_eq!(marks(&deliveries), ["=>"], "Exim's log:\n{}", exim.log());
+    assert!(!deliveries[0].detail.contains("] K "), "{deliveries:?}");
     assert!(
         read_data_command(&server) && commands(&server, "BDAT").is_empty(),
         "server log:\n{}",
