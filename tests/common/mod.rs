@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod exim;
 pub mod postfix;
 pub mod procfs;
 
