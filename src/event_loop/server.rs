@@ -807,6 +807,11 @@ impl Server {
             }
             let rest = throttle::rest_after(rate, read);
             let timer = Timer::Throttle(ConnRef::new(slot, conn.id));
+            // The rest's timer takes the idle timer's place (re-armed when the rest ends), so
+            // a throttled connection holds no more timers than an idle one.
+            if let Some(idle) = conn.idle_timer.take() {
+                self.timers.cancel(idle);
+            }
             self.timers.insert(self.clock.deadline_after(rest), timer);
             conn.resting = true;
         }
@@ -887,6 +892,11 @@ impl Server {
             Timer::Throttle(conn) => {
                 if let Some(c) = lookup(&mut self.conns, conn) {
                     c.resting = false;
+                    if c.idle_timer.is_none() {
+                        // Checked again when it fires, against the connection's last line.
+                        let due = (c.last_line_at + self.timeout_ms).max(self.now);
+                        c.idle_timer = Some(self.timers.insert(due, Timer::Idle(conn)));
+                    }
                     // It stopped reading before the socket said WouldBlock (or bytes came
                     // unannounced while nothing watched it): read again.
                     c.read_ready = true;
