@@ -8,6 +8,7 @@
 pub mod clients;
 pub mod postfix;
 pub mod procfs;
+pub mod prometheus;
 
 use std::fs;
 use std::io::{self, Read, Write};
