@@ -322,7 +322,23 @@ fn time_scrapes(server: &Server, metrics: SocketAddr) -> io::Result<(f64, f64, O
     Ok((per_scrape, median(&walls).unwrap_or(f64::NAN), open))
 }
 
-fn crowd(binary: &Path, targets: &mut Targets) -> io::Result<()> {
+/// What the crowd section measured.
+struct Crowd {
+    held: usize,
+    answered_noop: usize,
+    /// RSS bytes per connection held.
+    per_conn: f64,
+    /// Server seconds per scrape, the median scrape's wall time, and the open connections the
+    /// last scrape counted.
+    per_scrape: f64,
+    scrape_wall: f64,
+    open: Option<f64>,
+    quiet: Lateness,
+    scraped: Lateness,
+    reopened: usize,
+}
+
+fn measure_crowd(binary: &Path) -> io::Result<Crowd> {
     let metrics = free_addr()?;
     let server = Server::blackhole_with(binary, &format!("metrics_listen = \"{metrics}\"\n"))?;
     thread::sleep(SETTLE);
@@ -334,9 +350,8 @@ fn crowd(binary: &Path, targets: &mut Targets) -> io::Result<()> {
     let (noop_ok, _) = crowd::noop_all(&mut idle.conns);
     thread::sleep(SETTLE);
     let per_conn = server.rss_kib().saturating_sub(rss_before) as f64 * 1024.0 / held as f64;
-
     eprintln!("   {SCRAPES} scrapes");
-    let (per_scrape, wall, open) = time_scrapes(&server, metrics)?;
+    let (per_scrape, scrape_wall, open) = time_scrapes(&server, metrics)?;
     eprintln!("   {} delayed replies, no scrapes", count(AT_DATA as u64));
     let quiet = delayed_round(&mut at_data.conns, None);
     let reopened = reopen_data(&mut at_data.conns);
@@ -347,7 +362,21 @@ fn crowd(binary: &Path, targets: &mut Targets) -> io::Result<()> {
     let scraped = delayed_round(&mut at_data.conns, Some(metrics));
     crowd::quit_all(idle.conns);
     crowd::quit_all(at_data.conns);
+    Ok(Crowd {
+        held,
+        // Those at DATA answer with their delayed message's 250.
+        answered_noop: noop_ok + quiet.answered,
+        per_conn,
+        per_scrape,
+        scrape_wall,
+        open,
+        quiet,
+        scraped,
+        reopened,
+    })
+}
 
+fn print_crowd(c: &Crowd) {
     let mut table = Table::new(
         format!(
             "{} connections open, metrics on ({} at DATA)",
@@ -356,21 +385,24 @@ fn crowd(binary: &Path, targets: &mut Targets) -> io::Result<()> {
         ),
         &["measure", "figure"],
     );
-    table.row(vec![
-        "connections held / answered NOOP".into(),
-        format!("{held} / {}", noop_ok + AT_DATA),
-    ]);
-    table.row(vec![
-        "blackhole_connections_open in the scrape".into(),
-        open.map_or("-".into(), |n| format!("{n}")),
-    ]);
-    table.row(vec![
-        "RSS per connection".into(),
-        format!("{per_conn:.0} bytes"),
-    ]);
-    table.row(vec!["server time per scrape".into(), millis(per_scrape)]);
-    table.row(vec!["scrape wall time, median".into(), millis(wall)]);
-    for (name, round) in [("no scrapes", &quiet), ("scrapes back to back", &scraped)] {
+    let open = c.open.map_or("-".into(), |n| format!("{n}"));
+    let rows = [
+        (
+            "connections held / answering",
+            format!("{} / {}", c.held, c.answered_noop),
+        ),
+        ("blackhole_connections_open in the scrape", open),
+        ("RSS per connection", format!("{:.0} bytes", c.per_conn)),
+        ("server time per scrape", millis(c.per_scrape)),
+        ("scrape wall time, median", millis(c.scrape_wall)),
+    ];
+    for (measure, figure) in rows {
+        table.row(vec![measure.into(), figure]);
+    }
+    for (name, round) in [
+        ("no scrapes", &c.quiet),
+        ("scrapes back to back", &c.scraped),
+    ] {
         table.row(vec![
             format!("delay lateness p99 / max, {name}"),
             format!(
@@ -383,35 +415,40 @@ fn crowd(binary: &Path, targets: &mut Targets) -> io::Result<()> {
         ]);
     }
     table.note(format!(
-        "{reopened} connections back at DATA for the second round"
+        "{} connections back at DATA for the second round; server time from /proc/PID/schedstat",
+        c.reopened
     ));
     table.print();
+}
 
-    let all_held = held == CROWD && noop_ok + AT_DATA == CROWD;
+fn crowd_section(binary: &Path, targets: &mut Targets) -> io::Result<()> {
+    let c = measure_crowd(binary)?;
+    print_crowd(&c);
+    let all_held = c.held == CROWD && c.answered_noop == CROWD;
     targets.add(
         "RSS per idle connection, metrics on",
-        format!("{per_conn:.0} bytes ({held} held)"),
+        format!("{:.0} bytes ({} held)", c.per_conn, c.held),
         format!("<= {IDLE_BYTES:.0} bytes"),
-        Verdict::from_check(all_held && per_conn <= IDLE_BYTES),
+        Verdict::from_check(all_held && c.per_conn <= IDLE_BYTES),
     );
     targets.add(
         format!("server time per scrape, {} open", count(CROWD as u64)),
-        millis(per_scrape),
+        millis(c.per_scrape),
         format!("< {}", millis(SCRAPE_BUDGET)),
-        Verdict::from_check(open == Some(CROWD as f64) && per_scrape < SCRAPE_BUDGET),
+        Verdict::from_check(c.open == Some(CROWD as f64) && c.per_scrape < SCRAPE_BUDGET),
     );
-    let worse = scraped.p99 - quiet.p99;
-    let all_answered = quiet.answered == AT_DATA && scraped.answered == AT_DATA;
+    let worse = c.scraped.p99 - c.quiet.p99;
+    let all_answered = c.quiet.answered == AT_DATA && c.scraped.answered == AT_DATA;
     targets.add(
         "delayed replies while scraped: p99 lateness",
         format!(
             "{} ({} without scrapes, {} scrapes)",
-            millis(scraped.p99),
-            millis(quiet.p99),
-            scraped.scrapes
+            millis(c.scraped.p99),
+            millis(c.quiet.p99),
+            c.scraped.scrapes
         ),
-        format!("<= {} + {}", millis(quiet.p99), millis(SCRAPE_BUDGET)),
-        Verdict::from_check(all_answered && scraped.scrapes > 0 && worse <= SCRAPE_BUDGET),
+        format!("<= {} + {}", millis(c.quiet.p99), millis(SCRAPE_BUDGET)),
+        Verdict::from_check(all_answered && c.scraped.scrapes > 0 && worse <= SCRAPE_BUDGET),
     );
     Ok(())
 }
@@ -456,7 +493,7 @@ fn main() -> ExitCode {
         eprintln!("-- {section}");
         let outcome = match section {
             "cpu" => cpu(&binary, &mut targets),
-            _ => crowd(&binary, &mut targets),
+            _ => crowd_section(&binary, &mut targets),
         };
         if let Err(e) = outcome {
             println!("!! section {section} failed: {e}\n");
