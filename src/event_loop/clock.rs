@@ -30,6 +30,11 @@ impl Clock {
         self.started.elapsed().as_millis() as u64
     }
 
+    /// Microseconds since start: how late a deadline was met.
+    pub fn micros(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+
     /// The first tick at which `millis` have certainly passed from this very moment.
     pub fn deadline_after(&self, millis: u64) -> u64 {
         let elapsed = self.started.elapsed();

@@ -13,40 +13,48 @@ use mio::net::TcpStream;
 
 use super::timer::TimerKey;
 use super::tls::TlsLayer;
+use super::witness::Record;
 use crate::smtp::session::Session;
 
 /// Buffers larger than this are given back to the allocator once they empty; a smaller
 /// output buffer goes back to the loop, to be lent again.
 const KEEP_CAPACITY: usize = 1024;
 
+/// Fields in order of alignment, laid out as written (`repr(C)`): the compiler's own order
+/// left eight bytes of padding, and every connection, idle or not, pays for its size.
+#[repr(C)]
 pub struct Conn {
-    pub stream: TcpStream,
-    /// The TLS layer, from the first byte (SMTPS) or after STARTTLS.
-    pub tls: Option<Box<TlsLayer>>,
-    /// STARTTLS was accepted: TLS starts once the `220` has gone.
-    pub starting_tls: bool,
     pub session: Session,
-    /// Index of the listener it came through: its policy.
-    pub listener: usize,
-    /// The client's address, as the rules see it.
-    pub client: IpAddr,
-    /// A serial number, for logs and to tell this connection from a later one in its slot.
-    pub id: u64,
     /// Input the session has not used yet: an unfinished line, or input that waits for a
     /// pause to end or for output to drain.
     pub tail: Vec<u8>,
-    /// Whether the session has seen all of `tail` and needs more bytes to go on.
-    pub tail_fed: bool,
     /// Replies not yet sent; `out[..written]` has gone. Without a buffer of its own while
     /// nothing is pending: replies are written into the loop's spare one, lent until they
     /// have gone, so they go from memory that is warm in the cache, and an idle connection
     /// holds no output buffer.
     pub out: Vec<u8>,
     pub written: usize,
+    /// The TLS layer, from the first byte (SMTPS) or after STARTTLS.
+    pub tls: Option<Box<TlsLayer>>,
+    /// What its event lines need, only while the event log is on.
+    pub record: Option<Box<Record>>,
+    /// A serial number, for logs and to tell this connection from a later one in its slot.
+    pub id: u64,
     /// When the client last completed a line, in ticks: the idle timeout counts from here.
     pub last_line_at: u64,
     pub idle_timer: Option<TimerKey>,
     pub delay_timer: Option<TimerKey>,
+    pub stream: TcpStream,
+    /// When it was accepted: the loop's milliseconds, low 32 bits (see [`Conn::age`]).
+    pub opened_at: u32,
+    /// Index of the listener it came through: its policy. (A configuration has at most 64.)
+    pub listener: u16,
+    /// The client's address, as the rules see it.
+    pub client: IpAddr,
+    /// STARTTLS was accepted: TLS starts once the `220` has gone.
+    pub starting_tls: bool,
+    /// Whether the session has seen all of `tail` and needs more bytes to go on.
+    pub tail_fed: bool,
     /// The socket may have bytes to read (readiness seen and not drained to `WouldBlock`).
     pub read_ready: bool,
     /// A throttled connection waits for its rest's timer before it reads again. The timer's
@@ -79,7 +87,7 @@ pub enum Received {
 impl Conn {
     pub fn new(
         stream: TcpStream,
-        listener: usize,
+        listener: u16,
         client: IpAddr,
         id: u64,
         now: u64,
@@ -107,7 +115,20 @@ impl Conn {
             closing: false,
             interest: Some(Interest::READABLE),
             queued: false,
+            opened_at: now as u32,
+            record: None,
         }
+    }
+
+    /// Milliseconds since it was accepted, `now` on the same clock. Kept in 32 bits so that
+    /// every connection pays four bytes for it: right for connections younger than 49 days.
+    pub fn age(&self, now: u64) -> u64 {
+        u64::from((now as u32).wrapping_sub(self.opened_at))
+    }
+
+    /// The TLS version agreed, if any.
+    pub fn tls_version(&self) -> Option<&'static str> {
+        self.tls.as_ref().and_then(|tls| tls.version())
     }
 
     /// Reads what the client sent: plaintext, through TLS where it is on.

@@ -4,7 +4,9 @@
 //! reads and writes each connection plain or through rustls (`conn`, `tls`), slows the reading
 //! of a connection a rule throttles (`throttle`), and keeps every deadline (idle timeouts,
 //! delayed replies, throttled reads, accept back-off) in one hierarchical wheel
-//! (`timer`) measured by one clock (`clock`).
+//! (`timer`) measured by one clock (`clock`). It keeps account of what it sees (`witness`,
+//! into the process's tally and the event log, `event_log`) and answers scrapes
+//! (`metrics_http`, with `process_figures`).
 //!
 //! It must not decide anything about SMTP (that is `smtp::session`'s job) nor read files or
 //! the configuration format: it is handed ready-made [`server::Settings`] and listeners.
@@ -19,3 +21,4 @@ pub mod server;
 pub mod throttle;
 pub mod timer;
 pub mod tls;
+pub mod witness;

@@ -7,25 +7,30 @@
 
 use std::io::{self, Write};
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{Level, debug, info, log_enabled, warn};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use rustls::ServerConfig;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::clock::Clock;
 use super::conn::{Conn, Received};
+use super::event_log::EventLog;
+use super::metrics_http::{self, HttpTimer, Limits, MetricsEndpoint, Turn};
 use super::throttle;
 use super::timer::TimerWheel;
 use super::tls::TlsLayer;
+use super::witness::{Account, Seen, Witness};
+use crate::report::event::Ended;
+use crate::report::tally::Tally;
 use crate::smtp::greylist::{Greylist, GreylistSettings};
-use crate::smtp::observer::Unobserved;
 use crate::smtp::reply;
 use crate::smtp::rules::{RuleBook, RuleState};
 use crate::smtp::session::{
@@ -44,11 +49,17 @@ const ACCEPT_BACKOFF_MAX: u64 = 1000;
 const STOP_GRACE: u64 = 2000;
 
 const SIGNAL_TOKEN: Token = Token(1 << 63);
+/// The event log's pipe to its writer.
+const EVENT_LOG_TOKEN: Token = Token(1 << 63 | 1);
 const LISTENER_BIT: usize = 1 << 62;
 /// Connection tokens carry the slab slot in the low 32 bits and the low bits of the
-/// connection's serial number above them, so a readiness event for a connection that has
-/// gone is not taken for the one that took its slot.
-const GEN_MASK: u64 = (1 << 30) - 1;
+/// connection's serial number above them (bits 32 to 60), so a readiness event for a
+/// connection that has gone is not taken for the one that took its slot. Bit 61 is the
+/// metrics endpoint's ([`metrics_http::TOKEN_BIT`]).
+const GEN_MASK: u64 = (1 << 29) - 1;
+/// How long the event log's writer gets at exit, and on a reload that turns it off.
+const EVENT_LOG_GRACE: Duration = Duration::from_secs(2);
+const EVENT_LOG_OFF_GRACE: Duration = Duration::from_millis(100);
 
 fn conn_token(slot: usize, id: u64) -> Token {
     Token(((id & GEN_MASK) as usize) << 32 | slot)
@@ -73,10 +84,21 @@ impl ConnRef {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Timer {
     Idle(ConnRef),
-    Delay(ConnRef),
+    /// A held reply is due; with the low 32 bits of its deadline, to tell how late it goes
+    /// (the whole deadline would make every timer, idle ones too, eight bytes larger).
+    Delay(ConnRef, u32),
     /// A throttled connection may read again.
     Throttle(ConnRef),
-    ResumeAccept(usize),
+    ResumeAccept(u32),
+    Http(HttpTimer),
+    /// `--stop-after-seconds`.
+    StopAfter,
+}
+
+impl From<HttpTimer> for Timer {
+    fn from(timer: HttpTimer) -> Self {
+        Timer::Http(timer)
+    }
 }
 
 /// What SIGHUP can change while connections stay open: one policy per listener, in the
@@ -88,6 +110,27 @@ pub struct Settings {
     pub rules: Arc<RuleBook>,
     /// `[greylist]`, when greylisting is on.
     pub greylist: Option<GreylistSettings>,
+    /// `event_log`: where event lines go (`-`: standard output); `None`: nowhere.
+    pub event_log: Option<PathBuf>,
+}
+
+/// What the loop counts into and reports through, besides its settings.
+pub struct Reporting {
+    /// Every serving process's tally (one without workers), for as long as the process
+    /// lives.
+    pub tallies: &'static [Tally],
+    /// This process's slot in `tallies`: its worker number.
+    pub slot: usize,
+    /// The metrics endpoint's listening socket (`metrics_listen`).
+    pub metrics: Option<TcpListener>,
+    /// Processes besides those of `tallies` whose figures a scrape adds: the supervisor.
+    pub other_pids: Vec<u32>,
+    /// `--stop-after-messages`: stop once this many messages got their final reply here.
+    pub stop_after_messages: Option<u64>,
+    /// `--stop-after-seconds`: stop this long after the start.
+    pub stop_after_seconds: Option<u64>,
+    /// Whether SIGUSR1 and the exit log a summary (a supervisor does it for its workers).
+    pub summaries: bool,
 }
 
 /// The rules and the counters they keep for the whole process (`first`, `every`, `rate`),
@@ -147,14 +190,25 @@ pub struct Server {
     next_id: u64,
     /// When a stopping server gives up on unsent replies.
     stop_by: Option<u64>,
+    /// A stop is due at the end of this turn (`--stop-after-messages` was reached): no
+    /// connection is fed meanwhile.
+    stop_wanted: bool,
     reload: Reload,
+    account: Account,
+    /// The event log's path, opened once privileges are dropped ([`Server::open_event_log`]).
+    event_log_path: Option<PathBuf>,
+    metrics: Option<MetricsEndpoint>,
+    other_pids: Vec<u32>,
+    stop_after_messages: Option<u64>,
+    summaries: bool,
 }
 
-/// Catches SIGTERM, SIGINT and SIGHUP from now on, for [`Server::new`]. Called before the
-/// listeners are bound: once a port takes connections, a script may signal the server, and a
-/// signal must then stop it cleanly (or reload it), never kill it.
+/// Catches SIGTERM, SIGINT, SIGHUP and SIGUSR1 from now on, for [`Server::new`]. Called
+/// before the listeners are bound: once a port takes connections, a script may signal the
+/// server, and a signal must then stop it cleanly (or reload it, or log a summary), never
+/// kill it.
 pub fn catch_signals() -> io::Result<Signals> {
-    Signals::new([SIGINT, SIGTERM, SIGHUP])
+    Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])
 }
 
 impl Server {
@@ -165,6 +219,7 @@ impl Server {
         settings: Settings,
         seed: u64,
         reload: Reload,
+        reporting: Reporting,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
         poll.registry()
@@ -175,30 +230,30 @@ impl Server {
                 "one policy per listener is needed",
             ));
         }
-        let mut states = Vec::with_capacity(listeners.len());
-        let pairs = listeners.into_iter().zip(settings.policies);
-        for (index, (mut listener, policy)) in pairs.enumerate() {
-            poll.registry().register(
-                &mut listener.socket,
-                Token(LISTENER_BIT | index),
-                Interest::READABLE,
-            )?;
-            states.push(ListenerState {
-                socket: Some(listener.socket),
-                policy,
-                tls: listener.tls,
-                failures: 0,
-                paused: false,
-            });
+        let names = listener_names(&listeners);
+        let account = Account::new(reporting.tallies, reporting.slot, names)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no such tally slot"))?;
+        account.tally.claim(std::process::id());
+        let metrics = match reporting.metrics {
+            Some(socket) => Some(MetricsEndpoint::new(
+                socket,
+                poll.registry(),
+                Limits::default(),
+            )?),
+            None => None,
+        };
+        let mut timers = TimerWheel::new();
+        if let Some(seconds) = reporting.stop_after_seconds {
+            timers.insert(seconds.saturating_mul(1000), Timer::StopAfter);
         }
         Ok(Server {
+            listeners: register_listeners(&poll, listeners, settings.policies)?,
             poll,
-            listeners: states,
             conns: Slab::new(),
             max_connections: settings.max_connections,
             limit_reported: false,
             tls,
-            timers: TimerWheel::new(),
+            timers,
             rules: Rules {
                 greylist: settings.greylist,
                 triplets: Greylist::default(),
@@ -216,8 +271,25 @@ impl Server {
             timeout_ms: u64::from(settings.timeout_secs) * 1000,
             next_id: 1,
             stop_by: None,
+            stop_wanted: false,
             reload,
+            account,
+            event_log_path: settings.event_log,
+            metrics,
+            other_pids: reporting.other_pids,
+            stop_after_messages: reporting.stop_after_messages,
+            summaries: reporting.summaries,
         })
+    }
+
+    /// Starts the event log's writer, if `event_log` is set: once privileges are dropped,
+    /// so that the writer, and the file it creates, are the serving user's.
+    pub fn open_event_log(&mut self) -> io::Result<()> {
+        if let Some(path) = &self.event_log_path {
+            let log = EventLog::open(path, self.poll.registry(), EVENT_LOG_TOKEN)?;
+            self.account.events = Some(log);
+        }
+        Ok(())
     }
 
     /// Serves until SIGINT or SIGTERM, then sends what is pending and returns.
@@ -247,14 +319,46 @@ impl Server {
             for timer in fired.drain(..) {
                 self.on_timer(timer);
             }
+            if self.stop_wanted && self.stop_by.is_none() {
+                self.begin_stop();
+            }
             if let Some(stop_by) = self.stop_by {
                 let unsent = self.conns.iter().any(|(_, c)| c.can_send());
                 if !unsent || self.now >= stop_by {
+                    self.finish();
                     info!("stopped");
                     return Ok(());
                 }
             }
         }
+    }
+
+    /// At exit, the last replies sent: the connections left are closed (their lines say
+    /// `stop`), the event log's writer writes what it was sent, and the summary is logged.
+    fn finish(&mut self) {
+        let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            self.close(slot);
+        }
+        self.account
+            .finish_event_log(Instant::now() + EVENT_LOG_GRACE);
+        if self.summaries {
+            self.log_summary();
+        }
+    }
+
+    /// The one-line summary of every process's tally, at SIGUSR1 and at exit.
+    fn log_summary(&self) {
+        self.note_greylist();
+        self.account.log_summary(&rule_names(&self.rules.book));
+    }
+
+    /// The greylist's size, for the gauges.
+    fn note_greylist(&self) {
+        let triplets = &self.rules.triplets;
+        self.account
+            .tally
+            .greylist_memory(triplets.len() as u64, triplets.evicted());
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
@@ -272,8 +376,14 @@ impl Server {
         let token = event.token();
         if token == SIGNAL_TOKEN {
             self.on_signal();
+        } else if token == EVENT_LOG_TOKEN {
+            if let Some(log) = &mut self.account.events {
+                log.flush();
+            }
         } else if token.0 & LISTENER_BIT != 0 {
             self.accept(token.0 & !LISTENER_BIT);
+        } else if metrics_http::owns(token) {
+            self.metrics_turn(HttpEvent::Ready(token));
         } else {
             let conn = ConnRef {
                 slot: token.0 as u32,
@@ -302,25 +412,61 @@ impl Server {
         lookup(&mut self.conns, conn)
     }
 
+    /// A readiness event or a timer of the metrics endpoint: a scrape renders every
+    /// process's tally.
+    fn metrics_turn(&mut self, what: HttpEvent) {
+        let Some(endpoint) = &mut self.metrics else {
+            return;
+        };
+        let rules = rule_names(&self.rules.book);
+        let (account, other_pids) = (&mut self.account, &self.other_pids);
+        let mut render = |out: &mut Vec<u8>| {
+            account.count_dropped_lines();
+            account.render(&rules, other_pids, out);
+        };
+        let mut turn = Turn {
+            registry: self.poll.registry(),
+            timers: &mut self.timers,
+            now: self.now,
+            render: &mut render,
+        };
+        match what {
+            HttpEvent::Ready(token) => endpoint.ready(token, &mut turn),
+            HttpEvent::Timer(timer) => endpoint.on_timer(timer, &mut turn),
+        }
+    }
+
     fn on_signal(&mut self) {
-        let (mut stop, mut reload) = (false, false);
+        let (mut stop, mut reload, mut summary) = (false, false, false);
         for signal in self.signals.pending() {
             match signal {
                 SIGHUP => reload = true,
+                SIGUSR1 => summary = true,
                 _ => stop = true,
             }
         }
         if reload {
             self.reload();
         }
-        if !stop || self.stop_by.is_some() {
-            return;
+        if summary && self.summaries {
+            self.log_summary();
         }
+        if stop && self.stop_by.is_none() {
+            self.begin_stop();
+        }
+    }
+
+    /// Stops accepting and sends what is pending: on SIGTERM or SIGINT, or once a
+    /// `--stop-after` bound is reached.
+    fn begin_stop(&mut self) {
         info!("stopping: no new connections; sending what is pending");
         for listener in &mut self.listeners {
             if let Some(mut socket) = listener.socket.take() {
                 let _ = self.poll.registry().deregister(&mut socket);
             }
+        }
+        if let Some(endpoint) = &mut self.metrics {
+            endpoint.stop(self.poll.registry());
         }
         self.stop_by = Some(self.now + STOP_GRACE);
         let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
@@ -344,22 +490,44 @@ impl Server {
         if let Some(key) = c.delay_timer.take() {
             self.timers.cancel(key);
         }
+        self.account.tally.delayed_reply_done();
         c.lend_output(&mut self.spare_output);
-        let mut cx = context(&self.listeners, &mut self.rules, self.seed, self.now, c);
+        let mut record = c.record.take();
+        let mut witness = self
+            .account
+            .witness(seen(c), record.as_deref_mut(), self.now);
+        let mut cx = context(
+            &self.listeners,
+            &mut self.rules,
+            self.seed,
+            self.now,
+            c,
+            &mut witness,
+        );
         let step = c.session.resume(&mut cx, &c.tail, &mut c.out);
+        c.record = record.map(|mut record| {
+            record.resumed();
+            record
+        });
         c.tail.drain(..step.consumed);
         // The client has been waiting for us: its idle time starts now.
         c.last_line_at = self.now;
         c.tail_fed = false;
+        self.check_stop_after_messages();
         self.act(slot, step.action);
         self.drive(slot);
     }
 
-    /// SIGHUP: new settings for new messages and commands; open connections stay.
+    /// SIGHUP: new settings for new messages and commands; open connections stay. The
+    /// event log is opened again whatever the file says: a log rotation counts on it.
     fn reload(&mut self) {
         let Some(settings) = (self.reload)() else {
+            if let Some(log) = &mut self.account.events {
+                log.reopen();
+            }
             return;
         };
+        self.switch_event_log(settings.event_log.clone());
         if settings.policies.len() != self.listeners.len() {
             warn!("reload: listener count changed; keeping the old settings until a restart");
             return;
@@ -374,6 +542,36 @@ impl Server {
         // New settings for new commands; the triplets remembered so far stay.
         self.rules.greylist = settings.greylist;
         info!("configuration reloaded");
+    }
+
+    /// SIGHUP: the event log opened again (a rotation may have renamed its file), at its
+    /// new path, or switched on or off.
+    fn switch_event_log(&mut self, path: Option<PathBuf>) {
+        let same = path == self.event_log_path;
+        match (&mut self.account.events, &path) {
+            (Some(log), Some(_)) if same => log.reopen(),
+            (Some(log), Some(new)) => log.reopen_at(new),
+            (Some(_), None) => self
+                .account
+                .finish_event_log(Instant::now() + EVENT_LOG_OFF_GRACE),
+            (None, Some(new)) => match EventLog::open(new, self.poll.registry(), EVENT_LOG_TOKEN) {
+                Ok(log) => self.account.events = Some(log),
+                Err(e) => warn!("event log: cannot start a writer for {}: {e}", show(new)),
+            },
+            (None, None) => {}
+        }
+        self.event_log_path = path;
+    }
+
+    /// `--stop-after-messages`: once reached, nothing more is fed and the stop begins at
+    /// the end of the turn.
+    fn check_stop_after_messages(&mut self) {
+        if self
+            .stop_after_messages
+            .is_some_and(|n| self.account.messages >= n)
+        {
+            self.stop_wanted = true;
+        }
     }
 
     fn accept(&mut self, index: usize) {
@@ -414,7 +612,7 @@ impl Server {
                     listener.paused = true;
                     warn!("accept failed: {e}; trying again in {wait} ms");
                     self.timers
-                        .insert(self.now + wait, Timer::ResumeAccept(index));
+                        .insert(self.now + wait, Timer::ResumeAccept(index as u32));
                     return;
                 }
             }
@@ -431,6 +629,7 @@ impl Server {
             );
             self.limit_reported = true;
         }
+        self.account.tally.connection_refused();
         // Best effort: a fresh socket's send buffer takes one short line; closing the socket
         // (dropping it) then sends FIN after it.
         let _ = stream.write(reply::TOO_MANY_CONNECTIONS);
@@ -456,7 +655,7 @@ impl Server {
             // leaves in one write, after a client command that acknowledged the one before.
             let _ = stream.set_nodelay(true);
         }
-        let mut conn = Conn::new(stream, listener, client, id, self.now, state.tls);
+        let mut conn = Conn::new(stream, listener as u16, client, id, self.now, state.tls);
         if state.tls {
             match new_tls(self.tls.as_ref()) {
                 Ok(tls) => conn.tls = Some(tls),
@@ -466,10 +665,26 @@ impl Server {
                 }
             }
         }
+        self.account.tally.connection_opened(listener, state.tls);
+        if self.account.events.is_some() {
+            conn.record = Some(Box::default());
+        }
         // On SMTPS the greeting waits inside rustls for the handshake to end.
         conn.lend_output(&mut self.spare_output);
-        let mut cx = context(&self.listeners, &mut self.rules, self.seed, self.now, &conn);
+        let mut record = conn.record.take();
+        let mut witness = self
+            .account
+            .witness(seen(&conn), record.as_deref_mut(), self.now);
+        let mut cx = context(
+            &self.listeners,
+            &mut self.rules,
+            self.seed,
+            self.now,
+            &conn,
+            &mut witness,
+        );
         let action = conn.session.greet(&mut cx, &mut conn.out);
+        conn.record = record;
         conn.idle_timer = Some(self.timers.insert(
             self.now + self.timeout_ms,
             Timer::Idle(ConnRef::new(slot, id)),
@@ -518,6 +733,7 @@ impl Server {
         let readable = conn.read_ready && !conn.resting;
         if conn.session.is_waiting()
             || self.stop_by.is_some()
+            || self.stop_wanted
             || conn.pending_output() >= OUTPUT_HIGH_WATER
             || !(unfed || conn.peer_closed || readable)
         {
@@ -532,38 +748,69 @@ impl Server {
             return Step::Wait;
         }
         *rounds -= 1;
-        let input: &[u8] = if unfed {
-            &[]
+        let read = if unfed {
+            0
         } else if conn.peer_closed {
             // Nothing more will come: what is left of the input is an unfinished line.
             conn.closing = true;
             return Step::Again;
         } else {
-            let rate = conn.session.throttle();
-            // A throttle's chunk is a twentieth of its rate: never more than the buffer.
-            let limit = rate.map_or(READ_CHUNK, |rate| throttle::chunk(rate).min(READ_CHUNK));
-            match receive(conn, &mut self.scratch[..limit], self.now) {
-                Ok(input) => {
-                    if let Some(rate) = rate {
-                        // A full chunk means the client is ahead of the throttle: the wait
-                        // for the rest of its line is the server's, not the client's idling.
-                        if input.len() == limit {
-                            conn.last_line_at = self.now;
-                        }
-                        let rest = throttle::rest_after(rate, input.len());
-                        let timer = Timer::Throttle(ConnRef::new(slot, conn.id));
-                        self.timers.insert(self.clock.deadline_after(rest), timer);
-                        conn.resting = true;
-                    }
-                    input
-                }
+            match self.read_into_scratch(slot) {
+                Ok(read) => read,
                 Err(step) => return step,
             }
         };
-        let mut cx = context(&self.listeners, &mut self.rules, self.seed, self.now, conn);
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return Step::Close;
+        };
+        let input = &self.scratch[..read];
+        let mut record = conn.record.take();
+        let mut witness = self
+            .account
+            .witness(seen(conn), record.as_deref_mut(), self.now);
+        let mut cx = context(
+            &self.listeners,
+            &mut self.rules,
+            self.seed,
+            self.now,
+            conn,
+            &mut witness,
+        );
         let action = feed(conn, &mut cx, &mut self.spare_output, input);
+        conn.record = record;
+        if self.rules.greylist.is_some() {
+            self.note_greylist();
+        }
+        self.check_stop_after_messages();
         self.act(slot, action);
         Step::Again
+    }
+
+    /// Reads what the socket has into the scratch buffer, no more than a throttle allows:
+    /// how many bytes, or where `drive` goes when there are none.
+    fn read_into_scratch(&mut self, slot: usize) -> Result<usize, Step> {
+        let conn = self.conns.get_mut(slot).ok_or(Step::Close)?;
+        let rate = conn.session.throttle();
+        // A throttle's chunk is a twentieth of its rate: never more than the buffer.
+        let limit = rate.map_or(READ_CHUNK, |rate| throttle::chunk(rate).min(READ_CHUNK));
+        let handshaking = conn.handshaking();
+        let received = receive(conn, &mut self.scratch[..limit], self.now).map(<[u8]>::len);
+        if handshaking && !conn.handshaking() {
+            self.account.tally.tls_handshake(true);
+        }
+        let read = received?;
+        if let Some(rate) = rate {
+            // A full chunk means the client is ahead of the throttle: the wait for the rest
+            // of its line is the server's, not the client's idling.
+            if read == limit {
+                conn.last_line_at = self.now;
+            }
+            let rest = throttle::rest_after(rate, read);
+            let timer = Timer::Throttle(ConnRef::new(slot, conn.id));
+            self.timers.insert(self.clock.deadline_after(rest), timer);
+            conn.resting = true;
+        }
+        Ok(read)
     }
 
     /// Watches the socket for what the connection waits for, telling the poll only of a
@@ -603,10 +850,12 @@ impl Server {
             Action::Pause { millis } => {
                 // Counted from now, not from the start of this turn: never early.
                 let deadline = self.clock.deadline_after(millis);
-                conn.delay_timer = Some(
-                    self.timers
-                        .insert(deadline, Timer::Delay(ConnRef::new(slot, conn.id))),
-                );
+                let timer = Timer::Delay(ConnRef::new(slot, conn.id), deadline as u32);
+                conn.delay_timer = Some(self.timers.insert(deadline, timer));
+                self.account.tally.delayed_reply_pending();
+                if let Some(record) = &mut conn.record {
+                    record.paused(self.now, millis);
+                }
             }
             Action::StartTls => conn.starting_tls = true,
         }
@@ -615,17 +864,25 @@ impl Server {
     fn on_timer(&mut self, timer: Timer) {
         match timer {
             Timer::ResumeAccept(index) => {
+                let index = index as usize;
                 if let Some(listener) = self.listeners.get_mut(index) {
                     listener.paused = false;
                     self.accept(index);
                 }
             }
-            Timer::Delay(conn) => {
+            Timer::Delay(conn, due) => {
                 if let Some(c) = lookup(&mut self.conns, conn) {
                     // It has fired: nothing to cancel.
                     c.delay_timer = None;
+                    let late = lateness_micros(self.clock.micros(), due);
+                    self.account.tally.delay_lateness(late);
                     self.resume_delayed(conn.slot as usize);
                 }
+            }
+            Timer::Http(timer) => self.metrics_turn(HttpEvent::Timer(timer)),
+            Timer::StopAfter => {
+                info!("--stop-after-seconds: the time is up");
+                self.stop_wanted = true;
             }
             Timer::Throttle(conn) => {
                 if let Some(c) = lookup(&mut self.conns, conn) {
@@ -654,6 +911,10 @@ impl Server {
                     return;
                 }
                 debug!("[{}] idle timeout", c.id);
+                self.account.tally.connection_timed_out();
+                if let Some(record) = &mut c.record {
+                    record.ends(Ended::Timeout);
+                }
                 if c.closing || c.handshaking() {
                     // Its last replies never went (the client stopped reading), or it never
                     // finished its TLS handshake: there is no way to tell it anything.
@@ -673,6 +934,10 @@ impl Server {
             return;
         }
         let mut conn = self.conns.remove(slot);
+        let tally = self.account.tally;
+        if conn.delay_timer.is_some() {
+            tally.delayed_reply_done();
+        }
         // A rest's timer is left to fire: it finds no connection of this generation.
         for key in [conn.idle_timer.take(), conn.delay_timer.take()]
             .into_iter()
@@ -680,12 +945,61 @@ impl Server {
         {
             self.timers.cancel(key);
         }
+        if conn.handshaking() {
+            tally.tls_handshake(false);
+        }
+        let age = conn.age(self.now);
+        tally.connection_closed(age.saturating_mul(1000));
+        let why = if self.stop_by.is_some() {
+            Ended::Stop
+        } else {
+            Ended::Reset
+        };
+        let record = conn.record.take();
+        self.account
+            .closed(seen(&conn), record.as_deref(), age, why);
         conn.say_goodbye();
         // Dropping the socket closes it, which also takes it out of the poll set: no
         // deregistration call is needed, and an event already fetched for it is dropped by
         // its token's generation.
         debug!("[{}] closed", conn.id);
     }
+}
+
+/// Each listener's address as its figures and lines name it: the address it is bound to.
+fn listener_names(listeners: &[Listener]) -> Vec<String> {
+    listeners
+        .iter()
+        .map(|l| {
+            l.socket
+                .local_addr()
+                .map_or_else(|_| "?".to_owned(), |a| a.to_string())
+        })
+        .collect()
+}
+
+/// Registers every listener with the poll, each with its policy.
+fn register_listeners(
+    poll: &Poll,
+    listeners: Vec<Listener>,
+    policies: Vec<Policy>,
+) -> io::Result<Vec<ListenerState>> {
+    let mut states = Vec::with_capacity(listeners.len());
+    for (index, (mut listener, policy)) in listeners.into_iter().zip(policies).enumerate() {
+        poll.registry().register(
+            &mut listener.socket,
+            Token(LISTENER_BIT | index),
+            Interest::READABLE,
+        )?;
+        states.push(ListenerState {
+            socket: Some(listener.socket),
+            policy,
+            tls: listener.tls,
+            failures: 0,
+            paused: false,
+        });
+    }
+    Ok(states)
 }
 
 /// Where [`Server::drive`] goes after a round.
@@ -797,19 +1111,54 @@ fn context<'a>(
     seed: u64,
     now: u64,
     conn: &Conn,
+    observer: &'a mut Witness,
 ) -> Context<'a> {
     Context {
-        policy: &listeners[conn.listener].policy,
+        policy: &listeners[usize::from(conn.listener)].policy,
         seed: ConnectionSeed::new(seed, conn.id),
         rules: &rules.book,
         rule_state: &mut rules.state,
         greylist: rules.greylist.as_ref().map(|s| (s, &mut rules.triplets)),
         client: conn.client,
-        listener: conn.listener,
+        listener: usize::from(conn.listener),
         now_ms: now,
-        // A box of nothing: no allocation, and a `&'static mut` to lend.
-        observer: Box::leak(Box::new(Unobserved)),
+        observer,
     }
+}
+
+/// A connection as its event lines name it.
+fn seen(conn: &Conn) -> Seen {
+    Seen {
+        id: conn.id,
+        listener: usize::from(conn.listener),
+        client: conn.client,
+        tls: conn.tls_version(),
+    }
+}
+
+/// The configured rules' names, for labels.
+fn rule_names(book: &RuleBook) -> Vec<String> {
+    book.rules().iter().map(|rule| rule.name.clone()).collect()
+}
+
+/// A path as a message shows it.
+fn show(path: &Path) -> std::path::Display<'_> {
+    path.display()
+}
+
+/// How late a held reply leaves, in microseconds: `now` on the loop's clock in
+/// microseconds, `due` the low 32 bits of its deadline in milliseconds (it is never more
+/// than 49 days behind).
+fn lateness_micros(now: u64, due: u32) -> u64 {
+    let now_ms = now / 1000;
+    let behind = u64::from((now_ms as u32).wrapping_sub(due));
+    now.saturating_sub(now_ms.saturating_sub(behind) * 1000)
+}
+
+/// What the metrics endpoint is told of.
+enum HttpEvent {
+    Ready(Token),
+    Timer(HttpTimer),
 }
 
 /// Gives the session the connection's waiting input followed by `fresh` bytes, and keeps
@@ -860,7 +1209,30 @@ fn printable(line: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::*;
+
+    #[test]
+    fn a_late_reply_is_measured_from_its_whole_deadline() {
+        assert_eq!(lateness_micros(2_000_700, 2_000), 700);
+        assert_eq!(lateness_micros(2_003_250, 2_000), 3_250);
+        // The clock past 2^32 ms: the deadline's low bits still find it.
+        let now_ms = (1u64 << 32) + 5;
+        let due = (now_ms - 3) as u32;
+        assert_eq!(lateness_micros(now_ms * 1000 + 10, due), 3_010);
+        assert_eq!(lateness_micros(0, 0), 0);
+    }
+
+    #[test]
+    fn connection_tokens_never_look_like_another_kind() {
+        for (slot, id) in [(0, 0), (u32::MAX as usize - 1, u64::MAX), (7, GEN_MASK)] {
+            let token = conn_token(slot, id);
+            assert!(!metrics_http::owns(token), "{slot} {id}");
+            assert_eq!(token.0 & LISTENER_BIT, 0);
+            assert_ne!(token, SIGNAL_TOKEN);
+            assert_ne!(token, EVENT_LOG_TOKEN);
+        }
+        assert!(!metrics_http::owns(EVENT_LOG_TOKEN));
+    }
 
     #[test]
     fn logged_lines_escape_control_bytes() {

@@ -62,6 +62,11 @@ impl TlsLayer {
         self.conn.is_handshaking()
     }
 
+    /// The TLS version agreed (`TLSv1_3`), once the handshake has got that far.
+    pub fn version(&self) -> Option<&'static str> {
+        self.conn.protocol_version().and_then(|v| v.as_str())
+    }
+
     /// Whether TLS bytes wait to be sent.
     pub fn wants_write(&self) -> bool {
         self.sent < self.outgoing.len()

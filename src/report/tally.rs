@@ -302,9 +302,22 @@ impl Tally {
     /// A message on listener `listener` got its final reply `code` after `size` octets.
     #[inline]
     pub fn message(&self, listener: usize, code: u16, size: u64) {
-        self.messages.bump(message_key(listener, code));
+        self.message_data(size);
+        self.message_answered(listener, code);
+    }
+
+    /// A message's data ended after `size` octets (its final reply may come later, after a
+    /// delay, or never, when a rule closes the connection).
+    #[inline]
+    pub fn message_data(&self, size: u64) {
         bump(&self.message_bytes, size);
         self.message_size.observe(&MESSAGE_SIZE, size);
+    }
+
+    /// A message on listener `listener` got its final reply `code`.
+    #[inline]
+    pub fn message_answered(&self, listener: usize, code: u16) {
+        self.messages.bump(message_key(listener, code));
     }
 
     /// A recipient was accepted.

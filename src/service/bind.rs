@@ -32,6 +32,14 @@ pub fn bind(spec: &ListenerSpec) -> Result<mio::net::TcpListener, BindError> {
         .map_err(|error| explain(spec, &error))
 }
 
+/// Binds `metrics_listen`: one socket, which every worker (or the one process) serves
+/// scrapes from. Its errors name the option, with the exit codes of the SMTP listeners'.
+pub fn bind_metrics(addr: SocketAddr) -> Result<std::net::TcpListener, BindError> {
+    open(addr, false)
+        .map(Into::into)
+        .map_err(|error| explain_option("metrics_listen", addr, &addr.to_string(), &error))
+}
+
 /// For `workers` worker processes: per listener, one SO_REUSEPORT group of `workers` sockets,
 /// bound in worker order so that socket `i` of every group is worker `i`'s, with the program
 /// that sends each client address to one of them. The result is indexed by worker, then by
@@ -163,6 +171,11 @@ fn op(code: u32, k: u32) -> libc::sock_filter {
 
 fn explain(spec: &ListenerSpec, error: &io::Error) -> BindError {
     let option = if spec.tls { "tls_listen" } else { "listen" };
+    explain_option(option, spec.addr, &spec.text, error)
+}
+
+/// Why `option`'s entry `text` (for `addr`) could not be bound, and what to do.
+fn explain_option(option: &str, addr: SocketAddr, text: &str, error: &io::Error) -> BindError {
     let (exit_code, fix) = match error.kind() {
         io::ErrorKind::AddrInUse => (
             77,
@@ -185,8 +198,7 @@ fn explain(spec: &ListenerSpec, error: &io::Error) -> BindError {
     };
     BindError {
         message: format!(
-            "cannot listen on {} (option `{option}` entry \"{}\"): {error}; {fix}",
-            spec.addr, spec.text
+            "cannot listen on {addr} (option `{option}` entry \"{text}\"): {error}; {fix}"
         ),
         exit_code,
     }

@@ -22,10 +22,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use log::{LevelFilter, error, info, warn};
 
 use crate::config::{self, Config};
-use crate::event_loop::server::{Listener, Server, catch_signals};
+use crate::event_loop::server::{Listener, Reporting, Server, catch_signals};
+use crate::report::tally::Tally;
 use privileges::Identity;
 use settings::{descriptor_limit, reloader, restart_needed, settings_for};
-use supervisor::WorkerCommand;
+use supervisor::{Oversight, WorkerCommand};
+use tally_slots::{TALLY_SLOTS, TallySlots};
 
 pub mod background;
 pub mod bind;
@@ -201,10 +203,11 @@ fn serve(args: &Args, checked: Checked, worker: bool) -> Result<(), Failure> {
     } else {
         bind_listeners(&config)?
     };
+    let reporting = reporting(args, &config, worker)?;
     let settings = settings_for(&config, tls.is_some(), descriptor_limit());
     let max_connections = settings.max_connections;
     let reload = reloader(args.conf.clone(), config.clone(), tls.is_some());
-    let mut server = Server::new(listeners, signals, tls, settings, seed, reload)
+    let mut server = Server::new(listeners, signals, tls, settings, seed, reload, reporting)
         .map_err(|e| (EXIT_SOFTWARE, format!("cannot start the event loop: {e}")))?;
     let pidfile = config.pidfile.clone().filter(|_| !worker);
     if let Some(path) = &pidfile {
@@ -221,6 +224,13 @@ fn serve(args: &Args, checked: Checked, worker: bool) -> Result<(), Failure> {
         if worker && !supervisor::follow_supervisor() {
             return Err((EXIT_SOFTWARE, "the supervisor has gone".to_owned()));
         }
+        // As the serving user: the writer, and the file it creates, are that user's.
+        server.open_event_log().map_err(|e| {
+            (
+                EXIT_SOFTWARE,
+                format!("event_log: cannot start its writer: {e}"),
+            )
+        })?;
         info!("serving at most {max_connections} connections at once");
         if background::is_detached() {
             background::release_streams()
@@ -234,6 +244,64 @@ fn serve(args: &Args, checked: Checked, worker: bool) -> Result<(), Failure> {
         pidfile::remove(path);
     }
     result
+}
+
+/// What the loop counts into and reports through. One process: a tally slot of its own, the
+/// metrics socket bound here, the `--stop-after` bounds and summaries. A worker: its slot
+/// and the metrics socket from its supervisor, which keeps the bounds and the summaries.
+fn reporting(args: &Args, config: &Config, worker: bool) -> Result<Reporting, Failure> {
+    if worker {
+        let slots = std::env::var(TALLY_SLOTS)
+            .map_err(|_| format!("--worker needs {TALLY_SLOTS}, set by its supervisor"))
+            .and_then(|handle| TallySlots::inherit(&handle).map_err(|e| e.to_string()))
+            .map_err(|e| (EXIT_USAGE, e))?;
+        let slot = supervisor::worker_index().map_err(|e| (EXIT_USAGE, e))?;
+        let metrics =
+            supervisor::inherited_metrics(config.metrics_listen).map_err(|e| (EXIT_USAGE, e))?;
+        return Ok(Reporting {
+            tallies: leak(slots),
+            slot,
+            metrics: metrics.map(mio::net::TcpListener::from_std),
+            other_pids: supervisor::supervisor_pid().into_iter().collect(),
+            stop_after_messages: None,
+            stop_after_seconds: None,
+            summaries: false,
+        });
+    }
+    let slots = TallySlots::create(1).map_err(|e| {
+        (
+            EXIT_SOFTWARE,
+            format!("cannot make room for the counters: {e}"),
+        )
+    })?;
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(bind_metrics(addr)?),
+        None => None,
+    };
+    Ok(Reporting {
+        tallies: leak(slots),
+        slot: 0,
+        metrics: metrics.map(mio::net::TcpListener::from_std),
+        other_pids: Vec::new(),
+        stop_after_messages: args.stop_after_messages,
+        stop_after_seconds: args.stop_after_seconds,
+        summaries: true,
+    })
+}
+
+/// The tallies, for the rest of the process's life: the loop and the supervisor read them
+/// until they exit.
+fn leak(slots: TallySlots) -> &'static [Tally] {
+    Box::leak(Box::new(slots)).all()
+}
+
+/// `metrics_listen`, bound, and said so.
+fn bind_metrics(addr: SocketAddr) -> Result<std::net::TcpListener, Failure> {
+    let socket = bind::bind_metrics(addr).map_err(|e| (e.exit_code as u8, e.message))?;
+    if let Ok(addr) = socket.local_addr() {
+        info!("serving metrics on http://{addr}/metrics");
+    }
+    Ok(socket)
 }
 
 /// A single process's listeners, bound.
@@ -289,6 +357,11 @@ fn supervise(args: &Args, checked: &Checked) -> Result<(), Failure> {
             log_listening(spec.tls, addr, &fqdn);
         }
     }
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(bind_metrics(addr)?),
+        None => None,
+    };
+    let oversight = oversight(args, config, &sockets)?;
     if let Some(path) = &config.pidfile {
         pidfile::write(path, file).map_err(|e| (EXIT_PERMISSION, e))?;
     }
@@ -296,15 +369,16 @@ fn supervise(args: &Args, checked: &Checked) -> Result<(), Failure> {
         background::release_streams()
             .map_err(|e| (EXIT_SOFTWARE, format!("cannot detach: {e}")))?;
     }
-    let mut command = worker_command(args, config, checked.seed)?;
+    let mut command = worker_command(args, config, checked.seed, metrics)?;
     let conf = args.conf.clone();
     let running = config.clone();
-    let result = supervisor::run(sockets, &mut command, move || {
+    let result = supervisor::run(sockets, &mut command, oversight, move |oversight| {
         match config::load(conf.as_deref()) {
             Ok(new) => {
                 let restart = restart_needed(&running, &new);
                 if restart.is_empty() {
                     info!("configuration checked: telling the workers to reload");
+                    oversight.rules = rule_names(&new);
                     return new.source.as_deref().and_then(config_text);
                 }
                 warn!(
@@ -324,8 +398,50 @@ fn supervise(args: &Args, checked: &Checked) -> Result<(), Failure> {
     result
 }
 
+/// The workers' tally slots, and what the supervisor needs to sum them up and watch them.
+fn oversight(
+    args: &Args,
+    config: &Config,
+    sockets: &[Vec<std::net::TcpListener>],
+) -> Result<Oversight, Failure> {
+    let slots = TallySlots::create(sockets.len()).map_err(|e| {
+        (
+            EXIT_SOFTWARE,
+            format!("cannot make room for the counters: {e}"),
+        )
+    })?;
+    let listeners = sockets.first().map_or_else(Vec::new, |first| {
+        first
+            .iter()
+            .map(|s| {
+                s.local_addr()
+                    .map_or_else(|_| "?".to_owned(), |a| a.to_string())
+            })
+            .collect()
+    });
+    let started = std::time::Instant::now();
+    Ok(Oversight {
+        slots: Box::leak(Box::new(slots)),
+        listeners,
+        rules: rule_names(config),
+        stop_after_messages: args.stop_after_messages,
+        stop_at: args
+            .stop_after_seconds
+            .map(|s| started + std::time::Duration::from_secs(s)),
+    })
+}
+
+fn rule_names(config: &Config) -> Vec<String> {
+    config.rules.iter().map(|rule| rule.name.clone()).collect()
+}
+
 /// This program again, as a worker reading the same configuration.
-fn worker_command(args: &Args, config: &Config, seed: u64) -> Result<WorkerCommand, Failure> {
+fn worker_command(
+    args: &Args,
+    config: &Config,
+    seed: u64,
+    metrics: Option<std::net::TcpListener>,
+) -> Result<WorkerCommand, Failure> {
     let program = std::env::current_exe().map_err(|e| {
         (
             EXIT_SOFTWARE,
@@ -350,6 +466,7 @@ fn worker_command(args: &Args, config: &Config, seed: u64) -> Result<WorkerComma
         program,
         args: worker_args,
         config_text: config.source.as_deref().and_then(config_text),
+        metrics,
     })
 }
 

@@ -47,6 +47,7 @@ pub fn settings_for(config: &Config, tls: bool, descriptors: Option<u64>) -> Set
         ),
         rules: Arc::new(RuleBook::new(config.rules.clone())),
         greylist: config.greylist.clone(),
+        event_log: config.event_log.clone(),
     }
 }
 
@@ -105,6 +106,10 @@ pub fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
         ("workers", running.workers != new.workers),
         ("pidfile", running.pidfile != new.pidfile),
         ("seed", running.seed != new.seed),
+        (
+            "metrics_listen",
+            running.metrics_listen != new.metrics_listen,
+        ),
     ]
     .into_iter()
     .filter_map(|(option, changed)| changed.then_some(option))
@@ -318,6 +323,7 @@ mod tests {
             ("workers = 3\n", "workers"),
             ("pidfile = \"/run/blackhole.pid\"\n", "pidfile"),
             ("seed = 7\n", "seed"),
+            ("metrics_listen = \"127.0.0.1:9025\"\n", "metrics_listen"),
         ];
         for (change, option) in cases {
             let tls = if option.starts_with("tls_") {

@@ -10,10 +10,17 @@
 //! listener, whichever workers die. The supervisor serves nothing: it starts the workers,
 //! restarts one that dies (within 100 ms, backing off to 30 s while it keeps dying), passes
 //! SIGHUP on, and on SIGTERM/SIGINT stops every worker and then itself. It waits in a poll
-//! loop like the workers, so it too never wakes while nothing happens.
+//! loop like the workers, so it too never wakes while nothing happens (but for a
+//! `--stop-after-messages` run, whose count it looks at every 20 ms).
+//!
+//! It also creates the workers' tally slots (worker `i` counts into slot `i`, a restarted
+//! worker goes on in its predecessor's) and, with `metrics_listen`, the one listening socket
+//! every worker serves scrapes from; it logs the summary of all slots on SIGUSR1 and at
+//! exit, and carries out `--stop-after-messages` and `--stop-after-seconds` for all of them.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
+use std::fmt::Write as _;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -26,9 +33,13 @@ use log::{error, info, warn};
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use socket2::Socket;
+
+use super::tally_slots::{TALLY_SLOTS, TallySlots};
+use crate::event_loop::witness::log_summary;
+use crate::report::tally::Totals;
 
 /// The first wait before a dead worker is started again, doubled while it keeps dying.
 const RESTART_DELAY: Duration = Duration::from_millis(100);
@@ -37,6 +48,8 @@ const RESTART_DELAY_MAX: Duration = Duration::from_secs(30);
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// How long stopping workers get before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How often the messages of a `--stop-after-messages` run are counted.
+const COUNT_EVERY: Duration = Duration::from_millis(20);
 
 /// Set in a worker's environment: the supervisor's pid.
 pub const SUPERVISOR_PID: &str = "BLACKHOLE_SUPERVISOR";
@@ -45,6 +58,10 @@ pub const CONFIG_SNAPSHOT: &str = "BLACKHOLE_CONFIG";
 /// Set in a worker's environment: its listening sockets' descriptors, in the order of the
 /// configuration's listeners, separated by commas.
 pub const LISTENER_FDS: &str = "BLACKHOLE_LISTENERS";
+/// Set in a worker's environment: its number, which is its tally slot.
+pub const WORKER_INDEX: &str = "BLACKHOLE_WORKER";
+/// Set in a worker's environment: the descriptor of the metrics endpoint's socket.
+pub const METRICS_FD: &str = "BLACKHOLE_METRICS";
 
 /// How to start one worker.
 pub struct WorkerCommand {
@@ -52,6 +69,60 @@ pub struct WorkerCommand {
     pub args: Vec<OsString>,
     /// The configuration file's text as the workers run it; `None`: built-in defaults.
     pub config_text: Option<String>,
+    /// The metrics endpoint's socket, which every worker serves.
+    pub metrics: Option<TcpListener>,
+}
+
+/// What the supervisor keeps account of for its workers.
+pub struct Oversight {
+    /// The workers' tallies: worker `i`'s is slot `i`.
+    pub slots: &'static TallySlots,
+    /// The listeners' addresses and the rules' names, for the summary.
+    pub listeners: Vec<String>,
+    pub rules: Vec<String>,
+    /// `--stop-after-messages`: stop every worker once they have finished this many.
+    pub stop_after_messages: Option<u64>,
+    /// `--stop-after-seconds`: stop every worker then.
+    pub stop_at: Option<Instant>,
+}
+
+impl Oversight {
+    fn log_summary(&self) {
+        log_summary(self.slots.all(), &self.listeners, &self.rules);
+    }
+
+    /// Whether a `--stop-after` bound is reached.
+    fn bound_reached(&self) -> bool {
+        if self.stop_at.is_some_and(|at| Instant::now() >= at) {
+            info!("--stop-after-seconds: the time is up");
+            return true;
+        }
+        let Some(limit) = self.stop_after_messages else {
+            return false;
+        };
+        let totals = self.slots.totals();
+        let done = messages(&totals);
+        if done >= limit {
+            info!("--stop-after-messages: {done} messages have had their final reply");
+        }
+        done >= limit
+    }
+
+    /// When to look at the bounds next.
+    fn next_look(&self) -> Option<Instant> {
+        let counting = self
+            .stop_after_messages
+            .map(|_| Instant::now() + COUNT_EVERY);
+        match (counting, self.stop_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Messages given a final reply, over every listener and code.
+fn messages(totals: &Totals) -> u64 {
+    totals.messages.values().sum::<u64>() + totals.messages_other
 }
 
 struct Worker {
@@ -64,17 +135,19 @@ struct Worker {
     restart_at: Option<Instant>,
 }
 
-/// Runs the supervisor until SIGTERM or SIGINT, with one worker for each entry of `sockets`
-/// (its listening sockets, from `bind::bind_groups`). `check_config` is called on SIGHUP
-/// before the workers are told to reload (it logs what it finds); it returns the
-/// configuration text a worker started from then on gets, or `None` to keep the one it has.
+/// Runs the supervisor until SIGTERM or SIGINT (or a `--stop-after` bound), with one worker
+/// for each entry of `sockets` (its listening sockets, from `bind::bind_groups`).
+/// `check_config` is called on SIGHUP before the workers are told to reload (it logs what it
+/// finds, and may give the summary new rule names); it returns the configuration text a
+/// worker started from then on gets, or `None` to keep the one it has.
 pub fn run(
     sockets: Vec<Vec<TcpListener>>,
     command: &mut WorkerCommand,
-    mut check_config: impl FnMut() -> Option<String>,
+    mut oversight: Oversight,
+    mut check_config: impl FnMut(&mut Oversight) -> Option<String>,
 ) -> io::Result<()> {
     let mut poll = Poll::new()?;
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD])?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGUSR1])?;
     poll.registry()
         .register(&mut signals, Token(0), Interest::READABLE)?;
     let now = Instant::now();
@@ -92,10 +165,11 @@ pub fn run(
     info!("supervising {count} workers");
     let mut events = Events::with_capacity(8);
     loop {
-        start_due(&mut workers, command);
+        start_due(&mut workers, command, oversight.slots);
         let timeout = workers
             .iter()
             .filter_map(|w| w.restart_at)
+            .chain(oversight.next_look())
             .min()
             .map(|at| at.saturating_duration_since(Instant::now()));
         if let Err(e) = poll.poll(&mut events, timeout) {
@@ -104,32 +178,53 @@ pub fn run(
             }
             return Err(e);
         }
-        let (mut stop, mut reload, mut reap) = (false, false, false);
-        for signal in signals.pending() {
-            match signal {
-                SIGHUP => reload = true,
-                SIGCHLD => reap = true,
-                _ => stop = true,
-            }
-        }
-        if stop {
+        let pending = Pending::of(&mut signals);
+        if pending.stop || oversight.bound_reached() {
             stop_all(&mut workers);
+            oversight.log_summary();
             info!("stopped");
             return Ok(());
         }
-        if reap {
+        if pending.reap {
             reap_dead(&mut workers);
         }
-        if reload {
-            if let Some(text) = check_config() {
+        if pending.reload {
+            if let Some(text) = check_config(&mut oversight) {
                 command.config_text = Some(text);
             }
             signal_all(&workers, Signal::SIGHUP);
         }
+        if pending.summary {
+            oversight.log_summary();
+        }
     }
 }
 
-fn start_due(workers: &mut [Worker], command: &WorkerCommand) {
+/// The signals that came since the last look.
+#[derive(Default)]
+struct Pending {
+    stop: bool,
+    reload: bool,
+    reap: bool,
+    summary: bool,
+}
+
+impl Pending {
+    fn of(signals: &mut Signals) -> Pending {
+        let mut pending = Pending::default();
+        for signal in signals.pending() {
+            match signal {
+                SIGHUP => pending.reload = true,
+                SIGCHLD => pending.reap = true,
+                SIGUSR1 => pending.summary = true,
+                _ => pending.stop = true,
+            }
+        }
+        pending
+    }
+}
+
+fn start_due(workers: &mut [Worker], command: &WorkerCommand, slots: &TallySlots) {
     let now = Instant::now();
     for (index, worker) in workers.iter_mut().enumerate() {
         if worker.restart_at.is_none_or(|at| at > now) {
@@ -137,7 +232,7 @@ fn start_due(workers: &mut [Worker], command: &WorkerCommand) {
         }
         worker.restart_at = None;
         worker.started = now;
-        match spawn_worker(&worker.sockets, command) {
+        match spawn_worker(index, &worker.sockets, command, slots) {
             Ok(child) => {
                 info!("worker {index} started as process {}", child.id());
                 worker.child = Some(child);
@@ -150,17 +245,33 @@ fn start_due(workers: &mut [Worker], command: &WorkerCommand) {
     }
 }
 
-/// Starts one worker with `sockets` open across exec (every other descriptor of the
-/// supervisor's is closed on exec) and named in its environment.
-fn spawn_worker(sockets: &[TcpListener], command: &WorkerCommand) -> io::Result<Child> {
-    let fds: Vec<RawFd> = sockets.iter().map(AsRawFd::as_raw_fd).collect();
-    let named: Vec<String> = fds.iter().map(ToString::to_string).collect();
+/// Starts worker `index` with `sockets`, the tally slots and the metrics socket open across
+/// exec (every other descriptor of the supervisor's is closed on exec) and named in its
+/// environment.
+fn spawn_worker(
+    index: usize,
+    sockets: &[TcpListener],
+    command: &WorkerCommand,
+    slots: &TallySlots,
+) -> io::Result<Child> {
+    let mut fds: Vec<RawFd> = sockets.iter().map(AsRawFd::as_raw_fd).collect();
+    let mut named = String::new();
+    for (i, fd) in fds.iter().enumerate() {
+        let _ = write!(named, "{}{fd}", if i == 0 { "" } else { "," });
+    }
     let mut worker_command = Command::new(&command.program);
     worker_command
         .args(&command.args)
         .env(SUPERVISOR_PID, std::process::id().to_string())
-        .env(LISTENER_FDS, named.join(","))
+        .env(LISTENER_FDS, named)
+        .env(WORKER_INDEX, index.to_string())
+        .env(TALLY_SLOTS, slots.handle())
         .stdin(Stdio::null());
+    fds.push(slots.raw_fd());
+    if let Some(metrics) = &command.metrics {
+        worker_command.env(METRICS_FD, metrics.as_raw_fd().to_string());
+        fds.push(metrics.as_raw_fd());
+    }
     if let Some(text) = &command.config_text {
         worker_command.env(CONFIG_SNAPSHOT, text);
     }
@@ -256,6 +367,34 @@ pub fn follow_supervisor() -> bool {
     };
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
     nix::unistd::getppid().as_raw() == supervisor
+}
+
+/// In a worker: its number (its tally slot), from its supervisor.
+pub fn worker_index() -> Result<usize, String> {
+    std::env::var(WORKER_INDEX)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("--worker needs {WORKER_INDEX}, set by its supervisor"))
+}
+
+/// In a worker: the metrics endpoint's socket its supervisor passed on, if `addr` is set.
+pub fn inherited_metrics(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, String> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let fd = std::env::var(METRICS_FD)
+        .ok()
+        .and_then(|v| v.parse::<RawFd>().ok())
+        .filter(|&fd| fd > 2)
+        .ok_or_else(|| format!("metrics_listen is set, but {METRICS_FD} names no descriptor"))?;
+    adopt(fd, addr)
+        .map(Some)
+        .map_err(|e| format!("{METRICS_FD}: {fd}: {e}"))
+}
+
+/// In a worker: the pid of its supervisor, whose figures a scrape adds to its own.
+pub fn supervisor_pid() -> Option<u32> {
+    std::env::var(SUPERVISOR_PID).ok()?.parse().ok()
 }
 
 /// In a worker: the listening sockets its supervisor passed on, one for each of

@@ -90,6 +90,11 @@ impl TallySlots {
         format!("{}:{}", self.file.as_raw_fd(), self.count)
     }
 
+    /// The memory's descriptor, to keep open across a worker's exec.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
+
     /// Lets processes started from now on inherit the descriptor (clears close-on-exec).
     pub fn share_with_children(&self) -> io::Result<()> {
         fcntl(&self.file, FcntlArg::F_SETFD(FdFlag::empty()))?;
