@@ -146,16 +146,16 @@ impl Scraper {
     }
 }
 
-/// CPU seconds of `pid` and of its children (the event log's writer).
-fn cpu_with_children(pid: u32) -> f64 {
+/// CPU seconds of `pid`, and of its children (the event log's writer).
+fn cpu_and_children(pid: u32) -> (f64, f64) {
     let children =
         fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    procfs::cpu_seconds(pid)
-        + children
-            .split_whitespace()
-            .filter_map(|child| child.parse().ok())
-            .map(procfs::cpu_seconds)
-            .sum::<f64>()
+    let of_children = children
+        .split_whitespace()
+        .filter_map(|child| child.parse().ok())
+        .map(procfs::cpu_seconds)
+        .sum();
+    (procfs::cpu_seconds(pid), of_children)
 }
 
 /// Server time so far, in seconds, to the nanosecond (/proc/PID/schedstat's first field:
@@ -171,8 +171,9 @@ fn lines_in(file: &Path) -> usize {
     fs::read(file).map_or(0, |text| text.iter().filter(|&&b| b == b'\n').count())
 }
 
-/// Server CPU seconds per 1,000 messages for one smtp-source run, with `watch` on.
-fn cpu_per_thousand(binary: &Path, watch: Watch) -> io::Result<f64> {
+/// Server CPU seconds per 1,000 messages for one smtp-source run, with `watch` on: the
+/// server's with its children's, and the children's alone.
+fn cpu_per_thousand(binary: &Path, watch: Watch) -> io::Result<(f64, f64)> {
     let scratch = ScratchDir::new()?;
     let metrics = free_addr()?;
     let events: PathBuf = scratch.path().join("events.json");
@@ -183,7 +184,7 @@ fn cpu_per_thousand(binary: &Path, watch: Watch) -> io::Result<f64> {
     };
     let mut server = Server::blackhole_with(binary, &extra)?;
     let scraper = (watch == Watch::Metrics).then(|| Scraper::start(metrics, SCRAPE_EVERY));
-    let before = cpu_with_children(server.pid());
+    let before = cpu_and_children(server.pid());
     let run = postfix::smtp_source(server.addr, MESSAGES, SESSIONS, true)?;
     if watch == Watch::EventLog {
         // The writer's share of the run includes writing its last lines: a line per message
@@ -194,7 +195,7 @@ fn cpu_per_thousand(binary: &Path, watch: Watch) -> io::Result<f64> {
             thread::sleep(Duration::from_millis(50));
         }
     }
-    let used = cpu_with_children(server.pid()) - before;
+    let after = cpu_and_children(server.pid());
     server.stop();
     if !run.ok {
         return Err(io::Error::other(format!("smtp-source: {}", run.problem)));
@@ -209,42 +210,33 @@ fn cpu_per_thousand(binary: &Path, watch: Watch) -> io::Result<f64> {
         let lines = lines_in(&events);
         return Err(io::Error::other(format!("{lines} event lines")));
     }
-    Ok(used / MESSAGES as f64 * 1000.0)
+    let per_thousand = |seconds: f64| seconds / MESSAGES as f64 * 1000.0;
+    let children = after.1 - before.1;
+    Ok((
+        per_thousand(after.0 - before.0 + children),
+        per_thousand(children),
+    ))
 }
 
 fn cpu(binary: &Path, targets: &mut Targets) -> io::Result<()> {
     let watches = [Watch::Nothing, Watch::Metrics, Watch::EventLog];
     let mut figures = vec![Vec::new(); watches.len()];
+    let mut writer = Vec::new();
     for round in 1..=ROUNDS {
         for (n, watch) in watches.iter().enumerate() {
-            let figure = cpu_per_thousand(binary, *watch)?;
+            let (figure, children) = cpu_per_thousand(binary, *watch)?;
             eprintln!("   round {round}: {}: {figure:.4} s", watch.name());
             figures[n].push(figure);
+            if *watch == Watch::EventLog {
+                writer.push(children);
+            }
         }
     }
     let medians: Vec<f64> = figures
         .iter()
         .map(|f| median(f).unwrap_or(f64::NAN))
         .collect();
-    let mut table = Table::new(
-        format!(
-            "Server CPU per 1,000 messages (smtp-source, {SESSIONS} persistent sessions, \
-             {} messages a run, median of {ROUNDS})",
-            count(MESSAGES as u64)
-        ),
-        &["watching", "CPU s / 1,000", "runs", "ratio"],
-    );
-    for ((watch, m), runs) in watches.iter().zip(&medians).zip(&figures) {
-        let runs: Vec<String> = runs.iter().map(|f| format!("{f:.4}")).collect();
-        table.row(vec![
-            watch.name().into(),
-            format!("{m:.4}"),
-            runs.join(" "),
-            format!("{:.3}x", m / medians[0]),
-        ]);
-    }
-    table.note("event log: the writer process's CPU is counted with the server's");
-    table.print();
+    print_cpu(&watches, &figures, &medians, median(&writer));
     for (n, limit) in [(1, METRICS_RATIO), (2, EVENT_LOG_RATIO)] {
         let ratio = medians[n] / medians[0];
         targets.add(
@@ -255,6 +247,33 @@ fn cpu(binary: &Path, targets: &mut Targets) -> io::Result<()> {
         );
     }
     Ok(())
+}
+
+fn print_cpu(watches: &[Watch], figures: &[Vec<f64>], medians: &[f64], writer: Option<f64>) {
+    let mut table = Table::new(
+        format!(
+            "Server CPU per 1,000 messages (smtp-source, {SESSIONS} persistent sessions, \
+             {} messages a run, median of {ROUNDS})",
+            count(MESSAGES as u64)
+        ),
+        &["watching", "CPU s / 1,000", "runs", "ratio"],
+    );
+    for ((watch, m), runs) in watches.iter().zip(medians).zip(figures) {
+        let runs: Vec<String> = runs.iter().map(|f| format!("{f:.4}")).collect();
+        table.row(vec![
+            watch.name().into(),
+            format!("{m:.4}"),
+            runs.join(" "),
+            format!("{:.3}x", m / medians[0]),
+        ]);
+    }
+    if let Some(writer) = writer {
+        table.note(format!(
+            "event log: the writer process's CPU is counted with the server's \
+             ({writer:.4} s / 1,000 of it, median)"
+        ));
+    }
+    table.print();
 }
 
 /// MAIL, RCPT and DATA again on every connection, after a message's final reply.
@@ -331,6 +350,8 @@ struct Crowd {
     /// Server seconds per scrape, the median scrape's wall time, and the open connections the
     /// last scrape counted.
     per_scrape: f64,
+    /// The same with no connection open.
+    per_scrape_alone: f64,
     scrape_wall: f64,
     open: Option<f64>,
     quiet: Lateness,
@@ -342,6 +363,7 @@ fn measure_crowd(binary: &Path) -> io::Result<Crowd> {
     let metrics = free_addr()?;
     let server = Server::blackhole_with(binary, &format!("metrics_listen = \"{metrics}\"\n"))?;
     thread::sleep(SETTLE);
+    let (alone, _, _) = time_scrapes(&server, metrics)?;
     let rss_before = server.rss_kib();
     eprintln!("   opening {} connections", count(CROWD as u64));
     let mut idle = crowd::open(server.addr, CROWD - AT_DATA, IN_FLIGHT, Stage::Greeted);
@@ -368,6 +390,7 @@ fn measure_crowd(binary: &Path) -> io::Result<Crowd> {
         answered_noop: noop_ok + quiet.answered,
         per_conn,
         per_scrape,
+        per_scrape_alone: alone,
         scrape_wall,
         open,
         quiet,
@@ -394,6 +417,7 @@ fn print_crowd(c: &Crowd) {
         ("blackhole_connections_open in the scrape", open),
         ("RSS per connection", format!("{:.0} bytes", c.per_conn)),
         ("server time per scrape", millis(c.per_scrape)),
+        ("the same, no connection open", millis(c.per_scrape_alone)),
         ("scrape wall time, median", millis(c.scrape_wall)),
     ];
     for (measure, figure) in rows {

@@ -212,42 +212,46 @@ fn send_bounced(smtp: SocketAddr, mix: &Mix) {
     });
 }
 
-/// The event log as Python's `json` reads it, added up: one JSON object.
+/// Adds up the event log (argv[1]) as Python's `json` reads it, into one JSON object;
+/// argv[2] is the delay in ms the slow rule asks for.
+const EVENT_LOG_TOTALS: &str = r#"
+import sys, json, collections
+delay = int(sys.argv[2])
+t = dict(messages=0, connections=0, bytes=0, connection_bytes=0,
+         connection_messages=0, recipient_count=0, delayed_in_full=0)
+keyed = {key: collections.Counter() for key in
+         ['codes', 'senders', 'recipients', 'helo', 'rules', 'ended', 'listeners']}
+for line in open(sys.argv[1], encoding='utf-8'):
+    e = json.loads(line)
+    keyed['listeners'][e['listener']] += 1
+    if e['type'] == 'message':
+        t['messages'] += 1
+        t['bytes'] += e['size']
+        t['recipient_count'] += e['recipient_count']
+        keyed['codes'][str(e['code'])] += 1
+        keyed['senders'][e['mail_from']] += 1
+        keyed['recipients'].update(e['recipients'])
+        keyed['helo'][e['helo']] += 1
+        keyed['rules'][str(e['rule'])] += 1
+        if e['delay_asked_ms'] == delay and (e['delay_given_ms'] or 0) >= delay:
+            t['delayed_in_full'] += 1
+    elif e['type'] == 'connection':
+        t['connections'] += 1
+        t['connection_messages'] += e['messages']
+        t['connection_bytes'] += e['bytes']
+        keyed['ended'][e['ended']] += 1
+    else:
+        raise SystemExit('a line of no known type: ' + line)
+t.update(keyed)
+print(json.dumps(t))
+"#;
+
+/// The event log added up by `EVENT_LOG_TOTALS`.
 fn event_log_totals(events: &Path) -> Value {
-    let script = "import sys, json, collections\n\
-        C, delay = collections.Counter, int(sys.argv[2])\n\
-        t = dict(messages=0, connections=0, bytes=0, connection_bytes=0, \
-            connection_messages=0, recipient_count=0, delayed_in_full=0)\n\
-        codes, senders, rcpts, helos, rules, ended, listeners = C(), C(), C(), C(), C(), C(), C()\n\
-        for line in open(sys.argv[1], encoding='utf-8'):\n\
-        \x20   e = json.loads(line)\n\
-        \x20   listeners[e['listener']] += 1\n\
-        \x20   if e['type'] == 'message':\n\
-        \x20       t['messages'] += 1\n\
-        \x20       t['bytes'] += e['size']\n\
-        \x20       t['recipient_count'] += e['recipient_count']\n\
-        \x20       codes[str(e['code'])] += 1\n\
-        \x20       senders[e['mail_from']] += 1\n\
-        \x20       rcpts.update(e['recipients'])\n\
-        \x20       helos[e['helo']] += 1\n\
-        \x20       rules[str(e['rule'])] += 1\n\
-        \x20       given = e['delay_given_ms'] or 0\n\
-        \x20       if e['delay_asked_ms'] == delay and given >= delay:\n\
-        \x20           t['delayed_in_full'] += 1\n\
-        \x20   elif e['type'] == 'connection':\n\
-        \x20       t['connections'] += 1\n\
-        \x20       t['connection_messages'] += e['messages']\n\
-        \x20       t['connection_bytes'] += e['bytes']\n\
-        \x20       ended[e['ended']] += 1\n\
-        \x20   else:\n\
-        \x20       raise SystemExit('a line of no known type: ' + line)\n\
-        t.update(codes=codes, senders=senders, recipients=rcpts, helo=helos, rules=rules, \
-            ended=ended, listeners=listeners)\n\
-        print(json.dumps(t))\n";
     let python = require_program("python3", "python3");
     let out = run_with_limit(
         Command::new(python)
-            .args(["-c", script])
+            .args(["-c", EVENT_LOG_TOTALS])
             .arg(events.as_os_str())
             .arg(DELAY_MS.to_string()),
         LIMIT,
