@@ -9,6 +9,7 @@ pub mod clients;
 pub mod exim;
 pub mod postfix;
 pub mod procfs;
+pub mod prometheus;
 
 use std::fs;
 use std::io::{self, Read, Write};
