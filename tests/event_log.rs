@@ -58,11 +58,13 @@ impl Loop {
     }
 
     /// One turn: waits up to `wait`, then flushes on the event log's events.
+    /// One turn of a loop, as the server's: what is ready, then the turn's lines sent.
     fn turn(&mut self, log: &mut EventLog, wait: Duration) {
         self.poll.poll(&mut self.events, Some(wait)).expect("poll");
         if self.events.iter().any(|event| event.token() == TOKEN) {
             log.flush();
         }
+        log.end_turn();
     }
 }
 
@@ -378,6 +380,8 @@ fn reopen_while_the_pipe_holds_half_a_line_loses_only_that_line() {
     for i in 0..count {
         log.push(big(i).as_bytes());
     }
+    // The end of the loop's turn.
+    log.end_turn();
     let until = Instant::now() + FINISH;
     while !file.exists() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(5));

@@ -27,6 +27,9 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 pub const WRITER_FLAG: &str = "--event-log-writer";
 /// Bytes of whole lines waiting for the pipe; a line that does not fit is dropped.
 pub const BUFFER_BYTES: usize = 1 << 20;
+/// Unsent bytes past which a line is sent at once rather than at the end of the loop's turn,
+/// so that one busy turn does not fill the buffer while the pipe has room.
+const SEND_AT: usize = 64 << 10;
 /// The pipe's size, asked for; the kernel may give less (its `pipe-max-size`).
 const PIPE_BYTES: i32 = 1 << 20;
 /// The shortest and longest wait before starting a writer again after one died; the wait
@@ -99,6 +102,8 @@ pub struct EventLog {
     sent: usize,
     /// Whether the pipe has the head of a line whose rest is still in the buffer.
     mid_line: bool,
+    /// The pipe said it was full: nothing is tried until its WRITABLE event.
+    pipe_full: bool,
     dropped: u64,
 }
 
@@ -122,13 +127,14 @@ impl EventLog {
             buffer: Vec::new(),
             sent: 0,
             mid_line: false,
+            pipe_full: false,
             dropped: 0,
         };
         log.writer = Some(log.new_writer()?);
         Ok(log)
     }
 
-    /// Queues one line (its newline is added when missing) and sends what the pipe takes.
+    /// Queues one line (its newline is added when missing) for the next [`EventLog::flush`].
     /// A line that does not fit in the buffer, holds a newline of its own, or comes while
     /// there is no writer, is dropped and counted. Never blocks.
     pub fn push(&mut self, line: &[u8]) {
@@ -141,20 +147,29 @@ impl EventLog {
             self.dropped += 1;
             return;
         }
-        // With lines already waiting the pipe is full, and its WRITABLE event sends them.
-        let waiting = self.sent < self.buffer.len();
+        // Sent by `flush`, once a turn of the loop (and on WRITABLE when the pipe was full),
+        // so that a turn's lines cost one write, and the writer one read and one write.
         self.buffer.extend_from_slice(line);
         self.buffer.push(b'\n');
-        if !waiting {
+        if !self.pipe_full && self.buffer.len() - self.sent >= SEND_AT {
             self.flush();
         }
     }
 
-    /// Sends what the pipe takes: on the token's WRITABLE events.
+    /// The end of the loop's turn: what its lines added goes, unless the pipe is full (its
+    /// WRITABLE event will call [`EventLog::flush`]).
+    pub fn end_turn(&mut self) {
+        if !self.pipe_full && self.sent < self.buffer.len() {
+            self.flush();
+        }
+    }
+
+    /// Sends what the pipe takes: once a turn of the loop, and on the token's WRITABLE events.
     pub fn flush(&mut self) {
         let Some(writer) = &mut self.writer else {
             return;
         };
+        self.pipe_full = false;
         while self.sent < self.buffer.len() {
             match writer.pipe.write(&self.buffer[self.sent..]) {
                 Ok(0) => break,
@@ -163,7 +178,10 @@ impl EventLog {
                     self.mid_line = self.buffer[self.sent - 1] != b'\n';
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.pipe_full = true;
+                    break;
+                }
                 Err(e) => return self.writer_died(&e),
             }
         }
@@ -254,6 +272,8 @@ impl EventLog {
     }
 
     fn new_writer(&mut self) -> io::Result<Writer> {
+        // A new pipe, empty.
+        self.pipe_full = false;
         let mut child = self.command.spawn()?;
         let Some(pipe) = child.stdin.take() else {
             let _ = child.kill();

@@ -319,6 +319,10 @@ impl Server {
             for timer in fired.drain(..) {
                 self.on_timer(timer);
             }
+            // The turn's event lines go to the writer in one piece.
+            if let Some(log) = &mut self.account.events {
+                log.end_turn();
+            }
             if self.stop_wanted && self.stop_by.is_none() {
                 self.begin_stop();
             }
