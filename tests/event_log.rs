@@ -60,7 +60,11 @@ impl Loop {
     /// One turn: waits up to `wait`, then flushes on the event log's events.
     /// One turn of a loop, as the server's: what is ready, then the turn's lines sent.
     fn turn(&mut self, log: &mut EventLog, wait: Duration) {
-        self.poll.poll(&mut self.events, Some(wait)).expect("poll");
+        match self.poll.poll(&mut self.events, Some(wait)) {
+            // A signal (a writer's SIGCHLD, where something handles it) cuts the wait short.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => self.events.clear(),
+            result => result.expect("poll"),
+        }
         if self.events.iter().any(|event| event.token() == TOKEN) {
             log.flush();
         }
