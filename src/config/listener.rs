@@ -18,6 +18,8 @@ pub struct ListenerSpec {
     pub mode: Option<Mode>,
     /// `delay=` flag: fixes the delay for this listener's connections.
     pub delay: Option<DelayRange>,
+    /// `proxy` flag: each connection opens with a PROXY protocol header.
+    pub proxy: bool,
     /// The entry as written, for messages.
     pub text: String,
 }
@@ -47,10 +49,18 @@ pub fn parse_listener(entry: &str, tls: bool) -> Result<ListenerSpec, String> {
     let addr = parse_socket_addr(address)?;
     let mut mode = None;
     let mut delay = None;
+    let mut proxy = false;
     for word in words {
+        if word.eq_ignore_ascii_case("proxy") {
+            if proxy {
+                return Err("proxy is given twice: give it once".to_owned());
+            }
+            proxy = true;
+            continue;
+        }
         let Some((name, value)) = word.split_once('=') else {
             return Err(format!(
-                "`{word}` is not a flag: the flags are mode=MODE and delay=N or delay=MIN-MAX"
+                "`{word}` is not a flag: the flags are mode=MODE, delay=N or delay=MIN-MAX, and proxy"
             ));
         };
         if name.eq_ignore_ascii_case("mode") {
@@ -65,7 +75,7 @@ pub fn parse_listener(entry: &str, tls: bool) -> Result<ListenerSpec, String> {
             delay = Some(parse_delay(value)?);
         } else {
             return Err(format!(
-                "unknown flag `{name}`: the flags are mode=MODE and delay=N or delay=MIN-MAX"
+                "unknown flag `{name}`: the flags are mode=MODE, delay=N or delay=MIN-MAX, and proxy"
             ));
         }
     }
@@ -74,6 +84,7 @@ pub fn parse_listener(entry: &str, tls: bool) -> Result<ListenerSpec, String> {
         tls,
         mode,
         delay,
+        proxy,
         text: text.to_owned(),
     })
 }
