@@ -48,6 +48,8 @@ pub fn settings_for(config: &Config, tls: bool, descriptors: Option<u64>) -> Set
         rules: Arc::new(RuleBook::new(config.rules.clone())),
         greylist: config.greylist.clone(),
         event_log: config.event_log.clone(),
+        proxy: config.listeners.iter().map(|spec| spec.proxy).collect(),
+        proxy_trusted: config.proxy_trusted.clone(),
     }
 }
 
