@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use common::clients::CLIENT_LIMIT;
 use common::{
-    Client, GREETING, TempDir, free_port, require_program, run_with_limit, spawn_with_config,
-    transcript, wait_for,
+    Client, GREETING, TempDir, free_port, require_program, run_with_limit, send_signal,
+    spawn_with_config, transcript, wait_for,
 };
 
 const SETTLE: Duration = Duration::from_secs(10);
@@ -278,6 +278,16 @@ fn slow_bad_and_untrusted_headers_close_without_a_greeting_and_are_counted() {
     untrusted.expect_closed();
     expect_rejected(metrics, before + 1);
     server.expect_logged("127.0.0.1 may not send a PROXY header");
+    // SIGHUP reads proxy_trusted again: loopback, the default, may send it now.
+    let text = config(&format!("\"127.0.0.1:{untrusted_port} proxy\""), "");
+    fs::write(server.dir.path().join("blackhole.toml"), text).expect("rewrite the config");
+    send_signal("HUP", server.child.id());
+    server.expect_logged("configuration reloaded");
+    let header = b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 25\r\n";
+    assert_eq!(
+        rcpt_reply_after(header, loopback(untrusted_port)),
+        "250 2.1.5 OK"
+    );
 }
 
 /// A self-signed certificate for 127.0.0.1, and its key, in `dir`.

@@ -249,6 +249,24 @@ mod tests {
     }
 
     #[test]
+    fn the_proxy_flags_and_trusted_blocks_reach_the_settings_and_a_reload() {
+        let running = config("listen = [\"127.0.0.1:2525 proxy\", \"127.0.0.1:2526\"]\n");
+        let settings = settings_for(&running, false, Some(4096));
+        assert_eq!(settings.proxy, [true, false]);
+        assert!(settings.proxy_trusted[0].contains("127.0.0.9".parse().unwrap()));
+        let new = config(
+            "proxy_trusted = [\"10.0.0.0/8\"]\n\
+             listen = [\"127.0.0.1:2525\", \"127.0.0.1:2526 proxy\"]\n",
+        );
+        let (applied, restart) = reloaded(&running, new);
+        assert!(restart.is_empty(), "{restart:?}");
+        let settings = settings_for(&applied, false, Some(4096));
+        assert_eq!(settings.proxy, [false, true]);
+        assert_eq!(settings.proxy_trusted.len(), 1);
+        assert!(!settings.proxy_trusted[0].contains("127.0.0.9".parse().unwrap()));
+    }
+
+    #[test]
     fn a_reload_applies_new_flags_to_a_listener_that_stays() {
         let running = config("listen = [\"127.0.0.1:2525\", \"127.0.0.1:2526\"]\n");
         let new = config(
