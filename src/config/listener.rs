@@ -20,6 +20,8 @@ pub struct ListenerSpec {
     pub delay: Option<DelayRange>,
     /// `lmtp` flag: the listener speaks LMTP (RFC 2033).
     pub lmtp: bool,
+    /// `proxy` flag: each connection opens with a PROXY protocol header.
+    pub proxy: bool,
     /// The entry as written, for messages.
     pub text: String,
 }
@@ -50,6 +52,7 @@ pub fn parse_listener(entry: &str, tls: bool) -> Result<ListenerSpec, String> {
     let mut mode = None;
     let mut delay = None;
     let mut lmtp = false;
+    let mut proxy = false;
     for word in words {
         if word.eq_ignore_ascii_case("lmtp") {
             if lmtp {
@@ -58,10 +61,17 @@ pub fn parse_listener(entry: &str, tls: bool) -> Result<ListenerSpec, String> {
             lmtp = true;
             continue;
         }
+        if word.eq_ignore_ascii_case("proxy") {
+            if proxy {
+                return Err("proxy is given twice: give it once".to_owned());
+            }
+            proxy = true;
+            continue;
+        }
         let Some((name, value)) = word.split_once('=') else {
             return Err(format!(
                 "`{word}` is not a flag: the flags are mode=MODE, delay=N or delay=MIN-MAX, \
-                 and lmtp"
+                 lmtp and proxy"
             ));
         };
         if name.eq_ignore_ascii_case("mode") {
@@ -77,7 +87,7 @@ pub fn parse_listener(entry: &str, tls: bool) -> Result<ListenerSpec, String> {
         } else {
             return Err(format!(
                 "unknown flag `{name}`: the flags are mode=MODE, delay=N or delay=MIN-MAX, \
-                 and lmtp"
+                 lmtp and proxy"
             ));
         }
     }
@@ -87,6 +97,7 @@ pub fn parse_listener(entry: &str, tls: bool) -> Result<ListenerSpec, String> {
         mode,
         delay,
         lmtp,
+        proxy,
         text: text.to_owned(),
     })
 }

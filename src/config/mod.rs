@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 pub use crate::smtp::greylist::GreylistSettings;
 pub use crate::smtp::policy::{DelayRange, Mode};
-pub use crate::smtp::rules::Rule;
+pub use crate::smtp::rules::{Cidr, Rule};
 pub use error::ConfigError;
 pub use listener::{ListenerSpec, parse_listener};
 
@@ -85,6 +85,8 @@ pub struct Config {
     /// The file one JSON line per message and per connection is appended to, `-` being
     /// standard output; `None`: no event log.
     pub event_log: Option<PathBuf>,
+    /// Who may send a PROXY header on a listener flagged `proxy`.
+    pub proxy_trusted: Vec<Cidr>,
 }
 
 impl Default for Config {
@@ -112,8 +114,18 @@ impl Default for Config {
             greylist: None,
             metrics_listen: None,
             event_log: None,
+            proxy_trusted: default_proxy_trusted(),
         }
     }
+}
+
+/// `proxy_trusted` when the file does not set it: the loopback addresses, where a load
+/// balancer on the same host connects from.
+fn default_proxy_trusted() -> Vec<Cidr> {
+    ["127.0.0.0/8", "::1/128"]
+        .iter()
+        .filter_map(|block| block.parse().ok())
+        .collect()
 }
 
 /// What `listen` means when the file does not set it: every IPv4 address,
@@ -125,6 +137,7 @@ fn default_listener() -> ListenerSpec {
         mode: None,
         delay: None,
         lmtp: false,
+        proxy: false,
         text: ":25".to_owned(),
     }
 }

@@ -91,12 +91,13 @@ impl OptionDoc {
 pub const OPTIONS: &[OptionDoc] = &[
     OptionDoc {
         name: "listen",
-        syntax: r#"["[ADDRESS]:PORT [mode=MODE] [delay=N|MIN-MAX]", ...]"#,
+        syntax: r#"["[ADDRESS]:PORT [mode=MODE] [delay=N|MIN-MAX] [proxy]", ...]"#,
         default: r#"[":25"]"#,
         examples: &[
             r#"[":25", ":::25"]"#,
             r#"["127.0.0.1:2525", "127.0.0.1:2526 mode=bounce"]"#,
             r#"[":2525 delay=2-5"]"#,
+            r#"["127.0.0.1:2525 proxy"]"#,
         ],
         doc: "Where to accept plain SMTP connections; STARTTLS is offered on them \
               when tls_cert and tls_key are set. \":25\" is every IPv4 address, \
@@ -107,7 +108,14 @@ pub const OPTIONS: &[OptionDoc] = &[
               delay=N or delay=MIN-MAX (seconds, 0 to 60); a listener with flags \
               ignores the X-Blackhole-* switch headers. The flag lmtp makes the \
               listener speak LMTP (RFC 2033): LHLO instead of HELO and EHLO, and \
-              one reply per accepted recipient after the data. Each socket address may \
+              one reply per accepted recipient after the data. The flag proxy (\":2525 \
+              proxy\") makes each connection open with a PROXY protocol header (v1 or \
+              v2, as HAProxy sends with send-proxy or send-proxy-v2) from an address \
+              in proxy_trusted, before the greeting (before the TLS handshake on \
+              tls_listen) and within timeout; the client address it names is the one \
+              rules, greylisting, logs and events see. A missing, bad, oversized or \
+              slow header closes the connection without a greeting; a v2 LOCAL \
+              header (a health check) is the proxy's own connection. Each socket address may \
               be listed once, across listen and tls_listen, and the two together \
               may have at most 64 entries. Ports below 1024 need \
               root (see user and group) or CAP_NET_BIND_SERVICE (as the shipped \
@@ -117,7 +125,7 @@ pub const OPTIONS: &[OptionDoc] = &[
     },
     OptionDoc {
         name: "tls_listen",
-        syntax: r#"["[ADDRESS]:PORT [mode=MODE] [delay=N|MIN-MAX]", ...]"#,
+        syntax: r#"["[ADDRESS]:PORT [mode=MODE] [delay=N|MIN-MAX] [proxy]", ...]"#,
         default: "[]",
         examples: &[r#"[":465"]"#, r#"[":465", ":::465 mode=random"]"#],
         doc: "Where to accept SMTP over TLS from the first byte (SMTPS, usually \
@@ -361,6 +369,19 @@ pub const OPTIONS: &[OptionDoc] = &[
         form: Form::Value,
     },
     OptionDoc {
+        name: "proxy_trusted",
+        syntax: r#"["CIDR", ...]"#,
+        default: r#"["127.0.0.0/8", "::1/128"]"#,
+        examples: &[r#"["10.0.0.0/8"]"#, r#"["192.0.2.10", "2001:db8::/32"]"#],
+        doc: "Who may send a PROXY protocol header, on listeners with the proxy \
+              flag: the load balancers' addresses, as blocks (\"10.0.0.0/8\", \
+              \"2001:db8::/32\") or single addresses, at most 1024. A connection to \
+              such a listener from anywhere else is closed at once, without a \
+              greeting, and counted in blackhole_proxy_rejected_total. SIGHUP reads \
+              it again.",
+        form: Form::Value,
+    },
+    OptionDoc {
         name: "greylist",
         syntax: "[greylist] table, after the options above",
         default: "none (no greylisting)",
@@ -553,8 +574,8 @@ rule, its number and name (exit 64); \
 blackhole -t -c FILE checks a file without serving.
 
 SIGHUP reads the file again: mode, delay, timeout, max_message_size, \
-dynamic_switch, max_connections and the listeners' mode= and delay= flags \
-apply to messages and connections from then on, and open connections stay. \
+dynamic_switch, max_connections, proxy_trusted and the listeners' mode=, \
+delay= and proxy flags apply to messages and connections from then on, and open connections stay. \
 Rules are read again too, their counts starting afresh, and so is \
 [greylist], keeping the triplets it remembers. \
 The event_log file is opened again (after a log rotation, or at a new \

@@ -756,8 +756,8 @@ fn documented_defaults_are_the_defaults() {
         }
     }
     assert_eq!(
-        spelled, 8,
-        "listen, tls_listen, timeout, mode, size, switch, chunking, workers"
+        spelled, 9,
+        "listen, tls_listen, timeout, mode, size, switch, chunking, workers, proxy_trusted"
     );
 }
 
@@ -1872,4 +1872,54 @@ fn listeners_are_bounded() {
     assert!(err.message.contains("65 listeners"), "{err}");
     let doc = OPTIONS.iter().find(|o| o.name == "listen").unwrap().doc;
     assert!(doc.contains("at most 64 entries"), "{doc}");
+}
+
+#[test]
+fn the_proxy_flag_is_a_bare_word() {
+    let spec = parse_listener("127.0.0.1:2525 proxy", false).unwrap();
+    assert!(spec.proxy && !spec.has_flags(), "{spec:?}");
+    let spec = parse_listener(":465 mode=bounce PROXY", true).unwrap();
+    assert!(spec.proxy && spec.tls && spec.mode == Some(Mode::Bounce));
+    assert!(!parse_listener(":25", false).unwrap().proxy);
+    let twice = parse_listener(":25 proxy proxy", false).unwrap_err();
+    assert!(twice.contains("proxy is given twice"), "{twice}");
+    let unknown = parse_listener(":25 proxied", false).unwrap_err();
+    assert!(unknown.contains("proxy"), "{unknown}");
+    let config = toml("listen = [\"127.0.0.1:2525 proxy\", \"127.0.0.1:2526\"]").unwrap();
+    assert!(config.listeners[0].proxy && !config.listeners[1].proxy);
+    let config = legacy("listen = 127.0.0.1:2525 proxy, 127.0.0.1:2526").unwrap();
+    assert!(config.listeners[0].proxy && !config.listeners[1].proxy);
+}
+
+#[test]
+fn proxy_trusted_takes_address_blocks() {
+    let loopback: Vec<Cidr> = ["127.0.0.0/8", "::1/128"]
+        .iter()
+        .map(|b| b.parse().unwrap())
+        .collect();
+    assert_eq!(Config::default().proxy_trusted, loopback);
+    let config = toml("proxy_trusted = [\"10.0.0.0/8\", \"2001:db8::1\"]").unwrap();
+    let trusted = &config.proxy_trusted;
+    assert_eq!(trusted.len(), 2);
+    assert!(trusted[0].contains("10.9.8.7".parse().unwrap()));
+    assert!(!trusted[0].contains("127.0.0.1".parse().unwrap()));
+    assert!(trusted[1].contains("2001:db8::1".parse().unwrap()));
+    let config = legacy("proxy_trusted = 10.0.0.0/8, 192.0.2.1").unwrap();
+    assert_eq!(config.proxy_trusted.len(), 2);
+    for bad in [
+        "proxy_trusted = []",
+        "proxy_trusted = [\"10.0.0.0/33\"]",
+        "proxy_trusted = [\"example.com\"]",
+        "proxy_trusted = [10]",
+        "proxy_trusted = true",
+    ] {
+        option_error(bad, "proxy_trusted");
+    }
+    let many: Vec<String> = (0..1025)
+        .map(|i| format!("\"10.0.{}.{}\"", i / 256, i % 256))
+        .collect();
+    option_error(
+        &format!("proxy_trusted = [{}]", many.join(", ")),
+        "proxy_trusted",
+    );
 }

@@ -38,6 +38,7 @@ pub(super) struct RawOptions {
     pub(super) pidfile: Option<Value>,
     pub(super) metrics_listen: Option<Value>,
     pub(super) event_log: Option<Value>,
+    pub(super) proxy_trusted: Option<Value>,
     /// The `[greylist]` table.
     pub(super) greylist: Option<Value>,
     /// `[[rule]]` tables.

@@ -10,7 +10,7 @@ use toml::Value;
 use super::error::Problem;
 use super::listener::{ListenerSpec, parse_listener, parse_socket_addr};
 use super::toml_file::RawOptions;
-use super::{Config, DelayRange, Mode, is_host_name_like};
+use super::{Cidr, Config, DelayRange, Mode, is_host_name_like};
 use super::{greylist_table, rule_table};
 use crate::smtp::decimal;
 use crate::smtp::policy::MAX_DELAY_SECS;
@@ -29,6 +29,8 @@ pub(super) const MAX_SEED: u64 = i64::MAX as u64;
 /// Listeners, `listen` and `tls_listen` together: the metrics keep per-listener counters in
 /// fixed tables.
 pub(super) const MAX_LISTENERS: usize = 64;
+/// Entries in `proxy_trusted`: each connection to a `proxy` listener is checked against them.
+pub(super) const MAX_PROXY_TRUSTED: usize = 1024;
 
 /// Validates the raw options and fills in defaults. `source` is left unset.
 pub(super) fn build(raw: RawOptions) -> Result<Config, Problem> {
@@ -90,6 +92,7 @@ pub(super) fn build(raw: RawOptions) -> Result<Config, Problem> {
         pidfile: path(raw.pidfile, "pidfile")?,
         metrics_listen,
         event_log: event_log(raw.event_log)?,
+        proxy_trusted: proxy_trusted(raw.proxy_trusted)?.unwrap_or(defaults.proxy_trusted),
         timeout_secs,
         delay: delay(raw.delay)?,
         mode: mode(raw.mode)?.unwrap_or(defaults.mode),
@@ -357,6 +360,52 @@ fn event_log(value: Option<Value>) -> Result<Option<PathBuf>, Problem> {
              event_log = \"/var/log/blackhole/events.json\", or \"-\" for standard output"
         ),
     ))
+}
+
+/// `proxy_trusted`: a list of address blocks, or (as in the original's format) one string
+/// of comma-separated blocks. `None` when unset.
+fn proxy_trusted(value: Option<Value>) -> Result<Option<Vec<Cidr>>, Problem> {
+    let option = "proxy_trusted";
+    let example = "e.g. proxy_trusted = [\"10.0.0.0/8\", \"::1\"]";
+    let entries: Vec<String> = match value {
+        None => return Ok(None),
+        Some(Value::String(s)) => s.split(',').map(|e| e.trim().to_owned()).collect(),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(s) => Ok(s),
+                other => Err(wrong_type(option, "address blocks as strings", &other)),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => {
+            return Err(wrong_type(
+                option,
+                &format!("a list of address blocks, {example}"),
+                &other,
+            ));
+        }
+    };
+    if entries.is_empty() {
+        return Err(Problem::option(
+            option,
+            format!("an empty list trusts no proxy: name the load balancers' addresses, {example}"),
+        ));
+    }
+    if entries.len() > MAX_PROXY_TRUSTED {
+        return Err(Problem::option(
+            option,
+            format!("{} entries: at most {MAX_PROXY_TRUSTED}", entries.len()),
+        ));
+    }
+    entries
+        .iter()
+        .map(|entry| {
+            entry
+                .parse::<Cidr>()
+                .map_err(|message| Problem::option(option, message))
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
 }
 
 /// Two entries on one socket address cannot both be bound. Port 0 asks the

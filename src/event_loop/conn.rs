@@ -16,6 +16,9 @@ use super::tls::TlsLayer;
 use super::witness::Record;
 use crate::smtp::session::Session;
 
+/// The most listeners a loop serves: a connection names its own in one byte.
+pub const MAX_LISTENERS: usize = u8::MAX as usize + 1;
+
 /// Buffers larger than this are given back to the allocator once they empty; a smaller
 /// output buffer goes back to the loop, to be lent again.
 const KEEP_CAPACITY: usize = 1024;
@@ -47,8 +50,10 @@ pub struct Conn {
     pub stream: TcpStream,
     /// When it was accepted: the loop's milliseconds, low 32 bits (see [`Conn::age`]).
     pub opened_at: u32,
-    /// Index of the listener it came through: its policy. (A configuration has at most 64.)
-    pub listener: u16,
+    /// Index of the listener it came through: its policy. (A configuration has at most 64;
+    /// the loop takes at most [`MAX_LISTENERS`].) One byte, so that the flag of a connection
+    /// awaiting its PROXY header costs an idle connection nothing.
+    pub listener: u8,
     /// The client's address, as the rules see it.
     pub client: IpAddr,
     /// STARTTLS was accepted: TLS starts once the `220` has gone.
@@ -73,6 +78,9 @@ pub struct Conn {
     pub interest: Option<Interest>,
     /// On the server's ready queue, to go on next turn.
     pub queued: bool,
+    /// On a `proxy` listener, its PROXY header has not come yet: nothing has been said, and
+    /// `client` is the proxy's address until the header names the client.
+    pub awaiting_proxy: bool,
 }
 
 /// What one read gave.
@@ -87,7 +95,7 @@ pub enum Received {
 impl Conn {
     pub fn new(
         stream: TcpStream,
-        listener: u16,
+        listener: u8,
         client: IpAddr,
         id: u64,
         now: u64,
@@ -115,6 +123,7 @@ impl Conn {
             closing: false,
             interest: Some(Interest::READABLE),
             queued: false,
+            awaiting_proxy: false,
             opened_at: now as u32,
             record: None,
         }

@@ -17,6 +17,7 @@ pub mod conn;
 pub mod event_log;
 pub mod metrics_http;
 pub mod process_figures;
+pub mod proxy_header;
 pub mod server;
 pub mod throttle;
 pub mod timer;

@@ -5,7 +5,7 @@
 //! poll timeout is the time to the next deadline, so nothing wakes the process while nothing
 //! is due. It decides nothing about SMTP: that is the session's job.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,9 +21,10 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::clock::Clock;
-use super::conn::{Conn, Received};
+use super::conn::{Conn, MAX_LISTENERS, Received};
 use super::event_log::EventLog;
 use super::metrics_http::{self, HttpTimer, Limits, MetricsEndpoint, Turn};
+use super::proxy_header::{self, Reading};
 use super::throttle;
 use super::timer::TimerWheel;
 use super::tls::TlsLayer;
@@ -32,7 +33,7 @@ use crate::report::event::Ended;
 use crate::report::tally::Tally;
 use crate::smtp::greylist::{Greylist, GreylistSettings};
 use crate::smtp::reply;
-use crate::smtp::rules::{RuleBook, RuleState};
+use crate::smtp::rules::{Cidr, RuleBook, RuleState};
 use crate::smtp::session::{
     Action, ConnectionSeed, Context, OUTPUT_HIGH_WATER, Policy, Step as SessionStep,
 };
@@ -112,6 +113,11 @@ pub struct Settings {
     pub greylist: Option<GreylistSettings>,
     /// `event_log`: where event lines go (`-`: standard output); `None`: nowhere.
     pub event_log: Option<PathBuf>,
+    /// Per listener, in the listeners' order: whether its connections open with a PROXY
+    /// header (the listener's `proxy` flag).
+    pub proxy: Vec<bool>,
+    /// Who may send a PROXY header (`proxy_trusted`).
+    pub proxy_trusted: Vec<Cidr>,
 }
 
 /// What the loop counts into and reports through, besides its settings.
@@ -156,6 +162,8 @@ struct ListenerState {
     socket: Option<TcpListener>,
     policy: Policy,
     tls: bool,
+    /// Its connections open with a PROXY header.
+    proxy: bool,
     /// Accept errors in a row: the back-off grows with them.
     failures: u32,
     paused: bool,
@@ -171,6 +179,8 @@ pub struct Server {
     limit_reported: bool,
     /// Where a certificate is configured: for SMTPS listeners and STARTTLS.
     tls: Option<Arc<ServerConfig>>,
+    /// Who may send a PROXY header.
+    proxy_trusted: Vec<Cidr>,
     timers: TimerWheel<Timer>,
     rules: Rules,
     /// The run's seed: each connection's random choices are drawn from it and the
@@ -224,7 +234,13 @@ impl Server {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)?;
-        if settings.policies.len() != listeners.len() {
+        if listeners.len() > MAX_LISTENERS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("at most {MAX_LISTENERS} listeners can be served"),
+            ));
+        }
+        if settings.policies.len() != listeners.len() || settings.proxy.len() != listeners.len() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "one policy per listener is needed",
@@ -247,12 +263,13 @@ impl Server {
             timers.insert(seconds.saturating_mul(1000), Timer::StopAfter);
         }
         Ok(Server {
-            listeners: register_listeners(&poll, listeners, settings.policies)?,
+            listeners: register_listeners(&poll, listeners, settings.policies, &settings.proxy)?,
             poll,
             conns: Slab::new(),
             max_connections: settings.max_connections,
             limit_reported: false,
             tls,
+            proxy_trusted: settings.proxy_trusted,
             timers,
             rules: Rules {
                 greylist: settings.greylist,
@@ -532,13 +549,18 @@ impl Server {
             return;
         };
         self.switch_event_log(settings.event_log.clone());
-        if settings.policies.len() != self.listeners.len() {
+        if settings.policies.len() != self.listeners.len()
+            || settings.proxy.len() != self.listeners.len()
+        {
             warn!("reload: listener count changed; keeping the old settings until a restart");
             return;
         }
-        for (listener, policy) in self.listeners.iter_mut().zip(settings.policies) {
+        let flags = settings.policies.into_iter().zip(settings.proxy);
+        for (listener, (policy, proxy)) in self.listeners.iter_mut().zip(flags) {
             listener.policy = policy;
+            listener.proxy = proxy;
         }
+        self.proxy_trusted = settings.proxy_trusted;
         self.timeout_ms = u64::from(settings.timeout_secs) * 1000;
         self.max_connections = settings.max_connections;
         self.rules.book = settings.rules;
@@ -639,7 +661,15 @@ impl Server {
         let _ = stream.write(reply::TOO_MANY_CONNECTIONS);
     }
 
-    fn open(&mut self, mut stream: TcpStream, listener: usize, client: IpAddr) {
+    fn open(&mut self, mut stream: TcpStream, listener: usize, peer: IpAddr) {
+        let proxy = self.listeners[listener].proxy;
+        if proxy && !self.proxy_trusted.iter().any(|block| block.contains(peer)) {
+            // Closed unanswered: the header could name any client, and only the load
+            // balancers are believed.
+            debug!("{peer} may not send a PROXY header (proxy_trusted): closed");
+            self.account.tally.proxy_rejected();
+            return;
+        }
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
         let id = self.next_id;
@@ -652,24 +682,47 @@ impl Server {
             warn!("cannot watch a new connection: {e}");
             return;
         }
-        let state = &self.listeners[listener];
-        if state.tls {
+        let tls = self.listeners[listener].tls;
+        let mut conn = Conn::new(stream, listener as u8, peer, id, self.now, tls);
+        // The header has the idle timeout to come, as a line would.
+        conn.idle_timer = Some(self.timers.insert(
+            self.now + self.timeout_ms,
+            Timer::Idle(ConnRef::new(slot, id)),
+        ));
+        conn.awaiting_proxy = proxy;
+        entry.insert(conn);
+        if proxy {
+            // Nothing is said until the header has come: it comes first.
+            self.drive(slot);
+        } else if self.start(slot) {
+            self.drive(slot);
+        }
+    }
+
+    /// Opens the SMTP conversation of an accepted connection (once its PROXY header has
+    /// come, on a `proxy` listener): its TLS layer on SMTPS, its counts, its greeting.
+    /// False if it was closed instead.
+    fn start(&mut self, slot: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return false;
+        };
+        let listener = usize::from(conn.listener);
+        let tls = self.listeners[listener].tls;
+        if tls {
             // A TLS handshake writes flights back to back; Nagle would hold the second until
             // the client's delayed ACK. Plain replies need no such help: every batch of them
             // leaves in one write, after a client command that acknowledged the one before.
-            let _ = stream.set_nodelay(true);
-        }
-        let mut conn = Conn::new(stream, listener as u16, client, id, self.now, state.tls);
-        if state.tls {
+            let _ = conn.stream.set_nodelay(true);
             match new_tls(self.tls.as_ref()) {
-                Ok(tls) => conn.tls = Some(tls),
+                Ok(layer) => conn.tls = Some(layer),
                 Err(e) => {
                     warn!("cannot start TLS: {e}");
-                    return;
+                    self.forget(slot);
+                    return false;
                 }
             }
         }
-        self.account.tally.connection_opened(listener, state.tls);
+        self.account.tally.connection_opened(listener, tls);
         if self.account.events.is_some() {
             conn.record = Some(Box::default());
         }
@@ -678,24 +731,82 @@ impl Server {
         let mut record = conn.record.take();
         let mut witness = self
             .account
-            .witness(seen(&conn), record.as_deref_mut(), self.now);
+            .witness(seen(conn), record.as_deref_mut(), self.now);
         let mut cx = context(
             &self.listeners,
             &mut self.rules,
             self.seed,
             self.now,
-            &conn,
+            conn,
             &mut witness,
         );
         let action = conn.session.greet(&mut cx, &mut conn.out);
         conn.record = record;
-        conn.idle_timer = Some(self.timers.insert(
-            self.now + self.timeout_ms,
-            Timer::Idle(ConnRef::new(slot, id)),
-        ));
-        entry.insert(conn);
         self.act(slot, action);
-        self.drive(slot);
+        true
+    }
+
+    /// A connection taken out before it was counted as opened (no greeting went): its
+    /// timers cancelled, its socket closed.
+    fn forget(&mut self, slot: usize) {
+        if !self.conns.contains(slot) {
+            return;
+        }
+        let mut conn = self.conns.remove(slot);
+        if let Some(key) = conn.idle_timer.take() {
+            self.timers.cancel(key);
+        }
+    }
+
+    /// A connection on a `proxy` listener before its header: peeks at what has come, and
+    /// once the header is whole takes exactly its bytes from the socket, so that what
+    /// follows (SMTP, or a TLS ClientHello) is read as usual; then the SMTP conversation
+    /// starts with the client the header names.
+    fn read_proxy_header(&mut self, slot: usize) -> Step {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return Step::Close;
+        };
+        let buf = &mut self.scratch[..proxy_header::MAX_HEADER];
+        let peeked = match conn.stream.peek(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                conn.read_ready = false;
+                return Step::Wait;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Step::Again,
+            Err(e) => return proxy_refused(conn, &format!("read failed: {e}")),
+        };
+        let (length, named) = match proxy_header::read(&buf[..peeked]) {
+            Reading::Complete { length, client } => (length, client),
+            Reading::Invalid(why) => return proxy_refused(conn, why),
+            Reading::Incomplete if peeked == 0 || conn.end_announced => {
+                return proxy_refused(conn, "the client closed before its header ended");
+            }
+            Reading::Incomplete => {
+                // All that has come was seen (less than a header's bound): new bytes bring a
+                // new event.
+                conn.read_ready = false;
+                return Step::Wait;
+            }
+        };
+        if let Err(e) = take_exactly(conn, &mut buf[..length]) {
+            return proxy_refused(conn, &format!("read failed: {e}"));
+        }
+        let proxy = conn.client;
+        // v2 LOCAL (a health check) and v1 UNKNOWN: the proxy's own connection.
+        conn.client = named.unwrap_or(proxy);
+        conn.awaiting_proxy = false;
+        // The header is a complete line: the idle timeout counts from here.
+        conn.last_line_at = self.now;
+        debug!(
+            "[{}] PROXY header: client {} (via {proxy})",
+            conn.id, conn.client
+        );
+        if self.start(slot) {
+            Step::Again
+        } else {
+            Step::Wait
+        }
     }
 
     /// Moves one connection on as far as it can go: sends output, feeds the session what is
@@ -732,6 +843,12 @@ impl Server {
         }
         if conn.starting_tls {
             return start_tls(conn, self.tls.as_ref());
+        }
+        if conn.awaiting_proxy {
+            if self.stop_by.is_some() || !(conn.read_ready || conn.end_announced) {
+                return Step::Wait;
+            }
+            return self.read_proxy_header(slot);
         }
         let unfed = !conn.tail.is_empty() && !conn.tail_fed;
         let readable = conn.read_ready && !conn.resting;
@@ -914,6 +1031,10 @@ impl Server {
                 };
                 c.idle_timer = None;
                 let slot = conn.slot as usize;
+                if c.awaiting_proxy {
+                    debug!("[{}] no PROXY header within the idle timeout", c.id);
+                    return self.close(slot);
+                }
                 // The timer is re-armed lazily: it may fire before the connection's due time.
                 let due = if c.session.is_waiting() {
                     now + timeout
@@ -946,6 +1067,14 @@ impl Server {
     fn close(&mut self, slot: usize) {
         if !self.conns.contains(slot) {
             return;
+        }
+        if self.conns[slot].awaiting_proxy {
+            // Never greeted, never counted as opened: a missing, bad or slow header.
+            if self.stop_by.is_none() {
+                self.account.tally.proxy_rejected();
+            }
+            debug!("[{}] closed without a PROXY header", self.conns[slot].id);
+            return self.forget(slot);
         }
         let mut conn = self.conns.remove(slot);
         let tally = self.account.tally;
@@ -997,6 +1126,7 @@ fn register_listeners(
     poll: &Poll,
     listeners: Vec<Listener>,
     policies: Vec<Policy>,
+    proxy: &[bool],
 ) -> io::Result<Vec<ListenerState>> {
     let mut states = Vec::with_capacity(listeners.len());
     for (index, (mut listener, policy)) in listeners.into_iter().zip(policies).enumerate() {
@@ -1009,6 +1139,7 @@ fn register_listeners(
             socket: Some(listener.socket),
             policy,
             tls: listener.tls,
+            proxy: proxy.get(index).copied().unwrap_or(false),
             failures: 0,
             paused: false,
         });
@@ -1102,6 +1233,27 @@ fn receive<'a>(conn: &mut Conn, scratch: &'a mut [u8], now: u64) -> Result<&'a [
             Err(Step::Close)
         }
     }
+}
+
+/// A connection on a `proxy` listener that sent no good header: it is closed unanswered
+/// (and counted, as it closes).
+fn proxy_refused(conn: &Conn, why: &str) -> Step {
+    debug!("[{}] PROXY header refused: {why}", conn.id);
+    Step::Close
+}
+
+/// Reads exactly `buf.len()` bytes, which a peek has seen waiting in the socket.
+fn take_exactly(conn: &mut Conn, buf: &mut [u8]) -> io::Result<()> {
+    let mut taken = 0;
+    while taken < buf.len() {
+        match conn.stream.read(&mut buf[taken..]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => taken += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// A TLS layer for a new SMTPS connection or after STARTTLS.

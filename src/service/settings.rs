@@ -50,6 +50,8 @@ pub fn settings_for(config: &Config, tls: bool, descriptors: Option<u64>) -> Set
         rules: Arc::new(RuleBook::new(config.rules.clone())),
         greylist: config.greylist.clone(),
         event_log: config.event_log.clone(),
+        proxy: config.listeners.iter().map(|spec| spec.proxy).collect(),
+        proxy_trusted: config.proxy_trusted.clone(),
     }
 }
 
@@ -246,6 +248,24 @@ mod tests {
         assert_eq!(settings.timeout_secs, 17);
         assert_eq!(settings.max_connections, 9);
         assert_eq!(settings.policies[0].max_message_size(), 4096);
+    }
+
+    #[test]
+    fn the_proxy_flags_and_trusted_blocks_reach_the_settings_and_a_reload() {
+        let running = config("listen = [\"127.0.0.1:2525 proxy\", \"127.0.0.1:2526\"]\n");
+        let settings = settings_for(&running, false, Some(4096));
+        assert_eq!(settings.proxy, [true, false]);
+        assert!(settings.proxy_trusted[0].contains("127.0.0.9".parse().unwrap()));
+        let new = config(
+            "proxy_trusted = [\"10.0.0.0/8\"]\n\
+             listen = [\"127.0.0.1:2525\", \"127.0.0.1:2526 proxy\"]\n",
+        );
+        let (applied, restart) = reloaded(&running, new);
+        assert!(restart.is_empty(), "{restart:?}");
+        let settings = settings_for(&applied, false, Some(4096));
+        assert_eq!(settings.proxy, [false, true]);
+        assert_eq!(settings.proxy_trusted.len(), 1);
+        assert!(!settings.proxy_trusted[0].contains("127.0.0.9".parse().unwrap()));
     }
 
     #[test]

@@ -1,0 +1,333 @@
+//! The PROXY protocol header (HAProxy's v1 text and v2 binary forms) that a load balancer
+//! sends before anything else on a listener flagged `proxy`: read from the bytes the socket
+//! holds so far, without I/O, by the `ppp` crate, inside this module's bounds.
+//!
+//! The loop peeks at the socket rather than reading it, and takes from the socket exactly
+//! the header's length once it is whole: whatever follows it (the client's first SMTP bytes,
+//! or its TLS ClientHello) stays in the socket for the connection's usual reading.
+
+use std::net::IpAddr;
+
+use ppp::v1;
+use ppp::v2;
+
+/// A v1 header's bound, set by the protocol: "PROXY TCP6", two full IPv6 addresses, two
+/// ports and CRLF.
+pub const MAX_V1: usize = 107;
+/// The v2 fixed part: the 12-byte signature, version and command, family and protocol,
+/// and the length of what follows.
+const V2_FIXED: usize = 16;
+/// The most a v2 header may carry after its fixed part, addresses and TLVs together. The
+/// protocol allows 65535; what load balancers send (addresses, an ALPN, an authority, a
+/// unique id, SSL details) fits well within this, and more is refused.
+const MAX_V2_PAYLOAD: usize = 512;
+/// The most bytes a header may take, whichever its version: what the loop peeks at.
+pub const MAX_HEADER: usize = V2_FIXED + MAX_V2_PAYLOAD;
+
+/// What the bytes received so far say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// A whole header of `length` bytes. `client` is the address it names; `None` where it
+    /// names none: a v2 `LOCAL` (the proxy's own health check), a v1 `UNKNOWN`, or a v2
+    /// `PROXY` of an unspecified or UNIX family. The connection is then the proxy's own.
+    Complete {
+        length: usize,
+        client: Option<IpAddr>,
+    },
+    /// Not whole yet: more bytes may make it a header.
+    Incomplete,
+    /// Not a header, or one beyond the bounds: why, for the debug log.
+    Invalid(&'static str),
+}
+
+/// Reads the header at the start of `input`, the bytes the client has sent so far.
+pub fn read(input: &[u8]) -> Reading {
+    let signature = v2::PROTOCOL_PREFIX;
+    if input.starts_with(signature) || signature.starts_with(input) {
+        read_v2(input)
+    } else {
+        read_v1(input)
+    }
+}
+
+/// A v1 line is parsed once it has ended: `ppp` takes some prefixes of a good line (one
+/// ending in a space) for bad ones. Until then the bytes must start as a header does.
+fn read_v1(input: &[u8]) -> Reading {
+    const START: &[u8] = b"PROXY ";
+    let Some(end) = memchr::memchr(b'\n', input) else {
+        let started = &input[..input.len().min(START.len())];
+        return if input.len() >= MAX_V1 {
+            Reading::Invalid("a v1 header longer than 107 bytes")
+        } else if START.starts_with(started) {
+            Reading::Incomplete
+        } else {
+            Reading::Invalid("not a PROXY header")
+        };
+    };
+    let line = &input[..=end];
+    if line.len() > MAX_V1 {
+        return Reading::Invalid("a v1 header longer than 107 bytes");
+    }
+    match v1::Header::try_from(line) {
+        // The whole line, up to a CR right before its LF.
+        Ok(header) if header.header.len() == line.len() => Reading::Complete {
+            length: line.len(),
+            client: v1_client(&header.addresses),
+        },
+        _ => Reading::Invalid("a malformed v1 header"),
+    }
+}
+
+/// A v2 header, refused as soon as its fixed part declares more than the bound.
+fn read_v2(input: &[u8]) -> Reading {
+    if declared_v2_length(input).is_some_and(|payload| payload > MAX_V2_PAYLOAD) {
+        return Reading::Invalid("a v2 header longer than 528 bytes");
+    }
+    match v2::Header::try_from(input) {
+        Ok(header) => whole_v2(&header),
+        Err(e) if ppp::PartialResult::is_incomplete(&e) => Reading::Incomplete,
+        Err(_) => Reading::Invalid("a malformed v2 header"),
+    }
+}
+
+/// A v2 header's payload length, as its fixed part declares it, once that has come.
+fn declared_v2_length(input: &[u8]) -> Option<usize> {
+    let fixed = input.get(..V2_FIXED)?;
+    fixed
+        .starts_with(v2::PROTOCOL_PREFIX)
+        .then(|| usize::from(u16::from_be_bytes([fixed[14], fixed[15]])))
+}
+
+/// A whole v2 header: its TLVs must be well formed, though none is used.
+fn whole_v2(header: &v2::Header) -> Reading {
+    if header.tlvs().any(|tlv| tlv.is_err()) {
+        return Reading::Invalid("a v2 header with malformed TLVs");
+    }
+    let client = match (header.command, header.addresses) {
+        (v2::Command::Local, _) => None,
+        (v2::Command::Proxy, v2::Addresses::IPv4(a)) => Some(IpAddr::V4(a.source_address)),
+        (v2::Command::Proxy, v2::Addresses::IPv6(a)) => Some(IpAddr::V6(a.source_address)),
+        (v2::Command::Proxy, v2::Addresses::Unspecified | v2::Addresses::Unix(_)) => None,
+    };
+    Reading::Complete {
+        length: header.len(),
+        client,
+    }
+}
+
+fn v1_client(addresses: &v1::Addresses) -> Option<IpAddr> {
+    match addresses {
+        v1::Addresses::Tcp4(a) => Some(IpAddr::V4(a.source_address)),
+        v1::Addresses::Tcp6(a) => Some(IpAddr::V6(a.source_address)),
+        v1::Addresses::Unknown => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+
+    /// A v2 header: command (`0x20` LOCAL, `0x21` PROXY), family and protocol, then the
+    /// payload (addresses, then TLVs).
+    fn v2(command: u8, family: u8, payload: &[u8]) -> Vec<u8> {
+        let mut header = SIGNATURE.to_vec();
+        header.push(command);
+        header.push(family);
+        let length = u16::try_from(payload.len()).expect("a payload that fits");
+        header.extend_from_slice(&length.to_be_bytes());
+        header.extend_from_slice(payload);
+        header
+    }
+
+    fn v4_addresses(source: [u8; 4], destination: [u8; 4]) -> Vec<u8> {
+        let mut payload = source.to_vec();
+        payload.extend_from_slice(&destination);
+        payload.extend_from_slice(&40000u16.to_be_bytes());
+        payload.extend_from_slice(&25u16.to_be_bytes());
+        payload
+    }
+
+    /// Every way the header can arrive split in two: each prefix is incomplete, and the
+    /// whole (with `after`, the client's first bytes, behind it) gives `expected`, its
+    /// length leaving `after` untouched.
+    fn check_split_everywhere(header: &[u8], expected: Option<IpAddr>) {
+        for cut in 0..header.len() {
+            assert_eq!(
+                read(&header[..cut]),
+                Reading::Incomplete,
+                "cut at {cut} of {:?}",
+                String::from_utf8_lossy(header)
+            );
+        }
+        let after = b"EHLO client.example\r\n";
+        let mut input = header.to_vec();
+        input.extend_from_slice(after);
+        let whole = Reading::Complete {
+            length: header.len(),
+            client: expected,
+        };
+        assert_eq!(read(header), whole);
+        assert_eq!(
+            read(&input),
+            whole,
+            "bytes after the header are not its own"
+        );
+    }
+
+    #[test]
+    fn v1_tcp4_split_at_every_byte() {
+        check_split_everywhere(
+            b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 25\r\n",
+            Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9))),
+        );
+    }
+
+    #[test]
+    fn v1_tcp6_split_at_every_byte() {
+        check_split_everywhere(
+            b"PROXY TCP6 2001:db8::7 ::1 40000 25\r\n",
+            Some("2001:db8::7".parse().expect("an address")),
+        );
+        // The longest a v1 header can be is within the bound.
+        let longest = b"PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff \
+                        ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
+        assert_eq!(longest.len(), MAX_V1 - 3);
+        check_split_everywhere(longest, Some(IpAddr::V6(Ipv6Addr::from(u128::MAX))));
+    }
+
+    #[test]
+    fn v1_unknown_names_no_client() {
+        check_split_everywhere(b"PROXY UNKNOWN\r\n", None);
+        check_split_everywhere(b"PROXY UNKNOWN ::1 ::2 1 2\r\n", None);
+    }
+
+    #[test]
+    fn v2_proxy_ipv4_split_at_every_byte() {
+        let header = v2(0x21, 0x11, &v4_addresses([127, 0, 0, 5], [127, 0, 0, 1]));
+        check_split_everywhere(&header, Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5))));
+    }
+
+    #[test]
+    fn v2_proxy_ipv6_split_at_every_byte() {
+        let source: Ipv6Addr = "2001:db8::5".parse().expect("an address");
+        let mut payload = source.octets().to_vec();
+        payload.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        payload.extend_from_slice(&[0x9c, 0x40, 0, 25]);
+        check_split_everywhere(&v2(0x21, 0x21, &payload), Some(IpAddr::V6(source)));
+    }
+
+    #[test]
+    fn v2_local_is_the_proxys_own_connection() {
+        // HAProxy's health check: LOCAL, family unspecified, no addresses.
+        check_split_everywhere(&v2(0x20, 0x00, &[]), None);
+        // LOCAL may still carry addresses: they are not a client's.
+        let header = v2(0x20, 0x11, &v4_addresses([10, 0, 0, 1], [10, 0, 0, 2]));
+        check_split_everywhere(&header, None);
+    }
+
+    #[test]
+    fn v2_tlvs_are_skipped_and_checked() {
+        let mut payload = v4_addresses([192, 0, 2, 1], [127, 0, 0, 1]);
+        // ALPN "smtp", then a NOOP of two bytes.
+        payload.extend_from_slice(&[0x01, 0, 4]);
+        payload.extend_from_slice(b"smtp");
+        payload.extend_from_slice(&[0x04, 0, 2, 0, 0]);
+        let header = v2(0x21, 0x11, &payload);
+        check_split_everywhere(&header, Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))));
+        // A TLV that claims more than the header holds.
+        let mut broken = v4_addresses([192, 0, 2, 1], [127, 0, 0, 1]);
+        broken.extend_from_slice(&[0x01, 0, 9, b's']);
+        assert!(matches!(
+            read(&v2(0x21, 0x11, &broken)),
+            Reading::Invalid(_)
+        ));
+    }
+
+    #[test]
+    fn a_v2_header_at_the_bound_is_read_and_past_it_refused() {
+        let mut payload = v4_addresses([192, 0, 2, 1], [127, 0, 0, 1]);
+        // A NOOP TLV filling the rest: its type, its length, its bytes.
+        let noop = u16::try_from(MAX_V2_PAYLOAD - payload.len() - 3).expect("it fits");
+        payload.push(0x04);
+        payload.extend_from_slice(&noop.to_be_bytes());
+        payload.resize(MAX_V2_PAYLOAD, 0);
+        let header = v2(0x21, 0x11, &payload);
+        assert_eq!(header.len(), MAX_HEADER);
+        assert_eq!(
+            read(&header),
+            Reading::Complete {
+                length: MAX_HEADER,
+                client: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
+            }
+        );
+        // One more byte, in the NOOP.
+        payload.push(0);
+        payload[14] = payload[14].wrapping_add(1);
+        let over = v2(0x21, 0x11, &payload);
+        // Refused as soon as its length is known, before its payload comes.
+        assert!(matches!(read(&over[..16]), Reading::Invalid(_)));
+        assert!(matches!(read(&over), Reading::Invalid(_)));
+        // The largest the protocol allows is refused too.
+        let mut largest = over[..14].to_vec();
+        largest.extend_from_slice(&[0xff, 0xff]);
+        assert!(matches!(read(&largest), Reading::Invalid(_)));
+    }
+
+    #[test]
+    fn a_v1_line_without_its_end_is_refused_at_the_bound() {
+        let mut long = b"PROXY TCP4 ".to_vec();
+        long.resize(MAX_V1 - 1, b'1');
+        assert_eq!(read(&long), Reading::Incomplete);
+        long.push(b'1');
+        assert!(matches!(read(&long), Reading::Invalid(_)));
+        // A line ended with CRLF past the bound.
+        let mut past = b"PROXY UNKNOWN ".to_vec();
+        past.resize(MAX_V1, b'x');
+        past.extend_from_slice(b"\r\n");
+        assert!(matches!(read(&past), Reading::Invalid(_)));
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        for input in [
+            &b"EHLO client.example\r\n"[..],
+            b"GET / HTTP/1.1\r\n",
+            b"\x16\x03\x01\x02\x00\x01",
+            b"PROXY TCP4 203.0.113.9\r\n",
+            b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 25\n",
+            b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 25\rX\r\n",
+            b"PROXY TCP4 ::1 ::1 40000 25\r\n",
+            b"PROXY TCP4 203.0.113.9 127.0.0.1 040000 25\r\n",
+            b"PROXY TCP4 203.0.113.9 127.0.0.1 70000 25\r\n",
+            b"PROXY UDP4 203.0.113.9 127.0.0.1 40000 25\r\n",
+            b"proxy TCP4 203.0.113.9 127.0.0.1 40000 25\r\n",
+            b"PROXY TCP4 203.0.113.\xff 127.0.0.1 40000 25\r\n",
+            b"\r\n\r\n\0\r\nQUIX\n\x21\x11\0\x0c",
+        ] {
+            assert!(
+                matches!(read(input), Reading::Invalid(_)),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        // Refused at its first byte, not after a timeout.
+        assert!(matches!(read(b"E"), Reading::Invalid(_)));
+        assert!(matches!(read(b"PROXY\t"), Reading::Invalid(_)));
+        // Version 1 in binary form, an unknown command, an unknown family.
+        for (command, family) in [(0x11, 0x11), (0x22, 0x11), (0x21, 0x41)] {
+            let header = v2(command, family, &v4_addresses([1, 2, 3, 4], [5, 6, 7, 8]));
+            assert!(
+                matches!(read(&header), Reading::Invalid(_)),
+                "{command:#x} {family:#x}"
+            );
+        }
+        // An IPv4 family whose length is too short for its addresses.
+        assert!(matches!(
+            read(&v2(0x21, 0x11, &[1, 2, 3, 4])),
+            Reading::Invalid(_)
+        ));
+    }
+}
