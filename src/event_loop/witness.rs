@@ -55,6 +55,8 @@ pub struct Record {
     ended: Option<Ended>,
     /// A reply held back: when the wait began (loop milliseconds) and what it asked for.
     pause: Option<(u64, u64)>,
+    /// LMTP: the recipients of the message whose data ended that have had their reply.
+    replied: u64,
 }
 
 impl Record {
@@ -91,6 +93,7 @@ impl Record {
         self.recipients.clear();
         self.recipient_count = 0;
         self.data = None;
+        self.replied = 0;
     }
 }
 
@@ -276,7 +279,9 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn write_message_line(detail: &mut Detail, code: u16, rule: Option<&str>) {
+/// The line of a message given reply `code`: for all its recipients, or (LMTP) for the one
+/// at `recipient` in RCPT order.
+fn write_message_line(detail: &mut Detail, code: u16, rule: Option<&str>, recipient: Option<u64>) {
     let record = &mut *detail.record;
     let now = detail.now_ms;
     let (delay_asked_ms, delay_given_ms) = match record.pause {
@@ -286,14 +291,24 @@ fn write_message_line(detail: &mut Detail, code: u16, rule: Option<&str>) {
     let (size, switches, ended_at) = record.data.unwrap_or((0, Switches::default(), now));
     let mut origin = detail.origin;
     origin.time_unix_ms = unix_ms();
+    let (recipients, recipient_count) = match recipient {
+        None => (&record.recipients[..], record.recipient_count),
+        // Past the first MAX_RECIPIENTS, its address was not kept.
+        Some(n) => {
+            let kept = usize::try_from(n).map_or(&[][..], |n| {
+                record.recipients.get(n..=n).unwrap_or_default()
+            });
+            (kept, 1)
+        }
+    };
     let mut line = Vec::with_capacity(512);
     MessageEvent {
         origin,
         helo: record.helo.as_deref(),
         auth_user: record.auth_user.as_deref(),
         mail_from: &record.mail_from,
-        recipients: &record.recipients,
-        recipient_count: record.recipient_count,
+        recipients,
+        recipient_count,
         size,
         switches,
         rule,
@@ -386,9 +401,15 @@ impl Observer for Witness<'_> {
         self.tally.message_answered(self.listener, code);
         *self.messages += 1;
         if let Some(detail) = &mut self.detail {
-            write_message_line(detail, code, message.rule);
+            let record = &mut *detail.record;
+            let recipient = message.per_recipient.then_some(record.replied);
+            record.replied += 1;
+            let last = !message.per_recipient || record.replied >= record.recipient_count;
+            write_message_line(detail, code, message.rule, recipient);
             detail.record.messages += 1;
-            detail.record.forget_transaction();
+            if last {
+                detail.record.forget_transaction();
+            }
         }
     }
 
@@ -435,6 +456,7 @@ mod tests {
         MessageEnd {
             code: Some(code),
             rule: None,
+            per_recipient: false,
         }
     }
 
@@ -469,7 +491,7 @@ mod tests {
         witness.data_ended(30, &Switches::default());
         witness.message(&MessageEnd {
             code: None,
-            rule: Some("cut"),
+            ..end(250)
         });
         witness.greylisted(true);
         let totals = Totals::of([tally]);
@@ -565,5 +587,48 @@ mod tests {
         assert_eq!(line["delay_given_ms"], 1_500);
         assert_eq!(line["duration_ms"], 1_500);
         assert_eq!(messages, 1);
+    }
+
+    #[test]
+    fn an_lmtp_message_has_a_line_per_recipient_reply() {
+        let (mut record, mut out, mut messages) = (Record::default(), Vec::new(), 0);
+        let mut witness = logging(&mut record, &mut out, &mut messages, 0);
+        witness.sender(b"a@example.com");
+        for name in ["b", "c", "d"] {
+            witness.recipient(format!("{name}@example.net").as_bytes());
+        }
+        witness.data_ended(10, &Switches::default());
+        for code in [250, 550, 451] {
+            witness.message(&MessageEnd {
+                per_recipient: true,
+                ..end(code)
+            });
+        }
+        let parsed = lines(&out);
+        let seen: Vec<(String, u64, u64)> = parsed
+            .iter()
+            .map(|line| {
+                (
+                    line["recipients"][0].as_str().unwrap_or("?").to_owned(),
+                    line["code"].as_u64().unwrap_or(0),
+                    line["recipient_count"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("b@example.net".to_owned(), 250, 1),
+                ("c@example.net".to_owned(), 550, 1),
+                ("d@example.net".to_owned(), 451, 1),
+            ]
+        );
+        assert!(
+            parsed
+                .iter()
+                .all(|line| line["mail_from"] == "a@example.com")
+        );
+        assert_eq!(messages, 3);
+        assert!(record.recipients.is_empty(), "the transaction is over");
     }
 }

@@ -49,6 +49,9 @@ pub struct MessageEnd<'a> {
     pub code: Option<u16>,
     /// The rule whose answer or cut ended it.
     pub rule: Option<&'a str>,
+    /// LMTP: the reply is one recipient's, the next in RCPT order; otherwise it is all of
+    /// the message's recipients'.
+    pub per_recipient: bool,
 }
 
 /// The account a session gives of itself. `&mut self`: the caller keeps per-connection

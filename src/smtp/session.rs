@@ -896,7 +896,11 @@ fn message_answered(cx: &mut Context, rule: Option<&str>, reply: &[u8]) {
             d.is_ascii_digit().then(|| n * 10 + u16::from(d - b'0'))
         })
     });
-    cx.observer.message(&MessageEnd { code, rule });
+    cx.observer.message(&MessageEnd {
+        code,
+        rule,
+        per_recipient: cx.policy.lmtp(),
+    });
 }
 
 /// A number below `n` (n <= 256).

@@ -424,6 +424,10 @@ impl Observer for Witness {
         if let Some(code) = message.code {
             assert!((200..600).contains(&code), "final reply code {code}");
         }
+        assert_eq!(
+            message.per_recipient, self.lmtp,
+            "one reply per recipient in LMTP only"
+        );
         // LMTP: one reply per recipient, for one end of the data.
         self.recipients = self.recipients.saturating_sub(1);
         if !self.lmtp || self.recipients == 0 {
