@@ -78,6 +78,10 @@ fn line(i: usize) -> String {
     format!("{{\"n\":{i},\"filler\":\"{filler}\"}}")
 }
 
+fn file_len(file: &Path) -> usize {
+    fs::metadata(file).map_or(0, |m| m.len() as usize)
+}
+
 fn read_lines(file: &Path) -> Vec<String> {
     let text = fs::read_to_string(file).unwrap_or_default();
     text.lines().map(str::to_owned).collect()
@@ -90,9 +94,18 @@ fn lines_arrive_whole_and_in_order() {
     let mut lp = Loop::new();
     let mut log = lp.start(cat_to(&file));
     let count = 3000;
+    let mut pushed = 0;
     for i in 0..count {
-        log.push(line(i).as_bytes());
+        let text = line(i);
+        log.push(text.as_bytes());
+        pushed += text.len() + 1;
         lp.turn(&mut log, Duration::ZERO);
+        // Paced to the writer, a busy machine's `cat` included: no more than half the
+        // buffer ahead of the file, so that nothing is dropped and every line is checked.
+        let until = Instant::now() + FINISH;
+        while pushed.saturating_sub(file_len(&file)) > BUFFER_BYTES / 2 && Instant::now() < until {
+            lp.turn(&mut log, Duration::from_millis(5));
+        }
     }
     // Until the writer has caught up, as a loop that keeps turning would.
     let until = Instant::now() + FINISH;
