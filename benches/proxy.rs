@@ -207,6 +207,37 @@ fn one_connection(addr: SocketAddr, listener: Listener, message: &[u8]) -> io::R
     conn.quit()
 }
 
+/// One listener's rounds added up.
+struct Totals {
+    run_time: f64,
+    cpu: f64,
+    delivered: f64,
+}
+
+impl Totals {
+    fn of<'a>(rounds: impl Iterator<Item = &'a Round>) -> Totals {
+        let mut totals = Totals {
+            run_time: 0.0,
+            cpu: 0.0,
+            delivered: 0.0,
+        };
+        for round in rounds {
+            totals.run_time += round.run_time;
+            totals.cpu += round.cpu;
+            totals.delivered += round.delivered as f64;
+        }
+        totals
+    }
+
+    fn run_time_per_connection(&self) -> f64 {
+        self.run_time / self.delivered.max(1.0)
+    }
+
+    fn cpu_per_connection(&self) -> f64 {
+        self.cpu / self.delivered.max(1.0)
+    }
+}
+
 fn report(pairs: &[(Round, Round)], targets: &mut Targets) {
     let mut table = Table::new(
         "Server CPU per connection, one message each (schedstat run time)",
@@ -234,24 +265,16 @@ fn report(pairs: &[(Round, Round)], targets: &mut Targets) {
             rate(proxy),
         ]);
     }
-    let sum = |pick: fn(&(Round, Round)) -> &Round, field: fn(&Round) -> f64| -> f64 {
-        pairs.iter().map(|pair| field(pick(pair))).sum()
-    };
-    let delivered = |pick: fn(&(Round, Round)) -> &Round| -> f64 {
-        pairs.iter().map(|pair| pick(pair).delivered as f64).sum()
-    };
-    let (plain, proxy): (fn(&(Round, Round)) -> &Round, fn(&(Round, Round)) -> &Round) =
-        (|pair| &pair.0, |pair| &pair.1);
-    let total_ratio = (sum(proxy, |r| r.run_time) / delivered(proxy))
-        / (sum(plain, |r| r.run_time) / delivered(plain)).max(1e-12);
-    let ticks_ratio = (sum(proxy, |r| r.cpu) / delivered(proxy))
-        / (sum(plain, |r| r.cpu) / delivered(plain)).max(1e-12);
+    let plain = Totals::of(pairs.iter().map(|pair| &pair.0));
+    let proxy = Totals::of(pairs.iter().map(|pair| &pair.1));
+    let total_ratio = proxy.run_time_per_connection() / plain.run_time_per_connection();
+    let ticks_ratio = proxy.cpu_per_connection() / plain.cpu_per_connection();
     let median_ratio = median(&ratios).unwrap_or(f64::INFINITY);
     table.note(format!(
         "over all rounds: schedstat ratio {total_ratio:.3}; utime+stime ratio {ticks_ratio:.3} \
          ({:.1} us against {:.1} us per connection)",
-        sum(proxy, |r| r.cpu) / delivered(proxy) * 1e6,
-        sum(plain, |r| r.cpu) / delivered(plain) * 1e6
+        proxy.cpu_per_connection() * 1e6,
+        plain.cpu_per_connection() * 1e6
     ));
     let errors: usize = pairs.iter().map(|(a, b)| a.errors + b.errors).sum();
     if let Some(error) = pairs

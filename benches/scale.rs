@@ -181,6 +181,7 @@ struct Held {
     workers: usize,
     /// Connections tried: 60,000, or what the descriptor limit allows.
     connections: usize,
+    ramp: Ramp,
     opened: Phase,
     noop: Phase,
     overflows: u64,
@@ -190,6 +191,14 @@ struct Held {
     /// Per serving process: its pid and the descriptors it held with every connection open.
     descriptors: Vec<(u32, usize)>,
     alive: bool,
+}
+
+/// CPU seconds used while the connections opened: who else took the machine's CPUs.
+struct Ramp {
+    server: f64,
+    clients: f64,
+    /// Every CPU's busy time, whoever used it.
+    machine: f64,
 }
 
 impl Held {
@@ -220,7 +229,14 @@ fn hold(binary: &Path, workers: usize, connections: usize) -> io::Result<Held> {
         processes: CLIENT_PROCESSES,
         in_flight: IN_FLIGHT,
     };
+    let machine_before = procfs::machine_cpu_seconds().0;
+    let server_before = family::cpu_seconds(server.pid());
     let (mut swarm, opened) = Swarm::open(plan)?;
+    let ramp = Ramp {
+        server: family::cpu_seconds(server.pid()) - server_before,
+        clients: swarm.cpu_seconds(),
+        machine: procfs::machine_cpu_seconds().0 - machine_before,
+    };
     let overflows = procfs::listen_overflows().saturating_sub(overflows_before);
     thread::sleep(SETTLE);
     let rss_held = family::rss_kib(server.pid());
@@ -237,6 +253,7 @@ fn hold(binary: &Path, workers: usize, connections: usize) -> io::Result<Held> {
     Ok(Held {
         workers,
         connections,
+        ramp,
         opened,
         noop,
         overflows,
@@ -341,6 +358,14 @@ fn print_runs(runs: &[Held]) {
             "workers = {}: open descriptors per serving process, all held: {}",
             held.workers,
             spread.join(", ")
+        ));
+        let ramp = &held.ramp;
+        table.note(format!(
+            "workers = {}: CPU over the ramp: server {:.2} s, clients {:.2} s, anything else {:.2} s",
+            held.workers,
+            ramp.server,
+            ramp.clients,
+            (ramp.machine - ramp.server - ramp.clients).max(0.0)
         ));
         for (what, phase) in [("open", &held.opened), ("NOOP", &held.noop)] {
             if let Some(error) = &phase.first_error {

@@ -23,6 +23,11 @@ pub fn rss_kib(pid: u32) -> u64 {
     processes(pid).into_iter().map(procfs::rss_kib).sum()
 }
 
+/// CPU seconds (utime+stime) of `pid` and of its children, summed.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    processes(pid).into_iter().map(procfs::cpu_seconds).sum()
+}
+
 /// Descriptors `pid` has open.
 pub fn open_descriptors(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())

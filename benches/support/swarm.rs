@@ -209,6 +209,14 @@ impl Swarm {
         self.phase("noop")
     }
 
+    /// CPU seconds the client processes have used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.clients
+            .iter()
+            .map(|client| super::procfs::cpu_seconds(client.child.id()))
+            .sum()
+    }
+
     /// Closes every connection (without QUIT: the server sees the end of the stream).
     pub fn close(mut self) {
         for client in self.clients.drain(..) {
