@@ -110,6 +110,33 @@ impl Server {
         Server::start("blackhole", command, port, dir, &greet_and_quit)
     }
 
+    /// `blackhole_with`, with `more` listeners (each a whole `listen` entry, flags and all)
+    /// after the one on `addr`, which is probed. (The load bench, which declares these
+    /// helpers without allowing dead code, does not use it.)
+    #[allow(dead_code)]
+    pub fn blackhole_listening(
+        binary: &Path,
+        more: &[String],
+        extra_toml: &str,
+    ) -> io::Result<Server> {
+        let dir = ScratchDir::new()?;
+        let port = free_port()?;
+        let config = dir.0.join("blackhole.toml");
+        let listeners: Vec<String> = std::iter::once(format!("\"127.0.0.1:{port}\""))
+            .chain(more.iter().map(|entry| format!("{entry:?}")))
+            .collect();
+        fs::write(
+            &config,
+            format!(
+                "listen = [{}]\ntimeout = 180\nmailname = \"bench.local\"\n{extra_toml}",
+                listeners.join(", ")
+            ),
+        )?;
+        let mut command = Command::new(binary);
+        command.arg("-q").arg("-c").arg(&config);
+        Server::start("blackhole", command, port, dir, &greet_and_quit)
+    }
+
     /// blackhole as `blackhole` starts it, but listening only for SMTPS: one `tls_listen`
     /// listener on a free port with `cert` and `key`. `probe` takes the first connection
     /// that succeeds (plain TCP, to the SMTPS port) through its handshake, greeting and QUIT.
