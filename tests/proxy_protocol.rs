@@ -496,3 +496,74 @@ fn haproxy_in_front_passes_the_clients_address_and_its_health_check_keeps_it_up(
         "every message went inside TLS:\n{text}"
     );
 }
+
+/// A TLS client whose ClientHello leaves in the very write that carries the PROXY header, so
+/// that the server reads both at once; it prints the greeting it gets over TLS.
+fn smtps_hello_with_the_header(port: u16, header: &str, ca: &Path) -> std::process::Output {
+    let script = r#"
+import socket, ssl, sys
+port, header, ca = int(sys.argv[1]), sys.argv[2].encode(), sys.argv[3]
+context = ssl.create_default_context(cafile=ca)
+incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+try:
+    tls.do_handshake()
+except ssl.SSLWantReadError:
+    pass
+sock.sendall(header + outgoing.read())
+while True:
+    try:
+        tls.do_handshake()
+        break
+    except ssl.SSLWantReadError:
+        if outgoing.pending:
+            sock.sendall(outgoing.read())
+        data = sock.recv(65536)
+        if not data:
+            sys.exit("closed during the handshake")
+        incoming.write(data)
+if outgoing.pending:
+    sock.sendall(outgoing.read())
+greeting = b""
+while b"\r\n" not in greeting:
+    try:
+        greeting += tls.read(4096)
+    except ssl.SSLWantReadError:
+        data = sock.recv(65536)
+        if not data:
+            sys.exit("closed before the greeting")
+        incoming.write(data)
+print(greeting.decode().strip())
+"#;
+    run_with_limit(
+        Command::new(require_program("python3", "python3"))
+            .args(["-c", script, &port.to_string(), header])
+            .arg(ca),
+        CLIENT_LIMIT,
+    )
+}
+
+#[test]
+fn a_client_hello_in_the_same_read_as_the_header_is_not_lost() {
+    let files = TempDir::new();
+    let (cert, key) = certificate(files.path());
+    let port = free_port();
+    let smtps = loopback(port);
+    let server = Blackhole::start(
+        &format!(
+            "mailname = \"blackhole.test\"\nlisten = []\ntls_listen = [\"{smtps} proxy\"]\n\
+             tls_cert = {cert:?}\ntls_key = {key:?}\n"
+        ),
+        &[port],
+    );
+    let out =
+        smtps_hello_with_the_header(port, "PROXY TCP4 203.0.113.4 127.0.0.1 4000 465\r\n", &cert);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.starts_with("220 "),
+        "greeting over TLS: {said:?}, stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.expect_logged("PROXY header: client 203.0.113.4 (via 127.0.0.1)");
+}

@@ -766,32 +766,35 @@ impl Server {
         let Some(conn) = self.conns.get_mut(slot) else {
             return Step::Close;
         };
-        let buf = &mut self.scratch[..proxy_header::MAX_HEADER];
-        let peeked = match conn.stream.peek(buf) {
-            Ok(n) => n,
+        // The header so far waits in `tail`, which holds nothing else before the greeting;
+        // one ordinary read a header, as a peek and then a read of its length would be two.
+        let room = proxy_header::MAX_HEADER
+            .saturating_sub(conn.tail.len())
+            .max(1);
+        let buf = &mut self.scratch[..room];
+        match conn.stream.read(buf) {
+            Ok(0) => return proxy_refused(conn, "the client closed before its header ended"),
+            Ok(n) => conn.tail.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 conn.read_ready = false;
                 return Step::Wait;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Step::Again,
             Err(e) => return proxy_refused(conn, &format!("read failed: {e}")),
-        };
-        let (length, named) = match proxy_header::read(&buf[..peeked]) {
+        }
+        let (length, named) = match proxy_header::read(&conn.tail) {
             Reading::Complete { length, client } => (length, client),
             Reading::Invalid(why) => return proxy_refused(conn, why),
-            Reading::Incomplete if peeked == 0 || conn.end_announced => {
-                return proxy_refused(conn, "the client closed before its header ended");
+            Reading::Incomplete if conn.tail.len() >= proxy_header::MAX_HEADER => {
+                return proxy_refused(conn, "no header within its longest length");
             }
-            Reading::Incomplete => {
-                // All that has come was seen (less than a header's bound): new bytes bring a
-                // new event.
-                conn.read_ready = false;
-                return Step::Wait;
-            }
+            // Read on until the socket says WouldBlock (a new event brings more).
+            Reading::Incomplete => return Step::Again,
         };
-        if let Err(e) = take_exactly(conn, &mut buf[..length]) {
-            return proxy_refused(conn, &format!("read failed: {e}"));
-        }
+        // What follows the header is the client's: its first SMTP bytes, fed after the
+        // greeting, or on SMTPS its first TLS bytes, handed to the TLS layer below.
+        conn.tail.drain(..length);
+        conn.tail_fed = false;
         let proxy = conn.client;
         // v2 LOCAL (a health check) and v1 UNKNOWN: the proxy's own connection.
         conn.client = named.unwrap_or(proxy);
@@ -802,11 +805,16 @@ impl Server {
             "[{}] PROXY header: client {} (via {proxy})",
             conn.id, conn.client
         );
-        if self.start(slot) {
-            Step::Again
-        } else {
-            Step::Wait
+        if !self.start(slot) {
+            return Step::Wait;
         }
+        if let Some(conn) = self.conns.get_mut(slot)
+            && let Some(tls) = &mut conn.tls
+        {
+            tls.receive_early(&conn.tail);
+            conn.tail = Vec::new();
+        }
+        Step::Again
     }
 
     /// Moves one connection on as far as it can go: sends output, feeds the session what is
@@ -1240,20 +1248,6 @@ fn receive<'a>(conn: &mut Conn, scratch: &'a mut [u8], now: u64) -> Result<&'a [
 fn proxy_refused(conn: &Conn, why: &str) -> Step {
     debug!("[{}] PROXY header refused: {why}", conn.id);
     Step::Close
-}
-
-/// Reads exactly `buf.len()` bytes, which a peek has seen waiting in the socket.
-fn take_exactly(conn: &mut Conn, buf: &mut [u8]) -> io::Result<()> {
-    let mut taken = 0;
-    while taken < buf.len() {
-        match conn.stream.read(&mut buf[taken..]) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => taken += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// A TLS layer for a new SMTPS connection or after STARTTLS.

@@ -72,6 +72,18 @@ impl TlsLayer {
         self.sent < self.outgoing.len()
     }
 
+    /// Ciphertext read before this layer existed (with a PROXY header), taken as if it had
+    /// just come from the socket.
+    pub fn receive_early(&mut self, ciphertext: &[u8]) {
+        if ciphertext.is_empty() {
+            return;
+        }
+        self.incoming.extend_from_slice(ciphertext);
+        if self.guarded_pump(&[]).is_err() {
+            self.failed = true;
+        }
+    }
+
     /// Reads what the client sent, decrypted, into `buf`.
     pub fn read(&mut self, stream: &mut TcpStream, buf: &mut [u8]) -> Received {
         loop {
