@@ -690,6 +690,9 @@ impl Server {
             Timer::Idle(ConnRef::new(slot, id)),
         ));
         conn.awaiting_proxy = proxy;
+        // A `proxy` listener defers the accept until the header's bytes have come: read them
+        // now, without waiting for an event.
+        conn.read_ready = proxy;
         entry.insert(conn);
         if proxy {
             // Nothing is said until the header has come: it comes first.
@@ -766,34 +769,55 @@ impl Server {
         let Some(conn) = self.conns.get_mut(slot) else {
             return Step::Close;
         };
-        // The header so far waits in `tail`, which holds nothing else before the greeting;
-        // one ordinary read a header, as a peek and then a read of its length would be two.
+        // A header that came in pieces waits in `tail`, which holds nothing else before the
+        // greeting. One ordinary read a header, as a peek and a read of its length would be
+        // two; and a whole header in one read is parsed where it was read.
         let room = proxy_header::MAX_HEADER
             .saturating_sub(conn.tail.len())
             .max(1);
         let buf = &mut self.scratch[..room];
-        match conn.stream.read(buf) {
+        let n = match conn.stream.read(buf) {
             Ok(0) => return proxy_refused(conn, "the client closed before its header ended"),
-            Ok(n) => conn.tail.extend_from_slice(&buf[..n]),
+            Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 conn.read_ready = false;
                 return Step::Wait;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Step::Again,
             Err(e) => return proxy_refused(conn, &format!("read failed: {e}")),
+        };
+        // A short read took all there was: the next bytes bring an event of their own (a
+        // client waits for the greeting before it says more).
+        conn.read_ready = n == room;
+        if !conn.tail.is_empty() {
+            conn.tail.extend_from_slice(&buf[..n]);
         }
-        let (length, named) = match proxy_header::read(&conn.tail) {
+        let received = if conn.tail.is_empty() {
+            &buf[..n]
+        } else {
+            &conn.tail[..]
+        };
+        let (length, named) = match proxy_header::read(received) {
             Reading::Complete { length, client } => (length, client),
             Reading::Invalid(why) => return proxy_refused(conn, why),
-            Reading::Incomplete if conn.tail.len() >= proxy_header::MAX_HEADER => {
+            Reading::Incomplete if received.len() >= proxy_header::MAX_HEADER => {
                 return proxy_refused(conn, "no header within its longest length");
             }
-            // Read on until the socket says WouldBlock (a new event brings more).
-            Reading::Incomplete => return Step::Again,
+            Reading::Incomplete => {
+                if conn.tail.is_empty() {
+                    conn.tail.extend_from_slice(&buf[..n]);
+                }
+                // The rest of it comes with an event of its own.
+                return Step::Again;
+            }
         };
         // What follows the header is the client's: its first SMTP bytes, fed after the
         // greeting, or on SMTPS its first TLS bytes, handed to the TLS layer below.
-        conn.tail.drain(..length);
+        if conn.tail.is_empty() {
+            conn.tail.extend_from_slice(&buf[length..n]);
+        } else {
+            conn.tail.drain(..length);
+        }
         conn.tail_fed = false;
         let proxy = conn.client;
         // v2 LOCAL (a health check) and v1 UNKNOWN: the proxy's own connection.
