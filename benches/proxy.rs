@@ -33,7 +33,7 @@ use support::server::{self, Server};
 use support::smtp::{self, SmtpConn};
 use support::stats::median;
 
-const PAIRS: usize = 30;
+const PAIRS: usize = 60;
 const CONNECTIONS_PER_ROUND: usize = 1_500;
 const SESSIONS: usize = 8;
 const WARMUP: usize = 1_000;
