@@ -9,12 +9,12 @@ mod common;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use common::clients::CLIENT_LIMIT;
+use common::clients::{CLIENT_LIMIT, self_signed_certificate};
 use common::{
     Client, GREETING, TempDir, free_port, require_program, run_with_limit, send_signal,
     spawn_with_config, transcript, wait_for,
@@ -296,35 +296,6 @@ fn slow_bad_and_untrusted_headers_close_without_a_greeting_and_are_counted() {
     );
 }
 
-/// A self-signed certificate for 127.0.0.1, and its key, in `dir`.
-fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let openssl = require_program("openssl", "openssl");
-    let made = run_with_limit(
-        Command::new(openssl).current_dir(dir).args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=blackhole.test",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ]),
-        CLIENT_LIMIT,
-    );
-    assert!(made.status.success(), "{}", transcript(&made));
-    (dir.join("cert.pem"), dir.join("key.pem"))
-}
-
 /// HAProxy in the foreground with `text` as its configuration; killed on drop.
 struct Haproxy(Child);
 
@@ -407,7 +378,7 @@ print("SENT")
 #[test]
 fn haproxy_in_front_passes_the_clients_address_and_its_health_check_keeps_it_up() {
     let files = TempDir::new();
-    let (cert, key) = certificate(files.path());
+    let (cert, key) = self_signed_certificate(files.path());
     let (plain, smtps) = (free_port(), free_port());
     let fronts: Vec<u16> = (0..4).map(|_| free_port()).collect();
     let events = files.path().join("events.json");
@@ -553,7 +524,7 @@ print(greeting.decode().strip())
 #[test]
 fn a_client_hello_in_the_same_read_as_the_header_is_not_lost() {
     let files = TempDir::new();
-    let (cert, key) = certificate(files.path());
+    let (cert, key) = self_signed_certificate(files.path());
     let port = free_port();
     let smtps = loopback(port);
     let server = Blackhole::start(

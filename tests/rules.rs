@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::clients::{CLIENT_LIMIT, swaks};
+use common::clients::{CLIENT_LIMIT, self_signed_certificate, swaks};
 use common::{
     Client, NO_SUCH_USER, Server, TempDir, assert_queued, greeted, procfs, require_program,
     run_with_limit, transcript,
@@ -239,29 +239,7 @@ fn a_throttle_on_starttls_slows_the_link_inside_tls() {
     const RATE: u64 = 50_000;
     const BODY: usize = 100_000;
     let files = TempDir::new();
-    let openssl = require_program("openssl", "openssl");
-    let made = run_with_limit(
-        Command::new(openssl).current_dir(files.path()).args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=blackhole.test",
-        ]),
-        CLIENT_LIMIT,
-    );
-    assert!(made.status.success(), "{}", transcript(&made));
-    let (cert, key) = (files.path().join("cert.pem"), files.path().join("key.pem"));
+    let (cert, key) = self_signed_certificate(files.path());
     let server = Server::start(&format!(
         "tls_cert = {cert:?}\ntls_key = {key:?}\n\
          [[rule]]\non = \"starttls\"\nthrottle = {RATE}\n"

@@ -513,23 +513,17 @@ impl Server {
         }
         self.account.tally.delayed_reply_done();
         c.lend_output(&mut self.spare_output);
-        let mut record = c.record.take();
-        let mut witness = self
-            .account
-            .witness(seen(c), record.as_deref_mut(), self.now);
-        let mut cx = context(
-            &self.listeners,
-            &mut self.rules,
-            self.seed,
-            self.now,
-            c,
-            &mut witness,
-        );
-        let step = c.session.resume(&mut cx, &c.tail, &mut c.out);
-        c.record = record.map(|mut record| {
+        let Some(step) =
+            self.in_session(slot, |c, cx, _| c.session.resume(cx, &c.tail, &mut c.out))
+        else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if let Some(record) = &mut c.record {
             record.resumed();
-            record
-        });
+        }
         c.tail.drain(..step.consumed);
         // The client has been waiting for us: its idle time starts now.
         c.last_line_at = self.now;
@@ -731,21 +725,9 @@ impl Server {
         }
         // On SMTPS the greeting waits inside rustls for the handshake to end.
         conn.lend_output(&mut self.spare_output);
-        let mut record = conn.record.take();
-        let mut witness = self
-            .account
-            .witness(seen(conn), record.as_deref_mut(), self.now);
-        let mut cx = context(
-            &self.listeners,
-            &mut self.rules,
-            self.seed,
-            self.now,
-            conn,
-            &mut witness,
-        );
-        let action = conn.session.greet(&mut cx, &mut conn.out);
-        conn.record = record;
-        self.act(slot, action);
+        if let Some(action) = self.in_session(slot, |c, cx, _| c.session.greet(cx, &mut c.out)) {
+            self.act(slot, action);
+        }
         true
     }
 
@@ -913,10 +895,28 @@ impl Server {
                 Err(step) => return step,
             }
         };
-        let Some(conn) = self.conns.get_mut(slot) else {
+        let Some(action) = self.in_session(slot, |conn, cx, (spare_output, scratch)| {
+            feed(conn, cx, spare_output, &scratch[..read])
+        }) else {
             return Step::Close;
         };
-        let input = &self.scratch[..read];
+        if self.rules.greylist.is_some() {
+            self.note_greylist();
+        }
+        self.check_stop_after_messages();
+        self.act(slot, action);
+        Step::Again
+    }
+
+    /// Calls into `slot`'s session: `call` gets the connection, the context its session is
+    /// told (the connection's witness as its observer, its event record lent to the witness
+    /// for the call), and the loop's spare output and read buffers. `None` if it has gone.
+    fn in_session<R>(
+        &mut self,
+        slot: usize,
+        call: impl FnOnce(&mut Conn, &mut Context, (&mut Vec<u8>, &[u8])) -> R,
+    ) -> Option<R> {
+        let conn = self.conns.get_mut(slot)?;
         let mut record = conn.record.take();
         let mut witness = self
             .account
@@ -929,14 +929,9 @@ impl Server {
             conn,
             &mut witness,
         );
-        let action = feed(conn, &mut cx, &mut self.spare_output, input);
+        let result = call(conn, &mut cx, (&mut self.spare_output, &self.scratch));
         conn.record = record;
-        if self.rules.greylist.is_some() {
-            self.note_greylist();
-        }
-        self.check_stop_after_messages();
-        self.act(slot, action);
-        Step::Again
+        Some(result)
     }
 
     /// Reads what the socket has into the scratch buffer, no more than a throttle allows:

@@ -122,3 +122,33 @@ pub fn smtplib_steps(addr: SocketAddr, args: &[&str]) -> Output {
     command.arg(script).arg(addr.port().to_string()).args(args);
     run_with_limit(&mut command, CLIENT_LIMIT)
 }
+
+/// A self-signed certificate for 127.0.0.1 (a P-256 key, two days), and its key, written as
+/// `cert.pem` and `key.pem` in `dir`.
+pub fn self_signed_certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let openssl = require_program("openssl", "openssl");
+    let made = run_with_limit(
+        Command::new(openssl).current_dir(dir).args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=blackhole.test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ]),
+        CLIENT_LIMIT,
+    );
+    assert!(made.status.success(), "{}", super::transcript(&made));
+    (dir.join("cert.pem"), dir.join("key.pem"))
+}
