@@ -41,7 +41,7 @@ use support::crowd::{self, Opened, Stage};
 use support::loadgen::{self, Dialogue, Load};
 use support::postfix;
 use support::procfs;
-use support::report::{Table, Targets, Verdict, count, millis, or_dash};
+use support::report::{self, Table, Targets, Verdict, count, millis, or_dash};
 use support::runs::{self, Drive, Series, Summary};
 use support::server::{self, ScratchDir, Server};
 use support::smtp::{self, Transport};
@@ -135,7 +135,7 @@ fn main() -> ExitCode {
         return code;
     }
     let plan = Plan::from_env();
-    let sections = match sections_from_args() {
+    let sections = match report::sections_from_args(&SECTIONS) {
         Ok(sections) => sections,
         Err(message) => {
             eprintln!("load bench: {message}");
@@ -177,27 +177,6 @@ fn main() -> ExitCode {
         began.elapsed().as_secs_f64()
     );
     ExitCode::SUCCESS
-}
-
-/// The sections named on the command line (cargo adds `--bench`, which is not one).
-fn sections_from_args() -> Result<Vec<&'static str>, String> {
-    let named: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    if named.is_empty() {
-        return Ok(SECTIONS.to_vec());
-    }
-    named
-        .iter()
-        .map(|name| {
-            SECTIONS
-                .iter()
-                .find(|s| **s == name.as_str())
-                .copied()
-                .ok_or_else(|| format!("no section {name:?}; sections: {}", SECTIONS.join(", ")))
-        })
-        .collect()
 }
 
 fn print_header(plan: &Plan, binary: &Path, nofile: (u64, u64), postfix: bool) {

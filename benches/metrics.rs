@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use support::crowd::{self, Stage};
 use support::postfix;
 use support::procfs;
-use support::report::{Table, Targets, Verdict, count, millis};
+use support::report::{self, Table, Targets, Verdict, count, millis};
 use support::server::{self, ScratchDir, Server};
 use support::smtp::{self, SmtpConn};
 use support::stats::{median, percentile};
@@ -477,29 +477,8 @@ fn crowd_section(binary: &Path, targets: &mut Targets) -> io::Result<()> {
     Ok(())
 }
 
-/// The sections named on the command line (cargo adds `--bench`, which is not one).
-fn sections_from_args() -> Result<Vec<&'static str>, String> {
-    let named: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    if named.is_empty() {
-        return Ok(SECTIONS.to_vec());
-    }
-    named
-        .iter()
-        .map(|name| {
-            SECTIONS
-                .iter()
-                .find(|s| **s == name.as_str())
-                .copied()
-                .ok_or_else(|| format!("no section {name:?}; sections: {}", SECTIONS.join(", ")))
-        })
-        .collect()
-}
-
 fn main() -> ExitCode {
-    let sections = match sections_from_args() {
+    let sections = match report::sections_from_args(&SECTIONS) {
         Ok(sections) => sections,
         Err(message) => {
             eprintln!("metrics bench: {message}");

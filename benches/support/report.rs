@@ -160,3 +160,24 @@ pub fn millis(seconds: f64) -> String {
 pub fn or_dash(value: Option<f64>, show: impl Fn(f64) -> String) -> String {
     value.map_or_else(|| "-".to_owned(), show)
 }
+
+/// The sections of `all` named on the command line, all of them when none is (cargo adds
+/// `--bench`, which is not one).
+pub fn sections_from_args(all: &[&'static str]) -> Result<Vec<&'static str>, String> {
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if named.is_empty() {
+        return Ok(all.to_vec());
+    }
+    named
+        .iter()
+        .map(|name| {
+            all.iter()
+                .find(|s| **s == name.as_str())
+                .copied()
+                .ok_or_else(|| format!("no section {name:?}; sections: {}", all.join(", ")))
+        })
+        .collect()
+}
