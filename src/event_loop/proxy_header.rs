@@ -81,84 +81,83 @@ fn read_v1(input: &[u8]) -> Reading {
 /// The client a whole v1 line names (`None` inside: `UNKNOWN`), or `None` if the line is
 /// not one: `PROXY TCP4|TCP6 SOURCE DESTINATION SPORT DPORT` and CRLF, single spaces, the
 /// addresses of the protocol's family, ports 0 to 65535 without leading zeros; or
-/// `PROXY UNKNOWN` and anything up to CRLF.
+/// `PROXY UNKNOWN` and anything up to CRLF. Every connection through a `send-proxy`
+/// balancer has one, so a TCP4 line is read in one pass, without splitting it first.
 fn v1_client(line: &[u8]) -> Option<Option<IpAddr>> {
     let fields = line.strip_suffix(b"\r\n")?.strip_prefix(b"PROXY ")?;
-    if fields == b"UNKNOWN" || fields.starts_with(b"UNKNOWN ") {
-        return Some(None);
+    if let Some(rest) = fields.strip_prefix(b"TCP4 ") {
+        let (source, rest) = ipv4_then_space(rest)?;
+        let (_, rest) = ipv4_then_space(rest)?;
+        return ports(rest).then_some(Some(IpAddr::V4(source)));
     }
-    let mut fields = fields.split(|&b| b == b' ');
-    let (Some(protocol), Some(source), Some(destination), Some(sport), Some(dport), None) = (
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
-    ) else {
-        return None;
-    };
-    if !(port(sport) && port(dport)) {
-        return None;
+    if let Some(rest) = fields.strip_prefix(b"TCP6 ") {
+        let (source, rest) = word(rest)?;
+        let (destination, rest) = word(rest)?;
+        address::<Ipv6Addr>(destination)?;
+        let source = address::<Ipv6Addr>(source)?;
+        return ports(rest).then_some(Some(IpAddr::V6(source)));
     }
-    let client = match protocol {
-        b"TCP4" => {
-            ipv4(destination)?;
-            IpAddr::V4(ipv4(source)?)
-        }
-        b"TCP6" => {
-            address::<Ipv6Addr>(destination)?;
-            IpAddr::V6(address(source)?)
-        }
-        _ => return None,
-    };
-    Some(Some(client))
+    (fields == b"UNKNOWN" || fields.starts_with(b"UNKNOWN ")).then_some(None)
+}
+
+/// The text before the first space, and what follows that space.
+fn word(text: &[u8]) -> Option<(&[u8], &[u8])> {
+    let space = text.iter().position(|&b| b == b' ')?;
+    Some((&text[..space], &text[space + 1..]))
 }
 
 fn address<A: FromStr>(text: &[u8]) -> Option<A> {
     std::str::from_utf8(text).ok()?.parse().ok()
 }
 
-/// A dotted quad, as `Ipv4Addr`'s own parser takes it (four decimal octets, no leading
-/// zero), read from bytes: every connection through a `send-proxy` balancer has two.
-fn ipv4(text: &[u8]) -> Option<Ipv4Addr> {
+/// A dotted quad as `Ipv4Addr`'s own parser takes it (four decimal octets, no leading
+/// zero), then a space: the address and what follows the space.
+fn ipv4_then_space(text: &[u8]) -> Option<(Ipv4Addr, &[u8])> {
     let mut octets = [0u8; 4];
-    let (mut index, mut value, mut digits) = (0, 0u16, 0);
-    for &byte in text {
-        match byte {
-            // A digit after a leading zero, or past 255, is no octet.
-            b'0'..=b'9' if !(digits == 1 && value == 0) => {
-                value = value * 10 + u16::from(byte - b'0');
-                digits += 1;
-                if value > 255 {
-                    return None;
-                }
-            }
-            b'.' if digits > 0 && index < 3 => {
-                octets[index] = value as u8;
-                (index, value, digits) = (index + 1, 0, 0);
-            }
-            _ => return None,
+    let mut rest = text;
+    for (index, octet) in octets.iter_mut().enumerate() {
+        let (value, after) = decimal(rest, 255)?;
+        let (&end, after) = after.split_first()?;
+        if end != if index == 3 { b' ' } else { b'.' } {
+            return None;
         }
+        *octet = u8::try_from(value).ok()?;
+        rest = after;
     }
-    if index != 3 || digits == 0 {
-        return None;
-    }
-    octets[3] = value as u8;
-    Some(Ipv4Addr::from(octets))
+    Some((Ipv4Addr::from(octets), rest))
 }
 
-/// A port as v1 writes it: decimal, 0 to 65535, no leading zero.
-fn port(digits: &[u8]) -> bool {
-    let decimal = !digits.is_empty()
-        && digits.len() <= 5
-        && digits.iter().all(u8::is_ascii_digit)
-        && (digits.len() == 1 || digits[0] != b'0');
-    decimal
-        && digits
-            .iter()
-            .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'))
-            <= 65535
+/// `SPORT DPORT` and nothing after.
+fn ports(text: &[u8]) -> bool {
+    let Some((_, rest)) = decimal(text, 65535) else {
+        return false;
+    };
+    match rest.split_first() {
+        Some((b' ', rest)) => matches!(decimal(rest, 65535), Some((_, []))),
+        _ => false,
+    }
+}
+
+/// The number at the start of `text` as v1 writes numbers (decimal, no leading zero, at
+/// most `max`), and what follows it.
+fn decimal(text: &[u8], max: u32) -> Option<(u32, &[u8])> {
+    let mut value = 0u32;
+    let mut digits = 0;
+    for &byte in text {
+        if !byte.is_ascii_digit() {
+            break;
+        }
+        // A digit after a leading zero, or past `max` (which keeps `value` small).
+        if digits == 1 && value == 0 {
+            return None;
+        }
+        value = value * 10 + u32::from(byte - b'0');
+        if value > max {
+            return None;
+        }
+        digits += 1;
+    }
+    (digits > 0).then_some((value, &text[digits..]))
 }
 
 /// A v2 header, refused as soon as its fixed part declares more than the bound.
@@ -389,6 +388,14 @@ mod tests {
             b"PROXY TCP6 203.0.113.9 ::1 40000 25\r\n",
             b"PROXY TCP6 2001:db8::7 127.0.0.1 40000 25\r\n",
             b"PROXY UNKNOWNX\r\n",
+            b"PROXY TCP4 10.0.0.1 10.0.0.2 40000\r\n",
+            b"PROXY TCP4 10.0.0.1 10.0.0.2 1 25x\r\n",
+            b"PROXY TCP4 10.0.0.1 10.0.0.2 1 2 3\r\n",
+            b"PROXY TCP4 10.0.0.1.5 10.0.0.2 1 2\r\n",
+            b"PROXY TCP6 ::1 ::1 1 2 3\r\n",
+            b"PROXY TCP6 ::1 ::1 1\r\n",
+            b"PROXY TCP6 ::1\r\n",
+            b"PROXY TCP4\r\n",
             b"PROXY \r\n",
             b"\r\n\r\n\0\r\nQUIX\n\x21\x11\0\x0c",
         ] {
@@ -437,13 +444,14 @@ mod tests {
 
     #[test]
     fn no_input_makes_it_panic() {
-        // Random bytes, and random bytes after a v1 or v2 start.
+        // Random bytes, and random bytes after a v1 (TCP4, TCP6) or v2 start.
         let mut rng = oorandom::Rand64::new(7);
         for n in 0..200_000 {
             let len = rng.rand_range(0..130) as usize;
-            let mut input: Vec<u8> = match n % 3 {
+            let mut input: Vec<u8> = match n % 4 {
                 0 => b"PROXY TCP4 ".to_vec(),
                 1 => SIGNATURE.to_vec(),
+                2 => b"PROXY TCP6 ".to_vec(),
                 _ => Vec::new(),
             };
             input.extend((0..len).map(|_| {
@@ -477,9 +485,10 @@ mod tests {
             let standard = std::str::from_utf8(&text)
                 .ok()
                 .and_then(|t| t.parse::<Ipv4Addr>().ok());
+            text.extend_from_slice(b" after");
             assert_eq!(
-                ipv4(&text),
-                standard,
+                ipv4_then_space(&text),
+                standard.map(|address| (address, &b"after"[..])),
                 "{:?}",
                 String::from_utf8_lossy(&text)
             );
