@@ -140,24 +140,13 @@ fn ports(text: &[u8]) -> bool {
 
 /// The number at the start of `text` as v1 writes numbers (decimal, no leading zero, at
 /// most `max`), and what follows it.
-fn decimal(text: &[u8], max: u32) -> Option<(u32, &[u8])> {
-    let mut value = 0u32;
-    let mut digits = 0;
-    for &byte in text {
-        if !byte.is_ascii_digit() {
-            break;
-        }
-        // A digit after a leading zero, or past `max` (which keeps `value` small).
-        if digits == 1 && value == 0 {
-            return None;
-        }
-        value = value * 10 + u32::from(byte - b'0');
-        if value > max {
-            return None;
-        }
-        digits += 1;
+fn decimal(text: &[u8], max: u64) -> Option<(u64, &[u8])> {
+    let (digits, rest) = text.split_at(text.iter().take_while(|b| b.is_ascii_digit()).count());
+    if digits.len() > 1 && digits[0] == b'0' {
+        return None;
     }
-    (digits > 0).then_some((value, &text[digits..]))
+    let value = crate::smtp::decimal::saturating(digits)?;
+    (value <= max).then_some((value, rest))
 }
 
 /// A v2 header, refused as soon as its fixed part declares more than the bound.
