@@ -17,6 +17,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 
+use super::accept_backoff::AcceptBackoff;
 use super::timer::{TimerKey, TimerWheel};
 
 /// Every token of the endpoint has this bit; the loop's own tokens never do.
@@ -40,10 +41,6 @@ const READ_CHUNK: usize = 4096;
 /// sends a reset, which can destroy the response before the client has read it.
 const LINGER_MS: u64 = 1000;
 const LINGER_BYTES: usize = 64 * 1024;
-/// The first wait before accepting again after an accept error (descriptors exhausted),
-/// doubled on each further error up to the maximum.
-const ACCEPT_BACKOFF: u64 = 100;
-const ACCEPT_BACKOFF_MAX: u64 = 1000;
 
 /// What a client may hold.
 #[derive(Debug, Clone, Copy)]
@@ -136,9 +133,7 @@ pub struct MetricsEndpoint {
     conns: Slab<HttpConn>,
     limits: Limits,
     next_generation: u32,
-    /// Accept errors in a row: the back-off grows with them.
-    accept_failures: u32,
-    accept_paused: bool,
+    backoff: AcceptBackoff,
 }
 
 impl MetricsEndpoint {
@@ -150,8 +145,7 @@ impl MetricsEndpoint {
             conns: Slab::with_capacity(limits.max_connections),
             limits,
             next_generation: 0,
-            accept_failures: 0,
-            accept_paused: false,
+            backoff: AcceptBackoff::default(),
         })
     }
 
@@ -170,7 +164,7 @@ impl MetricsEndpoint {
     pub fn on_timer<T: From<HttpTimer>>(&mut self, timer: HttpTimer, turn: &mut Turn<'_, T>) {
         let (slot, generation) = match timer {
             HttpTimer::ResumeAccept => {
-                self.accept_paused = false;
+                self.backoff.resume();
                 return self.accept(turn);
             }
             HttpTimer::Deadline { slot, generation } => (slot as usize, generation),
@@ -211,12 +205,12 @@ impl MetricsEndpoint {
 
     fn accept<T: From<HttpTimer>>(&mut self, turn: &mut Turn<'_, T>) {
         loop {
-            let Some(listener) = self.listener.as_ref().filter(|_| !self.accept_paused) else {
+            let Some(listener) = self.listener.as_ref().filter(|_| !self.backoff.resting()) else {
                 return;
             };
             match listener.accept() {
                 Ok((stream, _)) => {
-                    self.accept_failures = 0;
+                    self.backoff.accepted();
                     if self.conns.len() >= self.limits.max_connections {
                         refuse(stream);
                     } else {
@@ -224,18 +218,10 @@ impl MetricsEndpoint {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) => {}
                 Err(e) => {
-                    // Out of descriptors or memory: the client waits in the backlog while the
-                    // listener rests, as the SMTP listeners do.
-                    let failures = self.accept_failures.min(4);
-                    let wait = (ACCEPT_BACKOFF << failures).min(ACCEPT_BACKOFF_MAX);
-                    self.accept_failures = self.accept_failures.saturating_add(1);
-                    self.accept_paused = true;
+                    let Some(wait) = self.backoff.failed(&e) else {
+                        continue;
+                    };
                     warn!("metrics: accept failed: {e}; trying again in {wait} ms");
                     turn.timers
                         .insert(turn.now + wait, HttpTimer::ResumeAccept.into());
@@ -1001,7 +987,8 @@ mod tests {
     fn a_resting_listener_leaves_clients_waiting_until_it_resumes() {
         let mut harness = Harness::new(Limits::default());
         // As after an accept error (descriptors exhausted): no accepting until the timer.
-        harness.endpoint.accept_paused = true;
+        let exhausted = io::Error::from_raw_os_error(24); // EMFILE
+        assert!(harness.endpoint.backoff.failed(&exhausted).is_some());
         let mut client = harness.connect();
         client
             .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -3,8 +3,8 @@
 //! It owns the sockets, the TLS records, the buffers and the clock: it accepts (`server`),
 //! reads and writes each connection plain or through rustls (`conn`, `tls`), slows the reading
 //! of a connection a rule throttles (`throttle`), and keeps every deadline (idle timeouts,
-//! delayed replies, throttled reads, accept back-off) in one hierarchical wheel
-//! (`timer`) measured by one clock (`clock`). It keeps account of what it sees (`witness`,
+//! delayed replies, throttled reads, the rest after an accept error, `accept_backoff`) in
+//! one hierarchical wheel (`timer`) measured by one clock (`clock`). It keeps account of what it sees (`witness`,
 //! into the process's tally and the event log, `event_log`) and answers scrapes
 //! (`metrics_http`, with `process_figures`).
 //!
@@ -12,6 +12,7 @@
 //! the configuration format: it is handed ready-made [`server::Settings`] and listeners.
 //! Nothing here sleeps, spawns a thread or blocks.
 
+pub mod accept_backoff;
 pub mod clock;
 pub mod conn;
 pub mod event_log;

@@ -20,6 +20,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use super::accept_backoff::AcceptBackoff;
 use super::clock::Clock;
 use super::conn::{Conn, MAX_LISTENERS, Received};
 use super::event_log::EventLog;
@@ -42,10 +43,6 @@ use crate::smtp::session::{
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads or feeds for one connection before others get a turn; it is queued to go on.
 const ROUNDS_PER_TURN: usize = 16;
-/// The first wait before accepting again after an accept error (descriptors exhausted);
-/// doubled on each further error up to the maximum.
-const ACCEPT_BACKOFF: u64 = 100;
-const ACCEPT_BACKOFF_MAX: u64 = 1000;
 /// How long a stopping server waits for its replies to go out.
 const STOP_GRACE: u64 = 2000;
 
@@ -164,9 +161,7 @@ struct ListenerState {
     tls: bool,
     /// Its connections open with a PROXY header.
     proxy: bool,
-    /// Accept errors in a row: the back-off grows with them.
-    failures: u32,
-    paused: bool,
+    backoff: AcceptBackoff,
 }
 
 pub struct Server {
@@ -599,7 +594,7 @@ impl Server {
             let Some(listener) = self.listeners.get_mut(index) else {
                 return;
             };
-            if listener.paused {
+            if listener.backoff.resting() {
                 return;
             }
             let Some(socket) = &listener.socket else {
@@ -607,7 +602,7 @@ impl Server {
             };
             match socket.accept() {
                 Ok((stream, peer)) => {
-                    listener.failures = 0;
+                    listener.backoff.accepted();
                     if self.conns.len() >= self.max_connections {
                         self.refuse(stream);
                         continue;
@@ -619,17 +614,10 @@ impl Server {
                     self.open(stream, index, peer.ip());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) => {}
                 Err(e) => {
-                    // Out of descriptors or memory: the client waits in the backlog while
-                    // this listener rests; the connections already open go on being served.
-                    let wait = (ACCEPT_BACKOFF << listener.failures.min(4)).min(ACCEPT_BACKOFF_MAX);
-                    listener.failures = listener.failures.saturating_add(1);
-                    listener.paused = true;
+                    let Some(wait) = listener.backoff.failed(&e) else {
+                        continue;
+                    };
                     warn!("accept failed: {e}; trying again in {wait} ms");
                     self.timers
                         .insert(self.now + wait, Timer::ResumeAccept(index as u32));
@@ -1019,7 +1007,7 @@ impl Server {
             Timer::ResumeAccept(index) => {
                 let index = index as usize;
                 if let Some(listener) = self.listeners.get_mut(index) {
-                    listener.paused = false;
+                    listener.backoff.resume();
                     self.accept(index);
                 }
             }
@@ -1167,8 +1155,7 @@ fn register_listeners(
             policy,
             tls: listener.tls,
             proxy: proxy.get(index).copied().unwrap_or(false),
-            failures: 0,
-            paused: false,
+            backoff: AcceptBackoff::default(),
         });
     }
     Ok(states)
