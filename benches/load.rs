@@ -143,14 +143,9 @@ fn main() -> ExitCode {
         }
     };
     let (soft, hard) = procfs::raise_nofile_limit();
-    let binary = server::blackhole_binary();
-    if !binary.is_file() {
-        eprintln!(
-            "load bench: {} not found: run `cargo build --release` (or `cargo bench`, which builds it)",
-            binary.display()
-        );
+    let Some(binary) = server::built_blackhole("load") else {
         return ExitCode::FAILURE;
-    }
+    };
     let postfix = server::postfix_available();
     print_header(&plan, &binary, (soft, hard), postfix);
 

@@ -486,7 +486,9 @@ fn main() -> ExitCode {
         }
     };
     procfs::raise_nofile_limit();
-    let binary = server::blackhole_binary();
+    let Some(binary) = server::built_blackhole("metrics") else {
+        return ExitCode::FAILURE;
+    };
     if sections.contains(&"cpu") && !server::postfix_available() {
         eprintln!("metrics bench: {} is needed", server::SMTP_SOURCE);
         return ExitCode::FAILURE;

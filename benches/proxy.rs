@@ -90,14 +90,9 @@ impl Round {
 }
 
 fn main() -> ExitCode {
-    let binary = server::blackhole_binary();
-    if !binary.is_file() {
-        eprintln!(
-            "proxy bench: {} not found: run `cargo build --release`",
-            binary.display()
-        );
+    let Some(binary) = server::built_blackhole("proxy") else {
         return ExitCode::FAILURE;
-    }
+    };
     procfs::raise_nofile_limit();
     let began = Instant::now();
     let mut targets = Targets::default();

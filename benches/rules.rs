@@ -61,7 +61,9 @@ fn cpu_per_thousand(binary: &Path, extra_toml: &str) -> f64 {
 }
 
 fn main() -> ExitCode {
-    let binary = server::blackhole_binary();
+    let Some(binary) = server::built_blackhole("rules") else {
+        return ExitCode::FAILURE;
+    };
     let baseline = std::env::var_os("BLACKHOLE_BENCH_BASELINE").map(PathBuf::from);
     let rules = idle_rules();
     let mut configurations: Vec<(String, PathBuf, &str)> = vec![

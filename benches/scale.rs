@@ -66,14 +66,9 @@ fn main() -> ExitCode {
     if let Some(code) = swarm::run_if_asked() {
         return code;
     }
-    let binary = server::blackhole_binary();
-    if !binary.is_file() {
-        eprintln!(
-            "scale bench: {} not found: run `cargo build --release`",
-            binary.display()
-        );
+    let Some(binary) = server::built_blackhole("scale") else {
         return ExitCode::FAILURE;
-    }
+    };
     let ((soft, hard), hard_before) = family::raise_nofile_limit_to(NOFILE_WANTED);
     let room = soft.saturating_sub(NOFILE_SPARE) as usize;
     print_header((soft, hard), hard_before);

@@ -33,6 +33,21 @@ pub fn blackhole_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_blackhole")))
 }
 
+/// [`blackhole_binary`] if it is there; else `None`, with a line on stderr from `bench` (the
+/// bench's name) saying how to build it.
+pub fn built_blackhole(bench: &str) -> Option<PathBuf> {
+    let binary = blackhole_binary();
+    if binary.is_file() {
+        return Some(binary);
+    }
+    eprintln!(
+        "{bench} bench: {} not found: run `cargo build --release` (or `cargo bench`, which \
+         builds it)",
+        binary.display()
+    );
+    None
+}
+
 /// Whether Postfix's test programs are installed (and not turned off with
 /// `BLACKHOLE_BENCH_NO_POSTFIX=1`, which runs the bench as a machine without them would).
 pub fn postfix_available() -> bool {
@@ -95,46 +110,22 @@ impl Server {
 
     /// `blackhole`, with `extra_toml` (tables such as `[[rule]]` included) after its options.
     pub fn blackhole_with(binary: &Path, extra_toml: &str) -> io::Result<Server> {
-        let dir = ScratchDir::new()?;
-        let port = free_port()?;
-        let config = dir.0.join("blackhole.toml");
-        fs::write(
-            &config,
-            format!(
-                "listen = [\"127.0.0.1:{port}\"]\ntimeout = 180\nmailname = \"bench.local\"\n\
-                 {extra_toml}"
-            ),
-        )?;
-        let mut command = Command::new(binary);
-        command.arg("-q").arg("-c").arg(&config);
-        Server::start("blackhole", command, port, dir, &greet_and_quit)
+        Server::blackhole_listening(binary, &[], extra_toml)
     }
 
     /// `blackhole_with`, with `more` listeners (each a whole `listen` entry, flags and all)
-    /// after the one on `addr`, which is probed. (The load bench, which declares these
-    /// helpers without allowing dead code, does not use it.)
-    #[allow(dead_code)]
+    /// after the one on a free port, which is probed.
     pub fn blackhole_listening(
         binary: &Path,
         more: &[String],
         extra_toml: &str,
     ) -> io::Result<Server> {
-        let dir = ScratchDir::new()?;
         let port = free_port()?;
-        let config = dir.0.join("blackhole.toml");
         let listeners: Vec<String> = std::iter::once(format!("\"127.0.0.1:{port}\""))
             .chain(more.iter().map(|entry| format!("{entry:?}")))
             .collect();
-        fs::write(
-            &config,
-            format!(
-                "listen = [{}]\ntimeout = 180\nmailname = \"bench.local\"\n{extra_toml}",
-                listeners.join(", ")
-            ),
-        )?;
-        let mut command = Command::new(binary);
-        command.arg("-q").arg("-c").arg(&config);
-        Server::start("blackhole", command, port, dir, &greet_and_quit)
+        let options = format!("listen = [{}]\n{extra_toml}", listeners.join(", "));
+        Server::blackhole_configured(binary, port, &options, &greet_and_quit)
     }
 
     /// blackhole as `blackhole` starts it, but listening only for SMTPS: one `tls_listen`
@@ -146,17 +137,28 @@ impl Server {
         key: &Path,
         probe: &dyn Fn(TcpStream) -> io::Result<()>,
     ) -> io::Result<Server> {
-        let dir = ScratchDir::new()?;
         let port = free_port()?;
+        let options = format!(
+            "listen = []\ntls_listen = [\"127.0.0.1:{port}\"]\ntls_cert = {}\ntls_key = {}\n",
+            toml_string(cert)?,
+            toml_string(key)?
+        );
+        Server::blackhole_configured(binary, port, &options, probe)
+    }
+
+    /// blackhole run `-q` on a config of `options` (its listeners among them, `port` the one
+    /// `probe` takes) with `timeout = 180` and the bench's mailname.
+    fn blackhole_configured(
+        binary: &Path,
+        port: u16,
+        options: &str,
+        probe: &dyn Fn(TcpStream) -> io::Result<()>,
+    ) -> io::Result<Server> {
+        let dir = ScratchDir::new()?;
         let config = dir.0.join("blackhole.toml");
         fs::write(
             &config,
-            format!(
-                "listen = []\ntls_listen = [\"127.0.0.1:{port}\"]\ntls_cert = {}\ntls_key = {}\n\
-                 timeout = 180\nmailname = \"bench.local\"\n",
-                toml_string(cert)?,
-                toml_string(key)?
-            ),
+            format!("timeout = 180\nmailname = \"bench.local\"\n{options}"),
         )?;
         let mut command = Command::new(binary);
         command.arg("-q").arg("-c").arg(&config);
