@@ -5,11 +5,10 @@
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::procfs::{children, cmdline, kill_every_process_naming};
+use common::supervisor::Supervisor;
 use common::{
     Client, NO_SUCH_USER, Server, TempDir, free_port, greeted, greeted_from, send_signal,
     spawn_with_config, wait_for, wait_with_limit,
@@ -175,55 +174,26 @@ fn stop_after_seconds_stops_on_time() {
     assert!(log.contains("--stop-after-seconds"), "{log}");
 }
 
-/// A supervisor of four workers with a config of its own; on drop it and its workers go.
-struct Supervisor {
-    child: Child,
-    config: PathBuf,
-    dir: TempDir,
+/// A supervisor of four workers serving SMTP on `smtp` and scrapes on `metrics`.
+fn start_supervisor(smtp: SocketAddr, metrics: SocketAddr, args: &[&str]) -> Supervisor {
+    let text = format!(
+        "mailname = \"blackhole.test\"\nlisten = [\"{smtp}\"]\nworkers = 4\n{}",
+        metrics_toml(metrics, "")
+    );
+    Supervisor::spawn(args, &text)
 }
 
-impl Drop for Supervisor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        kill_every_process_naming(&self.config.display().to_string());
-    }
-}
-
-impl Supervisor {
-    fn start(smtp: SocketAddr, metrics: SocketAddr, args: &[&str]) -> Supervisor {
-        let dir = TempDir::new();
-        let text = format!(
-            "mailname = \"blackhole.test\"\nlisten = [\"{smtp}\"]\nworkers = 4\n{}",
-            metrics_toml(metrics, "")
-        );
-        let (child, config) = spawn_with_config(&dir, args, &text);
-        Supervisor { child, config, dir }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
-    }
-
-    fn workers(&self) -> Vec<u32> {
-        children(self.child.id())
-            .into_iter()
-            .filter(|&pid| cmdline(pid).contains("--worker"))
-            .collect()
-    }
-
-    /// Waits until four workers run, none of them in `gone`, and answer scrapes.
-    fn wait_workers(&self, metrics: SocketAddr, gone: &[u32]) -> Vec<u32> {
-        let mut workers = Vec::new();
-        let ready = wait_for(SETTLE, || {
-            workers = self.workers();
-            workers.len() == 4
-                && workers.iter().all(|pid| !gone.contains(pid))
-                && http_get(metrics, "/healthz").0 == 200
-        });
-        assert!(ready, "workers {workers:?}; log:\n{}", self.log());
-        workers
-    }
+/// Waits until four workers of `supervisor` run, none of them in `gone`, and answer scrapes.
+fn wait_workers(supervisor: &Supervisor, metrics: SocketAddr, gone: &[u32]) -> Vec<u32> {
+    let mut workers = Vec::new();
+    let ready = wait_for(SETTLE, || {
+        workers = supervisor.workers();
+        workers.len() == 4
+            && workers.iter().all(|pid| !gone.contains(pid))
+            && http_get(metrics, "/healthz").0 == 200
+    });
+    assert!(ready, "workers {workers:?}; log:\n{}", supervisor.log());
+    workers
 }
 
 /// `n` messages, one connection each, from client addresses 127.0.0.2 up, so that every
@@ -248,8 +218,8 @@ fn scraped_messages(metrics: SocketAddr, smtp: SocketAddr) -> f64 {
 #[test]
 fn four_workers_scrape_as_one_and_a_killed_one_loses_nothing() {
     let (smtp, metrics) = (loopback(free_port()), loopback(free_port()));
-    let supervisor = Supervisor::start(smtp, metrics, &[]);
-    let workers = supervisor.wait_workers(metrics, &[]);
+    let supervisor = start_supervisor(smtp, metrics, &[]);
+    let workers = wait_workers(&supervisor, metrics, &[]);
     messages_from_many(smtp, 32);
     // Any worker may answer: every scrape gives the sum of all four.
     for _ in 0..8 {
@@ -261,7 +231,7 @@ fn four_workers_scrape_as_one_and_a_killed_one_loses_nothing() {
         );
     }
     send_signal("KILL", workers[1]);
-    supervisor.wait_workers(metrics, &[workers[1]]);
+    wait_workers(&supervisor, metrics, &[workers[1]]);
     assert_eq!(
         scraped_messages(metrics, smtp),
         32.0,
@@ -285,8 +255,8 @@ fn four_workers_scrape_as_one_and_a_killed_one_loses_nothing() {
 #[test]
 fn four_workers_stop_after_messages_counted_over_all_of_them() {
     let (smtp, metrics) = (loopback(free_port()), loopback(free_port()));
-    let mut supervisor = Supervisor::start(smtp, metrics, &["--stop-after-messages", "12"]);
-    supervisor.wait_workers(metrics, &[]);
+    let mut supervisor = start_supervisor(smtp, metrics, &["--stop-after-messages", "12"]);
+    wait_workers(&supervisor, metrics, &[]);
     messages_from_many(smtp, 12);
     let status = wait_with_limit(&mut supervisor.child, SETTLE).expect("it stops");
     assert!(status.success(), "{status}: {}", supervisor.log());

@@ -22,8 +22,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::procfs::{
-    self, alive, all_pids, children, cmdline, kill_every_process_naming, listening_inodes, listens,
-    socket_inodes, stat, status_line,
+    self, alive, all_pids, cmdline, kill_every_process_naming, listening_inodes, listens,
+    socket_inodes, stat, status_line, workers_of,
 };
 use common::{
     Client, TempDir, assert_bounce, assert_queued, blackhole_bin, config_toml, free_port, greeted,
@@ -242,14 +242,6 @@ impl Drop for Blackhole {
         let _ = self.child.wait();
         kill_every_process_naming(&self.marker());
     }
-}
-
-/// The live `--worker` children of `supervisor`, sorted.
-fn workers_of(supervisor: u32) -> Vec<u32> {
-    children(supervisor)
-        .into_iter()
-        .filter(|&pid| cmdline(pid).contains("--worker"))
-        .collect()
 }
 
 /// Kills, on drop, every process still naming `marker` in its command line: for `-b`

@@ -5,16 +5,12 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::Child;
 use std::time::Duration;
 
-use common::procfs::{alive, children, cmdline, connections, kill_every_process_naming, listens};
-use common::{
-    Client, GREETING, MAILNAME, TempDir, greeted_from, spawn_blackhole, spawn_with_config, wait_for,
-};
+use common::procfs::{alive, connections, listens};
+use common::supervisor::Supervisor;
+use common::{Client, GREETING, MAILNAME, config_toml, greeted_from, wait_for};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -24,36 +20,6 @@ const WORKERS: usize = 4;
 /// Connections per client address: enough that the kernel's own hash of the source port
 /// would have put them on more than one worker.
 const CONNECTIONS_EACH: usize = 20;
-
-/// A supervisor started with a config of its own; on drop it is killed, and so is every
-/// process still naming that config (its workers).
-struct Supervisor {
-    child: Child,
-    config: PathBuf,
-    dir: TempDir,
-}
-
-impl Drop for Supervisor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        kill_every_process_naming(&self.config.display().to_string());
-    }
-}
-
-impl Supervisor {
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
-    }
-
-    /// Its live worker processes.
-    fn workers(&self) -> Vec<u32> {
-        children(self.child.id())
-            .into_iter()
-            .filter(|&pid| cmdline(pid).contains("--worker"))
-            .collect()
-    }
-}
 
 /// The supervisor's `WORKERS` workers, once each listens on `port`.
 fn wait_workers(supervisor: &Supervisor, port: u16) -> Vec<u32> {
@@ -91,15 +57,11 @@ fn workers_by_client(workers: &[u32], port: u16) -> HashMap<Ipv4Addr, (BTreeSet<
 
 #[test]
 fn every_connection_of_one_client_address_reaches_the_same_worker() {
-    let dir = TempDir::new();
     let server = SocketAddr::from((Ipv4Addr::LOCALHOST, common::free_port()));
-    let (child, config) = spawn_blackhole(
-        &dir,
+    let supervisor = Supervisor::spawn(
         &[],
-        &server.to_string(),
-        &format!("workers = {WORKERS}"),
+        &config_toml(&server.to_string(), &format!("workers = {WORKERS}")),
     );
-    let supervisor = Supervisor { child, config, dir };
     let workers = wait_workers(&supervisor, server.port());
 
     // The whole of 127/8 is loopback on Linux: eight client addresses, 127.0.0.2 to .9.
@@ -142,18 +104,15 @@ fn every_connection_of_one_client_address_reaches_the_same_worker() {
 
 /// A supervisor of `WORKERS` workers with two listeners, once every worker listens on both.
 fn start_with_two_listeners() -> (Supervisor, [SocketAddr; 2], Vec<u32>) {
-    let dir = TempDir::new();
     let ports = [common::free_port(), common::free_port()];
     let servers = ports.map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
-    let (child, config) = spawn_with_config(
-        &dir,
+    let supervisor = Supervisor::spawn(
         &[],
         &format!(
             "mailname = \"{MAILNAME}\"\nlisten = [\"{}\", \"{}\"]\nworkers = {WORKERS}\n",
             servers[0], servers[1]
         ),
     );
-    let supervisor = Supervisor { child, config, dir };
     let workers = wait_workers(&supervisor, ports[0]);
     assert!(
         wait_for(SETTLE, || workers.iter().all(|&pid| listens(pid, ports[1]))),

@@ -146,11 +146,7 @@ impl Exim {
 
     /// The id Exim gave the message from `sender` (its `<=` line).
     pub fn message_id(&self, sender: &str) -> Option<String> {
-        let needle = format!(" <= {sender} ");
-        self.log().lines().find_map(|line| {
-            let before = &line[..line.find(&needle)?];
-            before.rsplit(' ').next().map(str::to_owned)
-        })
+        super::word_before(&self.log(), &format!(" <= {sender} "))
     }
 
     /// Every delivery, deferral and bounce logged for message `id`, oldest first.

@@ -10,6 +10,7 @@ pub mod exim;
 pub mod postfix;
 pub mod procfs;
 pub mod prometheus;
+pub mod supervisor;
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -272,6 +273,15 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The word just before `needle` on the first line of `log` that has it: the id a mail
+/// program's log line gives a message, before what it says of it.
+pub fn word_before(log: &str, needle: &str) -> Option<String> {
+    log.lines().find_map(|line| {
+        let before = &line[..line.find(needle)?];
+        before.rsplit(' ').next().map(str::to_owned)
+    })
 }
 
 /// The config every test server gets: our mail name, one listener, then the test's own lines.

@@ -159,11 +159,7 @@ impl Postfix {
     /// The queue id Postfix gave the message with this `Message-ID` (without angle brackets),
     /// once its cleanup has logged it.
     pub fn queue_id(&self, message_id: &str) -> Option<String> {
-        let needle = format!(": message-id=<{message_id}>");
-        self.log().lines().find_map(|line| {
-            let before = &line[..line.find(&needle)?];
-            before.rsplit(' ').next().map(str::to_owned)
-        })
+        super::word_before(&self.log(), &format!(": message-id=<{message_id}>"))
     }
 
     /// Every delivery attempt logged for queue id `id`, oldest first.

@@ -60,6 +60,14 @@ pub fn children(parent: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The live `--worker` children of `supervisor`, sorted.
+pub fn workers_of(supervisor: u32) -> Vec<u32> {
+    children(supervisor)
+        .into_iter()
+        .filter(|&pid| cmdline(pid).contains("--worker"))
+        .collect()
+}
+
 /// The inodes of the process's open sockets (its /proc/PID/fd links `socket:[INODE]`).
 pub fn socket_inodes(pid: u32) -> Vec<u64> {
     fs::read_dir(format!("/proc/{pid}/fd"))
