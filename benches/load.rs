@@ -165,12 +165,7 @@ fn main() -> ExitCode {
             targets.add(format!("section {section}"), "error", "-", Verdict::Fail);
         }
     }
-    targets.table().print();
-    println!(
-        "{} target(s) FAIL; the run took {:.0} s",
-        targets.failures(),
-        began.elapsed().as_secs_f64()
-    );
+    targets.print_ending(began);
     ExitCode::SUCCESS
 }
 

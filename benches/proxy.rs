@@ -31,7 +31,7 @@ mod support;
 
 use std::fs;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex, OnceLock};
@@ -103,20 +103,8 @@ fn main() -> ExitCode {
             targets.add("PROXY header cost", "error", "-", Verdict::Fail);
         }
     }
-    targets.table().print();
-    println!(
-        "{} target(s) FAIL; the run took {:.0} s",
-        targets.failures(),
-        began.elapsed().as_secs_f64()
-    );
+    targets.print_ending(began);
     ExitCode::SUCCESS
-}
-
-fn free_loopback_addr() -> io::Result<SocketAddr> {
-    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port();
-    Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
 }
 
 /// The rounds run: pairs (plain, proxy) at one offered rate, and flat out.
@@ -128,7 +116,7 @@ struct Rounds {
 }
 
 fn run(binary: &std::path::Path) -> io::Result<Rounds> {
-    let proxy_addr = free_loopback_addr()?;
+    let proxy_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, server::free_port()?));
     let server = Server::blackhole_listening(binary, &[format!("{proxy_addr} proxy")], "")?;
     println!(
         "blackhole PROXY bench: {}\nplain listener {}, proxy listener {proxy_addr}; \

@@ -106,12 +106,7 @@ fn main() -> ExitCode {
     for held in &runs {
         judge(held, &mut targets);
     }
-    targets.table().print();
-    println!(
-        "{} target(s) FAIL; the run took {:.0} s",
-        targets.failures(),
-        began.elapsed().as_secs_f64()
-    );
+    targets.print_ending(began);
     ExitCode::SUCCESS
 }
 

@@ -4,6 +4,7 @@
 //! stderr so that stdout holds only the tables.
 
 use std::fmt::Write as _;
+use std::time::Instant;
 
 pub struct Table {
     title: String,
@@ -122,6 +123,16 @@ impl Targets {
             .iter()
             .filter(|row| row.3 == Verdict::Fail)
             .count()
+    }
+
+    /// The targets' table, then how many failed and how long the run took since `began`.
+    pub fn print_ending(&self, began: Instant) {
+        self.table().print();
+        println!(
+            "{} target(s) FAIL; the run took {:.0} s",
+            self.failures(),
+            began.elapsed().as_secs_f64()
+        );
     }
 
     pub fn table(&self) -> Table {

@@ -59,7 +59,7 @@ pub fn postfix_turned_off() -> bool {
 }
 
 /// A loopback port that was free a moment ago (the OS picked it, and we let it go).
-fn free_port() -> io::Result<u16> {
+pub fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
         .local_addr()?
         .port())
