@@ -12,9 +12,8 @@ use blackhole::service::{self, Args, EXIT_USAGE};
 
 mod event_log_writer;
 
-/// The hidden first argument the event log starts its writer with, the path following;
-/// the event log's `WRITER_FLAG`, which the writer's tests start this program with.
-const EVENT_LOG_WRITER: &str = "--event-log-writer";
+/// The hidden first argument the event log starts its writer with, the path following.
+const EVENT_LOG_WRITER: &str = service::EVENT_LOG_WRITER_FLAG;
 /// The longest bounded run, in seconds: a year.
 const MAX_STOP_AFTER_SECONDS: u64 = 365 * 24 * 3600;
 

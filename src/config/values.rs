@@ -28,7 +28,7 @@ pub(super) const MAX_MAX_MESSAGE_SIZE: u64 = 1_073_741_824;
 pub(super) const MAX_SEED: u64 = i64::MAX as u64;
 /// Listeners, `listen` and `tls_listen` together: the metrics keep per-listener counters in
 /// fixed tables.
-pub(super) const MAX_LISTENERS: usize = 64;
+pub(super) use crate::report::tally::MAX_LISTENERS;
 /// Entries in `proxy_trusted`: each connection to a `proxy` listener is checked against them.
 pub(super) const MAX_PROXY_TRUSTED: usize = 1024;
 

@@ -117,7 +117,7 @@ fn status_kib(text: &str, name: &str) -> Option<u64> {
 }
 
 /// The soft limit on open files in `/proc/PID/limits` (`unlimited` is `u64::MAX`).
-fn max_open_files(text: &str) -> Option<u64> {
+pub fn max_open_files(text: &str) -> Option<u64> {
     let line = text
         .lines()
         .find_map(|line| line.strip_prefix("Max open files"))?;

@@ -29,6 +29,8 @@ use settings::{descriptor_limit, reloader, restart_needed, settings_for};
 use supervisor::{Oversight, WorkerCommand};
 use tally_slots::{TALLY_SLOTS, TallySlots};
 
+pub use crate::event_loop::event_log::WRITER_FLAG as EVENT_LOG_WRITER_FLAG;
+
 pub mod background;
 pub mod bind;
 pub mod pidfile;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use log::{error, warn};
 
 use crate::config::{self, Config, ListenerSpec};
+use crate::event_loop::process_figures;
 use crate::event_loop::server::{Reload, Settings};
 use crate::smtp::policy::Policy;
 use crate::smtp::rules::RuleBook;
@@ -159,8 +160,8 @@ pub fn connection_limit(max: Option<u32>, descriptors: Option<u64>, listeners: u
 /// The soft limit on open files, from /proc (Linux).
 pub fn descriptor_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
+    // "unlimited" bounds nothing to size by: the fallback limit applies.
+    process_figures::max_open_files(&limits).filter(|&n| n != u64::MAX)
 }
 
 #[cfg(test)]
