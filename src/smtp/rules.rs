@@ -70,15 +70,13 @@ const STAGES: [(&str, Stage); 14] = [
 
 impl Stage {
     /// Its place among the stages, for tables indexed by stage.
+    /// (`STAGES` lists the stages in their declared order; a test holds it to that.)
     pub fn index(self) -> usize {
-        STAGES.iter().position(|(_, s)| *s == self).unwrap_or(0)
+        self as usize
     }
 
     pub fn as_str(self) -> &'static str {
-        STAGES
-            .iter()
-            .find(|(_, stage)| *stage == self)
-            .map_or("any", |(name, _)| name)
+        STAGES[self.index()].0
     }
 }
 
@@ -493,10 +491,10 @@ impl Rule {
             || self.throttle.is_some()
     }
 
-    /// Whether it applies to `command` at `stage`, its `match` aside.
-    fn applies(&self, stage: Stage, command: &Command) -> bool {
-        (self.on == stage || self.on == Stage::Any)
-            && self.listener.is_none_or(|l| l == command.listener)
+    /// Whether it applies to `command`'s listener and client (its stage is the book's
+    /// index, its `match` the caller's).
+    fn applies(&self, command: &Command) -> bool {
+        self.listener.is_none_or(|l| l == command.listener)
             && (self.clients.is_empty() || self.clients.iter().any(|c| c.contains(command.client)))
     }
 }
@@ -628,7 +626,7 @@ impl RuleBook {
                     .is_none_or(|g| g.matches(command.subject)),
             };
             if only(rule)
-                && rule.applies(stage, command)
+                && rule.applies(command)
                 && subject(rule)
                 && state.fires(index, rule, command, rng)
             {
@@ -642,17 +640,17 @@ impl RuleBook {
     /// later (a message's final reply is decided on its MAIL FROM address): the subject itself
     /// need not be kept. `None` when no rule at `stage` has a `match`.
     pub fn remember(&self, stage: Stage, subject: &[u8]) -> Option<Remembered> {
-        let at_stage = |r: &Rule| r.on == stage || r.on == Stage::Any;
-        if !self
-            .rules
-            .iter()
-            .any(|r| at_stage(r) && r.subject.is_some())
-        {
+        let at_stage = self.at_stage(stage);
+        if !at_stage.iter().any(|&i| self.rules[i].subject.is_some()) {
             return None;
         }
         let mut bits = vec![0u64; self.rules.len().div_ceil(64)];
-        for (index, rule) in self.rules.iter().enumerate() {
-            if at_stage(rule) && rule.subject.as_ref().is_some_and(|g| g.matches(subject)) {
+        for &index in at_stage {
+            if self.rules[index]
+                .subject
+                .as_ref()
+                .is_some_and(|g| g.matches(subject))
+            {
                 bits[index / 64] |= 1 << (index % 64);
             }
         }
@@ -876,9 +874,11 @@ mod tests {
         assert!(!Probability::new(0.0).unwrap().happens(&mut rng));
         assert_eq!("RCPT".parse::<Stage>(), Ok(Stage::Rcpt));
         assert!("bogus".parse::<Stage>().is_err());
-        for (name, stage) in STAGES {
+        for (place, (name, stage)) in STAGES.into_iter().enumerate() {
             assert_eq!(stage.as_str(), name);
+            assert_eq!(stage.index(), place, "{name}");
         }
+        assert_eq!(STAGES.len(), Stage::Any.index() + 1);
     }
 
     fn command(subject: &[u8], now_ms: u64) -> Command<'_> {

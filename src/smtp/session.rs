@@ -738,7 +738,7 @@ impl Session {
     /// RCPT is accepted for `address`.
     fn accept_recipient(&mut self, cx: &mut Context, address: &[u8]) {
         self.transaction = Transaction::Rcpt;
-        self.recipients = self.recipients.saturating_add(1).min(MAX_RECIPIENTS);
+        self.recipients += 1;
         cx.observer.recipient(address);
     }
 
@@ -891,11 +891,10 @@ fn write_outcome(
 /// Tells the observer that a message got its final reply, `reply` (empty: none, the
 /// connection was closed without a word).
 fn message_answered(cx: &mut Context, rule: Option<&str>, reply: &[u8]) {
-    let code = reply.get(..3).and_then(|digits| {
-        digits.iter().try_fold(0u16, |n, &d| {
-            d.is_ascii_digit().then(|| n * 10 + u16::from(d - b'0'))
-        })
-    });
+    let code = reply
+        .get(..3)
+        .and_then(decimal::saturating)
+        .and_then(|n| u16::try_from(n).ok());
     cx.observer.message(&MessageEnd {
         code,
         rule,

@@ -10,7 +10,7 @@
 use core::num::NonZeroU32;
 
 use super::auth::{self, Mechanism};
-use super::{Action, Context, Held, Outcome, Phase, Session, Transaction};
+use super::{Action, Context, Held, MAX_RECIPIENTS, Outcome, Phase, Session, Transaction};
 use crate::smtp::command::{self, MAX_LINE, Verb};
 use crate::smtp::observer::Ending;
 use crate::smtp::reply;
@@ -321,9 +321,12 @@ impl Session {
             {
                 self.open_transaction(cx, subject_of(stage, arg))
             }
+            // Past the recipient bound a rule's 2xx is its own word: no recipient is added,
+            // as none would have been.
             (Stage::Rcpt, Subject::Arg(arg))
                 if class == 2
-                    && matches!(self.transaction, Transaction::Mail | Transaction::Rcpt) =>
+                    && matches!(self.transaction, Transaction::Mail | Transaction::Rcpt)
+                    && self.recipients < MAX_RECIPIENTS =>
             {
                 self.accept_recipient(cx, subject_of(stage, arg));
             }

@@ -12,8 +12,6 @@ use super::{Action, Context, Held, Outcome, Phase, Session};
 impl Session {
     /// An LMTP message is in: its replies, now or after its delay.
     pub(super) fn end_lmtp_message(&mut self, cx: &mut Context, out: &mut Vec<u8>) -> Action {
-        // A transaction reaches its data with a recipient only: one reply at the least.
-        self.recipients = self.recipients.max(1);
         let too_big = self.message().scanner.size() > cx.policy.max_message_size();
         let millis = match self.message().fate(cx.policy) {
             // As in SMTP, a message too big is refused at once.

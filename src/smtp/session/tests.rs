@@ -2454,3 +2454,23 @@ fn a_transaction_takes_at_most_max_recipients() {
         "452 4.5.3 Too many recipients"
     );
 }
+
+#[test]
+fn a_rules_2xx_past_the_recipient_bound_adds_no_recipient() {
+    let rules = book(vec![replying("rcpt", "250 2.1.5 Scripted")]);
+    let mut input = String::from("LHLO c\r\nMAIL FROM:<a@b>\r\n");
+    for n in 0..=MAX_RECIPIENTS {
+        input.push_str(&format!("RCPT TO:<r{n}@b>\r\n"));
+    }
+    input.push_str("DATA\r\nx\r\n.\r\n");
+    // Every RCPT hears the rule; the session counts the recipients it could take, and owes
+    // and tells the observer of that many.
+    let seen = observed(&lmtp(), &rules, &input);
+    let recipients = seen.iter().filter(|s| s.starts_with("recipient ")).count();
+    assert_eq!(recipients, usize::from(MAX_RECIPIENTS), "{:?}", &seen[..4]);
+    let run = run_ruled(&lmtp(), &rules, input.as_bytes(), input.len());
+    let scripted = run.sent.matches("250 2.1.5 Scripted").count();
+    assert_eq!(scripted, usize::from(MAX_RECIPIENTS) + 1);
+    let after_data = &run.sent[run.sent.find("354").expect("DATA was taken")..];
+    assert_eq!(after_data.lines().count() - 1, usize::from(MAX_RECIPIENTS));
+}
