@@ -34,7 +34,7 @@ use crate::report::event::Ended;
 use crate::report::tally::Tally;
 use crate::smtp::greylist::{Greylist, GreylistSettings};
 use crate::smtp::reply;
-use crate::smtp::rules::{Cidr, RuleBook, RuleState};
+use crate::smtp::rules::{self, Cidr, RuleBook, RuleState};
 use crate::smtp::session::{
     Action, ConnectionSeed, Context, OUTPUT_HIGH_WATER, Policy, Step as SessionStep,
 };
@@ -140,6 +140,8 @@ pub struct Reporting {
 /// started afresh with each new book; and greylisting, whose memory outlives every reload.
 struct Rules {
     book: Arc<RuleBook>,
+    /// The book's rule names, the labels of its counts.
+    names: Vec<String>,
     state: RuleState,
     greylist: Option<GreylistSettings>,
     triplets: Greylist,
@@ -269,6 +271,7 @@ impl Server {
             rules: Rules {
                 greylist: settings.greylist,
                 triplets: Greylist::default(),
+                names: rules::names(settings.rules.rules()),
                 book: settings.rules,
                 state: RuleState::default(),
             },
@@ -331,9 +334,14 @@ impl Server {
             for timer in fired.drain(..) {
                 self.on_timer(timer);
             }
-            // The turn's event lines go to the writer in one piece.
+            // The turn's event lines go to the writer in one piece, and the figures that
+            // move within a turn to the tally once.
             if let Some(log) = &mut self.account.events {
                 log.end_turn();
+            }
+            self.account.count_dropped_lines();
+            if self.rules.greylist.is_some() {
+                self.note_greylist();
             }
             if self.stop_wanted && self.stop_by.is_none() {
                 self.begin_stop();
@@ -364,9 +372,10 @@ impl Server {
     }
 
     /// The one-line summary of every process's tally, at SIGUSR1 and at exit.
-    fn log_summary(&self) {
+    fn log_summary(&mut self) {
         self.note_greylist();
-        self.account.log_summary(&rule_names(&self.rules.book));
+        self.account.count_dropped_lines();
+        self.account.log_summary(&self.rules.names);
     }
 
     /// The greylist's size, for the gauges.
@@ -431,14 +440,21 @@ impl Server {
     /// A readiness event or a timer of the metrics endpoint: a scrape renders every
     /// process's tally.
     fn metrics_turn(&mut self, what: HttpEvent) {
+        if self.metrics.is_none() {
+            return;
+        }
+        // A scrape in the middle of a turn sees the greylist as it is.
+        if self.rules.greylist.is_some() {
+            self.note_greylist();
+        }
         let Some(endpoint) = &mut self.metrics else {
             return;
         };
-        let rules = rule_names(&self.rules.book);
         let (account, other_pids) = (&mut self.account, &self.other_pids);
+        let rules = &self.rules.names;
         let mut render = |out: &mut Vec<u8>| {
             account.count_dropped_lines();
-            account.render(&rules, other_pids, out);
+            account.render(rules, other_pids, out);
         };
         let mut turn = Turn {
             registry: self.poll.registry(),
@@ -552,6 +568,7 @@ impl Server {
         self.proxy_trusted = settings.proxy_trusted;
         self.timeout_ms = u64::from(settings.timeout_secs) * 1000;
         self.max_connections = settings.max_connections;
+        self.rules.names = rules::names(settings.rules.rules());
         self.rules.book = settings.rules;
         self.rules.state = RuleState::default();
         // New settings for new commands; the triplets remembered so far stay.
@@ -888,9 +905,6 @@ impl Server {
         }) else {
             return Step::Close;
         };
-        if self.rules.greylist.is_some() {
-            self.note_greylist();
-        }
         self.check_stop_after_messages();
         self.act(slot, action);
         Step::Again
@@ -1300,11 +1314,6 @@ fn seen(conn: &Conn) -> Seen {
         client: conn.client,
         tls: conn.tls_version(),
     }
-}
-
-/// The configured rules' names, for labels.
-fn rule_names(book: &RuleBook) -> Vec<String> {
-    book.rules().iter().map(|rule| rule.name.clone()).collect()
 }
 
 /// A path as a message shows it.

@@ -205,7 +205,6 @@ impl Account {
                 log.push(&line);
             }
         }
-        self.count_dropped_lines();
     }
 
     /// Counts the lines the event log dropped since last asked into the tally.

@@ -24,6 +24,7 @@ use log::{LevelFilter, error, info, warn};
 use crate::config::{self, Config};
 use crate::event_loop::server::{Listener, Reporting, Server, catch_signals};
 use crate::report::tally::Tally;
+use crate::smtp::rules;
 use privileges::Identity;
 use settings::{descriptor_limit, reloader, restart_needed, settings_for};
 use supervisor::{Oversight, WorkerCommand};
@@ -380,7 +381,7 @@ fn supervise(args: &Args, checked: &Checked) -> Result<(), Failure> {
                 let restart = restart_needed(&running, &new);
                 if restart.is_empty() {
                     info!("configuration checked: telling the workers to reload");
-                    oversight.rules = rule_names(&new);
+                    oversight.rules = rules::names(&new.rules);
                     return new.source.as_deref().and_then(config_text);
                 }
                 warn!(
@@ -425,16 +426,12 @@ fn oversight(
     Ok(Oversight {
         slots: Box::leak(Box::new(slots)),
         listeners,
-        rules: rule_names(config),
+        rules: rules::names(&config.rules),
         stop_after_messages: args.stop_after_messages,
         stop_at: args
             .stop_after_seconds
             .map(|s| started + std::time::Duration::from_secs(s)),
     })
-}
-
-fn rule_names(config: &Config) -> Vec<String> {
-    config.rules.iter().map(|rule| rule.name.clone()).collect()
 }
 
 /// This program again, as a worker reading the same configuration.

@@ -499,6 +499,11 @@ impl Rule {
     }
 }
 
+/// The rules' names in their order: the labels their counts go by.
+pub fn names(rules: &[Rule]) -> Vec<String> {
+    rules.iter().map(|rule| rule.name.clone()).collect()
+}
+
 /// A rule of one book, by that book's identity and the rule's place in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuleRef {
