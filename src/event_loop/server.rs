@@ -5,7 +5,7 @@
 //! poll timeout is the time to the next deadline, so nothing wakes the process while nothing
 //! is due. It decides nothing about SMTP: that is the session's job.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use slab::Slab;
 
 use super::accept_backoff::AcceptBackoff;
 use super::clock::Clock;
-use super::conn::{Conn, MAX_LISTENERS, Received};
+use super::conn::{Conn, MAX_LISTENERS, Received, read_socket};
 use super::event_log::EventLog;
 use super::metrics_http::{self, HttpTimer, Limits, MetricsEndpoint, Turn};
 use super::proxy_header::{self, Reading};
@@ -763,15 +763,17 @@ impl Server {
             .saturating_sub(conn.tail.len())
             .max(1);
         let buf = &mut self.scratch[..room];
-        let n = match conn.stream.read(buf) {
-            Ok(0) => return proxy_refused(conn, "the client closed before its header ended"),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+        // Before the header there is no TLS layer yet: it comes after, on SMTPS.
+        let n = match read_socket(&mut conn.stream, buf) {
+            Received::Bytes(n) => n,
+            Received::End => {
+                return proxy_refused(conn, "the client closed before its header ended");
+            }
+            Received::WouldBlock => {
                 conn.read_ready = false;
                 return Step::Wait;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Step::Again,
-            Err(e) => return proxy_refused(conn, &format!("read failed: {e}")),
+            Received::Failed(e) => return proxy_refused(conn, &format!("read failed: {e}")),
         };
         // A short read took all there was: the next bytes bring an event of their own (a
         // client waits for the greeting before it says more).
