@@ -28,7 +28,7 @@ pub fn line(totals: &Totals, labels: &Labels) -> String {
     if totals.messages_other > 0 {
         parts.push(format!("{OTHER}: {}", totals.messages_other));
     }
-    let messages = by_code.values().sum::<u64>() + totals.messages_other;
+    let messages = totals.messages_answered();
     let _ = write!(line, "messages: {messages}{}; ", in_brackets(&parts));
     let _ = write!(
         line,

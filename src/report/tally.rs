@@ -156,6 +156,15 @@ impl<const N: usize> Table<N> {
         bump(&self.other, 1);
     }
 
+    /// Everything counted, under any key or none.
+    fn sum(&self) -> u64 {
+        self.counts
+            .iter()
+            .chain([&self.other])
+            .map(|count| count.load(Ordering::Relaxed))
+            .sum()
+    }
+
     fn add_into(&self, totals: &mut BTreeMap<u64, u64>, other: &mut u64) {
         for (key, count) in self.keys.iter().zip(&self.counts) {
             let key = key.load(Ordering::Acquire);
@@ -318,6 +327,12 @@ impl Tally {
     #[inline]
     pub fn message_answered(&self, listener: usize, code: u16) {
         self.messages.bump(message_key(listener, code));
+    }
+
+    /// Messages given a final reply, over every listener and code: what a bound on messages
+    /// counts, without adding up the rest.
+    pub fn messages_answered(&self) -> u64 {
+        self.messages.sum()
     }
 
     /// A recipient was accepted.
@@ -501,6 +516,11 @@ impl Totals {
     }
 
     /// Messages by final reply code, over all listeners; `other` not included.
+    /// Messages given a final reply, over every listener and code.
+    pub fn messages_answered(&self) -> u64 {
+        self.messages.values().sum::<u64>() + self.messages_other
+    }
+
     pub fn messages_by_code(&self) -> BTreeMap<u16, u64> {
         let mut by_code = BTreeMap::new();
         for (&key, &count) in &self.messages {
@@ -564,6 +584,9 @@ mod tests {
         assert_eq!(totals.messages.get(&message_key(2, 550)), Some(&1));
         assert_eq!(totals.messages.len(), MESSAGE_KINDS);
         assert_eq!(totals.messages_other, 2, "two kinds found no place");
+        let answered = 3 + MESSAGE_KINDS as u64;
+        assert_eq!(totals.messages_answered(), answered);
+        assert_eq!(tally.messages_answered(), answered);
         assert_eq!(totals.message_bytes, 301);
         assert_eq!(totals.messages_by_code().get(&250), Some(&2));
         assert_eq!(message_of_key(message_key(2, 550)), (2, 550));

@@ -39,7 +39,7 @@ use socket2::Socket;
 
 use super::tally_slots::{TALLY_SLOTS, TallySlots};
 use crate::event_loop::witness::log_summary;
-use crate::report::tally::Totals;
+use crate::report::tally::Tally;
 
 /// The first wait before a dead worker is started again, doubled while it keeps dying.
 const RESTART_DELAY: Duration = Duration::from_millis(100);
@@ -100,8 +100,7 @@ impl Oversight {
         let Some(limit) = self.stop_after_messages else {
             return false;
         };
-        let totals = self.slots.totals();
-        let done = messages(&totals);
+        let done: u64 = self.slots.all().iter().map(Tally::messages_answered).sum();
         if done >= limit {
             info!("--stop-after-messages: {done} messages have had their final reply");
         }
@@ -118,11 +117,6 @@ impl Oversight {
             (a, b) => a.or(b),
         }
     }
-}
-
-/// Messages given a final reply, over every listener and code.
-fn messages(totals: &Totals) -> u64 {
-    totals.messages.values().sum::<u64>() + totals.messages_other
 }
 
 struct Worker {
