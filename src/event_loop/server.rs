@@ -99,10 +99,10 @@ impl From<HttpTimer> for Timer {
     }
 }
 
-/// What SIGHUP can change while connections stay open: one policy per listener, in the
-/// listeners' order, the idle timeout, the connection limit and the rules.
+/// What SIGHUP can change while connections stay open: each listener's own settings, in
+/// the listeners' order, the idle timeout, the connection limit and the rules.
 pub struct Settings {
-    pub policies: Vec<Policy>,
+    pub listeners: Vec<ListenerSettings>,
     pub timeout_secs: u32,
     pub max_connections: usize,
     pub rules: Arc<RuleBook>,
@@ -110,11 +110,16 @@ pub struct Settings {
     pub greylist: Option<GreylistSettings>,
     /// `event_log`: where event lines go (`-`: standard output); `None`: nowhere.
     pub event_log: Option<PathBuf>,
-    /// Per listener, in the listeners' order: whether its connections open with a PROXY
-    /// header (the listener's `proxy` flag).
-    pub proxy: Vec<bool>,
     /// Who may send a PROXY header (`proxy_trusted`).
     pub proxy_trusted: Vec<Cidr>,
+}
+
+/// One listener's settings.
+pub struct ListenerSettings {
+    /// What its sessions are told to do.
+    pub policy: Policy,
+    /// Whether its connections open with a PROXY header (the listener's `proxy` flag).
+    pub proxy: bool,
 }
 
 /// What the loop counts into and reports through, besides its settings.
@@ -237,7 +242,7 @@ impl Server {
                 format!("at most {MAX_LISTENERS} listeners can be served"),
             ));
         }
-        if settings.policies.len() != listeners.len() || settings.proxy.len() != listeners.len() {
+        if settings.listeners.len() != listeners.len() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "one policy per listener is needed",
@@ -260,7 +265,7 @@ impl Server {
             timers.insert(seconds.saturating_mul(1000), Timer::StopAfter);
         }
         Ok(Server {
-            listeners: register_listeners(&poll, listeners, settings.policies, &settings.proxy)?,
+            listeners: register_listeners(&poll, listeners, settings.listeners)?,
             poll,
             conns: Slab::new(),
             max_connections: settings.max_connections,
@@ -554,16 +559,13 @@ impl Server {
             return;
         };
         self.switch_event_log(settings.event_log.clone());
-        if settings.policies.len() != self.listeners.len()
-            || settings.proxy.len() != self.listeners.len()
-        {
+        if settings.listeners.len() != self.listeners.len() {
             warn!("reload: listener count changed; keeping the old settings until a restart");
             return;
         }
-        let flags = settings.policies.into_iter().zip(settings.proxy);
-        for (listener, (policy, proxy)) in self.listeners.iter_mut().zip(flags) {
-            listener.policy = policy;
-            listener.proxy = proxy;
+        for (listener, new) in self.listeners.iter_mut().zip(settings.listeners) {
+            listener.policy = new.policy;
+            listener.proxy = new.proxy;
         }
         self.proxy_trusted = settings.proxy_trusted;
         self.timeout_ms = u64::from(settings.timeout_secs) * 1000;
@@ -1152,15 +1154,14 @@ fn listener_names(listeners: &[Listener]) -> Vec<String> {
         .collect()
 }
 
-/// Registers every listener with the poll, each with its policy.
+/// Registers every listener with the poll, each with its settings.
 fn register_listeners(
     poll: &Poll,
     listeners: Vec<Listener>,
-    policies: Vec<Policy>,
-    proxy: &[bool],
+    settings: Vec<ListenerSettings>,
 ) -> io::Result<Vec<ListenerState>> {
     let mut states = Vec::with_capacity(listeners.len());
-    for (index, (mut listener, policy)) in listeners.into_iter().zip(policies).enumerate() {
+    for (index, (mut listener, settings)) in listeners.into_iter().zip(settings).enumerate() {
         poll.registry().register(
             &mut listener.socket,
             Token(LISTENER_BIT | index),
@@ -1168,9 +1169,9 @@ fn register_listeners(
         )?;
         states.push(ListenerState {
             socket: Some(listener.socket),
-            policy,
+            policy: settings.policy,
             tls: listener.tls,
-            proxy: proxy.get(index).copied().unwrap_or(false),
+            proxy: settings.proxy,
             backoff: AcceptBackoff::default(),
         });
     }

@@ -13,7 +13,7 @@ use log::{error, warn};
 
 use crate::config::{self, Config, ListenerSpec};
 use crate::event_loop::process_figures;
-use crate::event_loop::server::{Reload, Settings};
+use crate::event_loop::server::{ListenerSettings, Reload, Settings};
 use crate::smtp::policy::Policy;
 use crate::smtp::rules::RuleBook;
 
@@ -37,10 +37,13 @@ pub fn policy_for(config: &Config, spec: &ListenerSpec, fqdn: &str, tls: bool) -
 pub fn settings_for(config: &Config, tls: bool, descriptors: Option<u64>) -> Settings {
     let fqdn = config.mail_name();
     Settings {
-        policies: config
+        listeners: config
             .listeners
             .iter()
-            .map(|spec| policy_for(config, spec, &fqdn, tls))
+            .map(|spec| ListenerSettings {
+                policy: policy_for(config, spec, &fqdn, tls),
+                proxy: spec.proxy,
+            })
             .collect(),
         timeout_secs: config.timeout_secs,
         max_connections: connection_limit(
@@ -51,7 +54,6 @@ pub fn settings_for(config: &Config, tls: bool, descriptors: Option<u64>) -> Set
         rules: Arc::new(RuleBook::new(config.rules.clone())),
         greylist: config.greylist.clone(),
         event_log: config.event_log.clone(),
-        proxy: config.listeners.iter().map(|spec| spec.proxy).collect(),
         proxy_trusted: config.proxy_trusted.clone(),
     }
 }
@@ -177,7 +179,8 @@ mod tests {
     }
 
     fn policies(config: &Config, tls: bool) -> Vec<Policy> {
-        settings_for(config, tls, Some(4096)).policies
+        let listeners = settings_for(config, tls, Some(4096)).listeners;
+        listeners.into_iter().map(|l| l.policy).collect()
     }
 
     const TLS_FILES: &str = "tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n";
@@ -248,14 +251,17 @@ mod tests {
         let settings = settings_for(&config, false, Some(4096));
         assert_eq!(settings.timeout_secs, 17);
         assert_eq!(settings.max_connections, 9);
-        assert_eq!(settings.policies[0].max_message_size(), 4096);
+        assert_eq!(settings.listeners[0].policy.max_message_size(), 4096);
     }
 
     #[test]
     fn the_proxy_flags_and_trusted_blocks_reach_the_settings_and_a_reload() {
         let running = config("listen = [\"127.0.0.1:2525 proxy\", \"127.0.0.1:2526\"]\n");
+        let proxy = |settings: &Settings| -> Vec<bool> {
+            settings.listeners.iter().map(|l| l.proxy).collect()
+        };
         let settings = settings_for(&running, false, Some(4096));
-        assert_eq!(settings.proxy, [true, false]);
+        assert_eq!(proxy(&settings), [true, false]);
         assert!(settings.proxy_trusted[0].contains("127.0.0.9".parse().unwrap()));
         let new = config(
             "proxy_trusted = [\"10.0.0.0/8\"]\n\
@@ -264,7 +270,7 @@ mod tests {
         let (applied, restart) = reloaded(&running, new);
         assert!(restart.is_empty(), "{restart:?}");
         let settings = settings_for(&applied, false, Some(4096));
-        assert_eq!(settings.proxy, [false, true]);
+        assert_eq!(proxy(&settings), [false, true]);
         assert_eq!(settings.proxy_trusted.len(), 1);
         assert!(!settings.proxy_trusted[0].contains("127.0.0.9".parse().unwrap()));
     }
