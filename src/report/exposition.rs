@@ -1,11 +1,11 @@
 //! The Prometheus text format (version 0.0.4) of a [`Totals`]: every family with its HELP
 //! and TYPE, even with no samples yet, under the names SPEC.md promises.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
 use super::histogram::{Buckets, DELAY_LATENESS, HistogramTotals, MESSAGE_SIZE, SESSION_DURATION};
-use super::tally::{AUTH_RESULTS, MECHANISMS, Totals, VERBS, message_of_key, rule_key};
+use super::tally::{AUTH_RESULTS, MECHANISMS, Totals, VERBS, message_of_key};
 
 /// What the numbers in a [`Totals`] stand for, from the running configuration.
 #[derive(Debug, Clone, Copy, Default)]
@@ -203,16 +203,10 @@ fn messages(text: &mut Text, totals: &Totals, labels: &Labels) {
 fn rules_and_greylist(text: &mut Text, totals: &Totals, labels: &Labels) {
     let name = "blackhole_rule_fired_total";
     text.family(name, "counter", "Rule firings, by rule name.");
-    let mut unnamed = totals.rules.clone();
-    let mut shown = BTreeSet::new();
-    for rule in labels.rules {
-        // A name given twice is shown once.
-        if shown.insert(rule_key(rule)) {
-            let count = unnamed.remove(&rule_key(rule)).unwrap_or(0);
-            text.sample(name, &[("rule", rule)], count);
-        }
+    let (named, other) = totals.rules_by_name(labels.rules);
+    for (rule, count) in named {
+        text.sample(name, &[("rule", rule)], count);
     }
-    let other = totals.rules_other + unnamed.values().sum::<u64>();
     if other > 0 {
         text.sample(name, &[("rule", OTHER)], other);
     }

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::exposition::{Labels, OTHER};
-use super::tally::{Totals, rule_key};
+use super::tally::Totals;
 
 /// `connections: 3 opened, 1 open, 0 refused, 1 timed out; messages: 5 (250: 4, 550: 1);
 /// recipients: 6; bytes: 1234; rules fired: 2 (slow: 2); greylist: 1 deferred, 0 passed;
@@ -55,14 +55,12 @@ fn in_brackets(parts: &[String]) -> String {
 
 /// All firings, and `name: count` for each rule that fired, by configured name.
 fn rule_firings(totals: &Totals, labels: &Labels) -> (u64, Vec<String>) {
-    let mut unnamed = totals.rules.clone();
-    let mut parts = Vec::new();
-    for rule in labels.rules {
-        if let Some(count) = unnamed.remove(&rule_key(rule)).filter(|&n| n > 0) {
-            parts.push(format!("{rule}: {count}"));
-        }
-    }
-    let other = totals.rules_other + unnamed.values().sum::<u64>();
+    let (named, other) = totals.rules_by_name(labels.rules);
+    let mut parts: Vec<String> = named
+        .into_iter()
+        .filter(|&(_, count)| count > 0)
+        .map(|(rule, count)| format!("{rule}: {count}"))
+        .collect();
     if other > 0 {
         parts.push(format!("{OTHER}: {other}"));
     }

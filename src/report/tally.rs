@@ -8,7 +8,7 @@
 //! keyed by a `u64`. Past a table's bound, or past [`MAX_LISTENERS`], counts go to an
 //! `other` figure: never lost, never a growth.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::histogram::{
@@ -521,6 +521,21 @@ impl Totals {
         self.messages.values().sum::<u64>() + self.messages_other
     }
 
+    /// Firings by the configured `names` (each name once, the first time it is given), and
+    /// the firings of no configured name: a rule since renamed or removed, or none found.
+    pub fn rules_by_name<'a>(&self, names: &'a [String]) -> (Vec<(&'a str, u64)>, u64) {
+        let mut unnamed = self.rules.clone();
+        let mut named = Vec::with_capacity(names.len());
+        let mut shown = BTreeSet::new();
+        for name in names {
+            let key = rule_key(name);
+            if shown.insert(key) {
+                named.push((name.as_str(), unnamed.remove(&key).unwrap_or(0)));
+            }
+        }
+        (named, self.rules_other + unnamed.values().sum::<u64>())
+    }
+
     pub fn messages_by_code(&self) -> BTreeMap<u16, u64> {
         let mut by_code = BTreeMap::new();
         for (&key, &count) in &self.messages {
@@ -603,6 +618,18 @@ mod tests {
         assert_eq!(totals.rules.get(&rule_key("slow")), Some(&2));
         assert_eq!(totals.rules.get(&rule_key("fail twice")), Some(&1));
         assert_ne!(rule_key("slow"), rule_key("slot"));
+    }
+
+    #[test]
+    fn rules_are_named_once_each_and_the_rest_is_other() {
+        let tally = Tally::default();
+        tally.rule_fired("slow");
+        tally.rule_fired("slow");
+        tally.rule_fired("removed since");
+        let names = ["slow", "quiet", "slow"].map(String::from);
+        let (named, other) = totals(&tally).rules_by_name(&names);
+        assert_eq!(named, [("slow", 2), ("quiet", 0)]);
+        assert_eq!(other, 1);
     }
 
     #[test]
