@@ -10,7 +10,7 @@ use toml::Value;
 use super::error::Problem;
 use super::listener::{ListenerSpec, parse_socket_addr};
 use super::options::{KeyDoc, OPTIONS};
-use super::values::{MAX_MAX_MESSAGE_SIZE, number, wrong_type};
+use super::values::{MAX_MAX_MESSAGE_SIZE, address_blocks, number, wrong_type};
 use crate::smtp::rules::{Cidr, Glob, Probability, Rule, RuleDelay, Stage};
 
 /// Rules in one file: each command tries them in order, so this bounds the work per command.
@@ -250,43 +250,13 @@ fn name(value: Option<Value>) -> Result<Option<String>, Problem> {
 
 /// `client`: one block or a list of them.
 fn clients(value: Option<Value>) -> Result<Vec<Cidr>, Problem> {
-    let entries = match value {
-        None => return Ok(Vec::new()),
-        Some(Value::String(s)) => vec![Value::String(s)],
-        Some(Value::Array(items)) => items,
-        Some(other) => {
-            return Err(wrong_type(
-                "client",
-                "an address block like \"10.0.0.0/8\", or a list of them",
-                &other,
-            ));
-        }
-    };
-    if entries.is_empty() {
-        return Err(Problem::option(
-            "client",
-            "an empty list matches no client: leave client out to match every client",
-        ));
-    }
-    if entries.len() > MAX_RULE_CLIENTS {
-        return Err(Problem::option(
-            "client",
-            format!("{} entries: at most {MAX_RULE_CLIENTS}", entries.len()),
-        ));
-    }
-    entries
-        .into_iter()
-        .map(|entry| match entry {
-            Value::String(s) => s
-                .parse()
-                .map_err(|message| Problem::option("client", message)),
-            other => Err(wrong_type(
-                "client",
-                "entries that are strings like \"10.0.0.0/8\"",
-                &other,
-            )),
-        })
-        .collect()
+    let blocks = address_blocks(
+        value,
+        "client",
+        MAX_RULE_CLIENTS,
+        "an empty list matches no client: leave client out to match every client",
+    )?;
+    Ok(blocks.unwrap_or_default())
 }
 
 /// `listener`: the index of the listener on that socket address.

@@ -252,27 +252,14 @@ fn listeners(
     option: &str,
     tls: bool,
 ) -> Result<Option<Vec<ListenerSpec>>, Problem> {
-    let entries: Vec<String> = match value {
-        None => return Ok(None),
-        Some(Value::String(s)) => s.split(',').map(str::to_owned).collect(),
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .map(|item| match item {
-                Value::String(s) => Ok(s),
-                other => Err(wrong_type(
-                    option,
-                    "entries that are strings like \":25\"",
-                    &other,
-                )),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(other) => {
-            return Err(wrong_type(
-                option,
-                "an array of strings like [\":25\"]",
-                &other,
-            ));
-        }
+    let Some(entries) = string_list(
+        value,
+        option,
+        "an array of strings like [\":25\"]",
+        "entries that are strings like \":25\"",
+    )?
+    else {
+        return Ok(None);
     };
     entries
         .iter()
@@ -365,47 +352,76 @@ fn event_log(value: Option<Value>) -> Result<Option<PathBuf>, Problem> {
 /// `proxy_trusted`: a list of address blocks, or (as in the original's format) one string
 /// of comma-separated blocks. `None` when unset.
 fn proxy_trusted(value: Option<Value>) -> Result<Option<Vec<Cidr>>, Problem> {
-    let option = "proxy_trusted";
-    let example = "e.g. proxy_trusted = [\"10.0.0.0/8\", \"::1\"]";
-    let entries: Vec<String> = match value {
-        None => return Ok(None),
-        Some(Value::String(s)) => s.split(',').map(|e| e.trim().to_owned()).collect(),
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .map(|item| match item {
-                Value::String(s) => Ok(s),
-                other => Err(wrong_type(option, "address blocks as strings", &other)),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(other) => {
-            return Err(wrong_type(
-                option,
-                &format!("a list of address blocks, {example}"),
-                &other,
-            ));
-        }
+    address_blocks(
+        value,
+        "proxy_trusted",
+        MAX_PROXY_TRUSTED,
+        "an empty list trusts no proxy: name the load balancers' addresses, \
+         e.g. proxy_trusted = [\"10.0.0.0/8\", \"::1\"]",
+    )
+}
+
+/// An option of address blocks (`proxy_trusted`, a rule's `client`): an array of them, or
+/// one string of comma-separated blocks; not empty (`empty` says why), at most `max`.
+/// `None` when unset.
+pub(super) fn address_blocks(
+    value: Option<Value>,
+    option: &'static str,
+    max: usize,
+    empty: &str,
+) -> Result<Option<Vec<Cidr>>, Problem> {
+    let Some(entries) = string_list(
+        value,
+        option,
+        "address blocks like \"10.0.0.0/8\", in a list",
+        "address blocks as strings like \"10.0.0.0/8\"",
+    )?
+    else {
+        return Ok(None);
     };
     if entries.is_empty() {
-        return Err(Problem::option(
-            option,
-            format!("an empty list trusts no proxy: name the load balancers' addresses, {example}"),
-        ));
+        return Err(Problem::option(option, empty));
     }
-    if entries.len() > MAX_PROXY_TRUSTED {
+    if entries.len() > max {
         return Err(Problem::option(
             option,
-            format!("{} entries: at most {MAX_PROXY_TRUSTED}", entries.len()),
+            format!("{} entries: at most {max}", entries.len()),
         ));
     }
     entries
         .iter()
         .map(|entry| {
             entry
+                .trim()
                 .parse::<Cidr>()
                 .map_err(|message| Problem::option(option, message))
         })
         .collect::<Result<_, _>>()
         .map(Some)
+}
+
+/// An option that lists strings: an array of them, or (as in the original's format) one
+/// string of comma-separated entries. `None` when unset. `expected` says what the option
+/// takes, `entries` what each entry must be.
+fn string_list(
+    value: Option<Value>,
+    option: &str,
+    expected: &str,
+    entries: &str,
+) -> Result<Option<Vec<String>>, Problem> {
+    match value {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.split(',').map(str::to_owned).collect())),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(s) => Ok(s),
+                other => Err(wrong_type(option, entries, &other)),
+            })
+            .collect::<Result<_, _>>()
+            .map(Some),
+        Some(other) => Err(wrong_type(option, expected, &other)),
+    }
 }
 
 /// Two entries on one socket address cannot both be bound. Port 0 asks the
