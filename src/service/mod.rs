@@ -271,16 +271,8 @@ fn reporting(args: &Args, config: &Config, worker: bool) -> Result<Reporting, Fa
             summaries: false,
         });
     }
-    let slots = TallySlots::create(1).map_err(|e| {
-        (
-            EXIT_SOFTWARE,
-            format!("cannot make room for the counters: {e}"),
-        )
-    })?;
-    let metrics = match config.metrics_listen {
-        Some(addr) => Some(bind_metrics(addr)?),
-        None => None,
-    };
+    let slots = create_slots(1)?;
+    let metrics = config.metrics_listen.map(bind_metrics).transpose()?;
     Ok(Reporting {
         tallies: leak(slots),
         slot: 0,
@@ -289,6 +281,16 @@ fn reporting(args: &Args, config: &Config, worker: bool) -> Result<Reporting, Fa
         stop_after_messages: args.stop_after_messages,
         stop_after_seconds: args.stop_after_seconds,
         summaries: true,
+    })
+}
+
+/// Shared memory for `count` processes' tallies.
+fn create_slots(count: usize) -> Result<TallySlots, Failure> {
+    TallySlots::create(count).map_err(|e| {
+        (
+            EXIT_SOFTWARE,
+            format!("cannot make room for the counters: {e}"),
+        )
     })
 }
 
@@ -360,10 +362,7 @@ fn supervise(args: &Args, checked: &Checked) -> Result<(), Failure> {
             log_listening(spec.tls, addr, &fqdn);
         }
     }
-    let metrics = match config.metrics_listen {
-        Some(addr) => Some(bind_metrics(addr)?),
-        None => None,
-    };
+    let metrics = config.metrics_listen.map(bind_metrics).transpose()?;
     let oversight = oversight(args, config, &sockets)?;
     if let Some(path) = &config.pidfile {
         pidfile::write(path, file).map_err(|e| (EXIT_PERMISSION, e))?;
@@ -407,12 +406,7 @@ fn oversight(
     config: &Config,
     sockets: &[Vec<std::net::TcpListener>],
 ) -> Result<Oversight, Failure> {
-    let slots = TallySlots::create(sockets.len()).map_err(|e| {
-        (
-            EXIT_SOFTWARE,
-            format!("cannot make room for the counters: {e}"),
-        )
-    })?;
+    let slots = create_slots(sockets.len())?;
     let listeners = sockets.first().map_or_else(Vec::new, |first| {
         first
             .iter()
