@@ -53,13 +53,12 @@ pub enum Verdict {
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    /// When the triplet was first seen (or seen again after it expired), in ms.
-    first_seen: u64,
     /// Let through until then, once passed; 0 while waiting.
     pass_until: u64,
-    /// When it was last inserted or let through: the order of eviction, least recent first,
-    /// so that a flood of new triplets pushes out its own kind before the passed ones that
-    /// real senders rely on.
+    /// In ms: while waiting, when the triplet was first seen (or seen again after it
+    /// expired); once passed, when it was last let through. The order of eviction, least
+    /// recent first, so that a flood of new triplets pushes out its own kind before the
+    /// passed ones that real senders rely on.
     touched: u64,
 }
 
@@ -67,8 +66,9 @@ struct Entry {
 #[derive(Debug)]
 pub struct Greylist {
     entries: HashMap<u64, Entry>,
-    /// Keys in the order they were first seen, with that time: the oldest is evicted first.
-    /// An item whose entry has since been dropped or renewed is skipped when reached.
+    /// Keys in the order they were inserted or let through, with that time: the least
+    /// recent is evicted first. An item whose entry has since been dropped or touched again
+    /// is skipped when reached.
     order: VecDeque<(u64, u64)>,
     /// Keys the hashes with a secret of this process's, so a client cannot aim collisions.
     hasher: RandomState,
@@ -123,7 +123,7 @@ impl Greylist {
         let key = self.key(client, sender, recipient);
         if let Some(entry) = self.entries.get_mut(&key) {
             let waiting = entry.pass_until == 0;
-            let age = now_ms.saturating_sub(entry.first_seen);
+            let age = now_ms.saturating_sub(entry.touched);
             let passes = entry.pass_until > now_ms
                 || (waiting && age < settings.expire_ms && age >= settings.delay_ms);
             if passes {
@@ -156,7 +156,6 @@ impl Greylist {
         self.entries.insert(
             key,
             Entry {
-                first_seen: now_ms,
                 pass_until: 0,
                 touched: now_ms,
             },
