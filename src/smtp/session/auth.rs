@@ -31,28 +31,35 @@ pub(super) enum Mechanism {
     CramMd5,
 }
 
-impl AuthStep {
-    /// The mechanism's name, as metrics label it.
-    fn mechanism(self) -> &'static str {
+impl Mechanism {
+    /// The mechanism an AUTH command names, if it is one of these.
+    fn named(word: &[u8]) -> Option<Mechanism> {
+        [
+            (&b"PLAIN"[..], Mechanism::Plain),
+            (b"LOGIN", Mechanism::Login),
+            (b"CRAM-MD5", Mechanism::CramMd5),
+        ]
+        .into_iter()
+        .find_map(|(name, mechanism)| word.eq_ignore_ascii_case(name).then_some(mechanism))
+    }
+
+    /// Its name as metrics label it.
+    fn label(self) -> &'static str {
         match self {
-            AuthStep::Plain => "plain",
-            AuthStep::LoginUser | AuthStep::LoginPassword { .. } => "login",
-            AuthStep::CramMd5 => "cram-md5",
+            Mechanism::Plain => "plain",
+            Mechanism::Login => "login",
+            Mechanism::CramMd5 => "cram-md5",
         }
     }
 }
 
-/// The mechanism an AUTH command names, as metrics label it.
-fn mechanism_named(word: Option<&[u8]>) -> &'static str {
-    let named = |name: &[u8]| word.is_some_and(|w| w.eq_ignore_ascii_case(name));
-    if named(b"PLAIN") {
-        "plain"
-    } else if named(b"LOGIN") {
-        "login"
-    } else if named(b"CRAM-MD5") {
-        "cram-md5"
-    } else {
-        "other"
+impl AuthStep {
+    fn mechanism(self) -> Mechanism {
+        match self {
+            AuthStep::Plain => Mechanism::Plain,
+            AuthStep::LoginUser | AuthStep::LoginPassword { .. } => Mechanism::Login,
+            AuthStep::CramMd5 => Mechanism::CramMd5,
+        }
     }
 }
 
@@ -70,16 +77,20 @@ impl Session {
     /// AUTH: starts an exchange, or answers at once.
     pub(super) fn auth(&mut self, cx: &mut Context, arg: &[u8], out: &mut Vec<u8>) -> Action {
         let mut words = command::words(arg);
-        let (mechanism, initial) = (words.next(), words.next());
-        match self.auth_command(mechanism, initial, words.next()) {
+        let (word, initial) = (words.next(), words.next());
+        let mechanism = word.and_then(Mechanism::named);
+        // The user name a response names, decoded here once for the observer and the rules.
+        let mut decoded = [0u8; MAX_LINE];
+        match self.auth_command(word, mechanism, initial, words.next()) {
             Ok(step) => {
                 match step {
                     AuthStep::CramMd5 => cram_md5_challenge(cx.policy, &mut self.rng(cx.seed), out),
                     AuthStep::Plain => out.extend_from_slice(reply::AUTH_EMPTY_CHALLENGE),
                     AuthStep::LoginUser => out.extend_from_slice(reply::AUTH_USERNAME),
                     AuthStep::LoginPassword { .. } => {
-                        tell_user(cx, Mechanism::Login, initial.unwrap_or_default());
-                        self.remember_user(cx, initial.unwrap_or_default());
+                        let response = initial.unwrap_or_default();
+                        let user = told_user(cx, Mechanism::Login, response, &mut decoded);
+                        self.remember_user(cx, user);
                         out.extend_from_slice(reply::AUTH_PASSWORD);
                     }
                 }
@@ -87,15 +98,14 @@ impl Session {
                 Action::Continue
             }
             Err(end) => {
-                let plain = mechanism.is_some_and(|m| m.eq_ignore_ascii_case(b"PLAIN"));
-                let subject = match initial {
-                    Some(response) if plain => {
-                        tell_user(cx, Mechanism::Plain, response);
-                        Subject::User(Mechanism::Plain, response)
+                let subject = match (mechanism, initial) {
+                    (Some(Mechanism::Plain), Some(response)) => {
+                        Subject::User(told_user(cx, Mechanism::Plain, response, &mut decoded))
                     }
                     _ => Subject::Arg(b""),
                 };
-                self.auth_final(cx, end, mechanism_named(mechanism), subject, out)
+                let label = mechanism.map_or("other", Mechanism::label);
+                self.auth_final(cx, end, label, subject, out)
             }
         }
     }
@@ -103,7 +113,8 @@ impl Session {
     /// What an AUTH command starts (the step it waits in), or how it ends at once.
     fn auth_command(
         &self,
-        mechanism: Option<&[u8]>,
+        word: Option<&[u8]>,
+        mechanism: Option<Mechanism>,
         initial: Option<&[u8]>,
         extra: Option<&[u8]>,
     ) -> Result<AuthStep, Final> {
@@ -113,30 +124,29 @@ impl Session {
         if self.transaction != Transaction::None {
             return Err(Final::Reply(reply::AUTH_IN_TRANSACTION));
         }
-        let Some(mechanism) = mechanism else {
+        if word.is_none() {
             return Err(Final::Reply(reply::AUTH_SYNTAX));
-        };
+        }
         if extra.is_some() {
             return Err(Final::Reply(reply::AUTH_EXTRA_WORDS));
         }
-        let named = |name: &[u8]| mechanism.eq_ignore_ascii_case(name);
-        match initial {
-            Some(b"*") if named(b"PLAIN") || named(b"LOGIN") => {
+        match (mechanism, initial) {
+            (Some(Mechanism::Plain | Mechanism::Login), Some(b"*")) => {
                 Err(Final::Reply(reply::AUTH_CANCELLED))
             }
-            Some(response) if named(b"PLAIN") => Err(Final::Outcome {
+            (Some(Mechanism::Plain), Some(response)) => Err(Final::Outcome {
                 fail: mentions_fail(response),
             }),
-            None if named(b"PLAIN") => Ok(AuthStep::Plain),
+            (Some(Mechanism::Plain), None) => Ok(AuthStep::Plain),
             // The initial response answers the first challenge: it is the user name.
-            Some(user) if named(b"LOGIN") => Ok(AuthStep::LoginPassword {
+            (Some(Mechanism::Login), Some(user)) => Ok(AuthStep::LoginPassword {
                 fail: mentions_fail(user),
             }),
-            None if named(b"LOGIN") => Ok(AuthStep::LoginUser),
-            None if named(b"CRAM-MD5") => Ok(AuthStep::CramMd5),
+            (Some(Mechanism::Login), None) => Ok(AuthStep::LoginUser),
+            (Some(Mechanism::CramMd5), None) => Ok(AuthStep::CramMd5),
             // CRAM-MD5 starts with the server's challenge: there is no initial response.
-            Some(_) if named(b"CRAM-MD5") => Err(Final::Reply(reply::AUTH_EXTRA_WORDS)),
-            _ => Err(Final::Reply(reply::AUTH_SYNTAX)),
+            (Some(Mechanism::CramMd5), Some(_)) => Err(Final::Reply(reply::AUTH_EXTRA_WORDS)),
+            (None, _) => Err(Final::Reply(reply::AUTH_SYNTAX)),
         }
     }
 
@@ -148,32 +158,25 @@ impl Session {
         line: &[u8],
         out: &mut Vec<u8>,
     ) -> Action {
+        let mut decoded = [0u8; MAX_LINE];
         let (end, subject) = match step {
             _ if line == b"*" => (Final::Reply(reply::AUTH_CANCELLED), Subject::Remembered),
             AuthStep::Plain | AuthStep::CramMd5 => {
-                let mechanism = if step == AuthStep::Plain {
-                    Mechanism::Plain
-                } else {
-                    Mechanism::CramMd5
-                };
                 let fail = mentions_fail(line);
-                tell_user(cx, mechanism, line);
-                (Final::Outcome { fail }, Subject::User(mechanism, line))
+                let user = told_user(cx, step.mechanism(), line, &mut decoded);
+                (Final::Outcome { fail }, Subject::User(user))
             }
             // The documented shortcut: `pass=`/`fail=` in clear answers at once.
             AuthStep::LoginUser
                 if command::contains(line, b"pass=") || command::contains(line, b"fail=") =>
             {
                 let fail = command::contains(line, b"fail=");
-                tell_user(cx, Mechanism::Login, line);
-                (
-                    Final::Outcome { fail },
-                    Subject::User(Mechanism::Login, line),
-                )
+                let user = told_user(cx, Mechanism::Login, line, &mut decoded);
+                (Final::Outcome { fail }, Subject::User(user))
             }
             AuthStep::LoginUser => {
-                tell_user(cx, Mechanism::Login, line);
-                self.remember_user(cx, line);
+                let user = told_user(cx, Mechanism::Login, line, &mut decoded);
+                self.remember_user(cx, user);
                 self.phase = Phase::Auth(AuthStep::LoginPassword {
                     fail: mentions_fail(line),
                 });
@@ -185,7 +188,7 @@ impl Session {
                 (Final::Outcome { fail }, Subject::Remembered)
             }
         };
-        self.auth_final(cx, end, step.mechanism(), subject, out)
+        self.auth_final(cx, end, step.mechanism().label(), subject, out)
     }
 
     /// The reply that ends an exchange, as the rules at `auth` may change it.
@@ -240,15 +243,12 @@ impl Session {
         action
     }
 
-    /// Keeps which rules the user name in a LOGIN response matches, for the reply after the
-    /// password.
-    fn remember_user(&mut self, cx: &Context, response: &[u8]) {
-        if cx.rules.is_empty() {
-            return;
+    /// Keeps which rules `user`, the name a LOGIN response gave, matches, for the reply
+    /// after the password.
+    fn remember_user(&mut self, cx: &Context, user: &[u8]) {
+        if !cx.rules.is_empty() {
+            self.remembered = cx.rules.remember(Stage::Auth, user);
         }
-        let mut decoded = [0u8; MAX_LINE];
-        let user = user_name(Mechanism::Login, response, &mut decoded);
-        self.remembered = cx.rules.remember(Stage::Auth, user);
     }
 
     fn auth_outcome(&mut self, fail: bool) -> &'static [u8] {
@@ -261,17 +261,22 @@ impl Session {
     }
 }
 
-/// Tells the observer the user name a response names.
-fn tell_user(cx: &mut Context, mechanism: Mechanism, response: &[u8]) {
-    let mut decoded = [0u8; MAX_LINE];
-    cx.observer
-        .auth_user(user_name(mechanism, response, &mut decoded));
+/// The user name a response names, decoded into `buf`, once the observer is told of it.
+fn told_user<'b>(
+    cx: &mut Context,
+    mechanism: Mechanism,
+    response: &'b [u8],
+    buf: &'b mut [u8; MAX_LINE],
+) -> &'b [u8] {
+    let user = user_name(mechanism, response, buf);
+    cx.observer.auth_user(user);
+    user
 }
 
 /// The user name in a response: PLAIN's authentication identity (`authzid NUL authcid NUL
 /// password`), LOGIN's whole response, CRAM-MD5's first word. A response that is not base64
 /// is taken as it is (the documented `pass=`/`fail=` in clear).
-pub(super) fn user_name<'b>(
+fn user_name<'b>(
     mechanism: Mechanism,
     response: &'b [u8],
     buf: &'b mut [u8; MAX_LINE],

@@ -9,9 +9,8 @@
 
 use core::num::NonZeroU32;
 
-use super::auth::{self, Mechanism};
 use super::{Action, Context, Held, MAX_RECIPIENTS, Outcome, Phase, Session, Transaction};
-use crate::smtp::command::{self, MAX_LINE, Verb};
+use crate::smtp::command::{self, Verb};
 use crate::smtp::observer::Ending;
 use crate::smtp::reply;
 use crate::smtp::rules::{Command, Disconnect, Rule, RuleRef, Stage};
@@ -36,7 +35,7 @@ pub(super) enum Subject<'b> {
     /// A command's argument: the subject is the part its stage names.
     Arg(&'b [u8]),
     /// An AUTH response: the subject is the user name in it, decoded.
-    User(Mechanism, &'b [u8]),
+    User(&'b [u8]),
     /// One seen earlier ([`Session::remembered`]).
     Remembered,
     /// A BDAT that would begin a message: the `data` stage, with no subject; a 3xx from a
@@ -352,19 +351,14 @@ impl Session {
         subject: Subject,
         only: impl Fn(&Rule) -> bool,
     ) -> Option<RuleRef> {
-        // Most commands meet no rule of their stage: no generator, no decoding for them.
+        // Most commands meet no rule of their stage: no generator for them.
         if !cx.rules.has_stage(stage) {
             return None;
         }
         let mut rng = self.rng(cx.seed);
-        // Only an AUTH response is decoded, so only AUTH pays for the buffer.
-        let mut decoded: Box<[u8; MAX_LINE]>;
         let (text, remembered) = match subject {
             Subject::Arg(arg) => (subject_of(stage, arg), None),
-            Subject::User(mechanism, response) => {
-                decoded = Box::new([0u8; MAX_LINE]);
-                (auth::user_name(mechanism, response, &mut decoded), None)
-            }
+            Subject::User(user) => (user, None),
             Subject::Remembered => (&b""[..], self.remembered.as_ref()),
             Subject::Bdat => (&b""[..], None),
         };
