@@ -405,12 +405,7 @@ impl Session {
         input: &[u8],
         out: &mut Vec<u8>,
     ) -> (usize, Option<Action>) {
-        let message = self.message();
-        let input = match message.cut {
-            Some(cut) => &input[..cut.room(message.scanner.size(), input.len())],
-            None => input,
-        };
-        let (n, ended) = message.read(cx.policy, input);
+        let (n, ended) = self.message().read(cx.policy, input);
         let action = if ended {
             Some(self.end_message(cx, out))
         } else {
@@ -783,10 +778,14 @@ impl Session {
 }
 
 impl Message {
-    /// Message bytes through the scanner, its switch headers read on the way. Returns the
-    /// bytes used and whether the message has ended. This is the per-byte path of every
+    /// Message bytes through the scanner, no further than a rule's cut, its switch headers
+    /// read on the way. Returns the bytes used and whether the message has ended. This is the per-byte path of every
     /// message: it copies and allocates nothing.
     fn read(&mut self, policy: &Policy, input: &[u8]) -> (usize, bool) {
+        let input = match self.cut {
+            Some(cut) => &input[..cut.room(self.scanner.size(), input.len())],
+            None => input,
+        };
         let dynamic = policy.dynamic_switch();
         let switches = &mut self.switches;
         self.scanner.feed(input, |header| {

@@ -111,11 +111,8 @@ impl Session {
     ) -> (usize, Option<Action>) {
         let mut taken = usize::try_from(left).map_or(input.len(), |left| left.min(input.len()));
         if then.is_message() {
-            let message = self.message();
-            if let Some(cut) = message.cut {
-                taken = cut.room(message.scanner.size(), taken);
-            }
-            message.read(cx.policy, &input[..taken]);
+            // A chunk has no end of its own inside it: all is taken, up to a rule's cut.
+            taken = self.message().read(cx.policy, &input[..taken]).0;
         }
         let left = left - taken as u64;
         let message_ends = left == 0 && then == AfterChunk::Last;
