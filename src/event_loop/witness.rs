@@ -349,8 +349,10 @@ impl Observer for Witness<'_> {
 
     fn sender(&mut self, address: &[u8]) {
         if let Some(detail) = &mut self.detail {
-            detail.record.forget_transaction();
-            detail.record.mail_from = address.to_vec();
+            let record = &mut *detail.record;
+            record.forget_transaction();
+            // Into the buffer the last sender left: a session's messages reuse it.
+            record.mail_from.extend_from_slice(address);
         }
     }
 
