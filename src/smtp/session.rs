@@ -756,31 +756,42 @@ impl Session {
         let rng = &mut self.rng(cx.seed);
         let outcome = draw_outcome(rng, mode);
         let millis = delay.map_or(0, |d| draw_millis(rng, d));
-        if !cx.rules.is_empty() {
-            let action = self.final_reply(cx, outcome, millis, out);
-            self.end_transaction();
-            return action;
-        }
+        let action = self.answer_message(cx, outcome, millis, rng, out);
         self.end_transaction();
-        if millis == 0 {
-            let start = out.len();
-            let action = write_outcome(outcome, policy, || draw_id(rng), out);
-            message_answered(cx, None, &out[start..]);
-            action
-        } else {
+        action
+    }
+
+    /// A message's final reply (LMTP: a recipient's), `outcome` after `millis`: as the rules
+    /// say when there are any; else written now, or held. `rng` goes on to draw its id.
+    fn answer_message(
+        &mut self,
+        cx: &mut Context,
+        outcome: Outcome,
+        millis: u64,
+        rng: &mut Rand64,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        if !cx.rules.is_empty() {
+            return self.final_reply(cx, outcome, millis, out);
+        }
+        if millis > 0 {
             self.phase = Phase::Held(Held::Reply {
                 normal: outcome,
                 rule: None,
             });
-            Action::Pause { millis }
+            return Action::Pause { millis };
         }
+        let start = out.len();
+        let action = write_outcome(outcome, cx.policy, || draw_id(rng), out);
+        message_answered(cx, None, &out[start..]);
+        action
     }
 }
 
 impl Message {
     /// Message bytes through the scanner, no further than a rule's cut, its switch headers
-    /// read on the way. Returns the bytes used and whether the message has ended. This is the per-byte path of every
-    /// message: it copies and allocates nothing.
+    /// read on the way. Returns the bytes used and whether the message has ended. This is
+    /// the per-byte path of every message: it copies and allocates nothing.
     fn read(&mut self, policy: &Policy, input: &[u8]) -> (usize, bool) {
         let input = match self.cut {
             Some(cut) => &input[..cut.room(self.scanner.size(), input.len())],

@@ -48,12 +48,6 @@ impl Session {
         } else {
             super::draw_outcome(rng, self.message().fate(policy).0)
         };
-        if !cx.rules.is_empty() {
-            return self.final_reply(cx, outcome, 0, out);
-        }
-        let start = out.len();
-        let action = super::write_outcome(outcome, policy, || super::draw_id(rng), out);
-        super::message_answered(cx, None, &out[start..]);
-        action
+        self.answer_message(cx, outcome, 0, rng, out)
     }
 }
