@@ -500,11 +500,7 @@ impl Session {
             Verb::StartTls => return self.starttls(arg, cx.policy, out),
             Verb::Auth => return self.auth(cx, arg, out),
             Verb::Unknown => return self.unknown(cx, out),
-            Verb::Quit => {
-                out.extend_from_slice(reply::GOODBYE);
-                cx.observer.ending(Ending::Quit);
-                return Action::Close;
-            }
+            Verb::Quit => return goodbye(cx, out),
             _ => out.extend_from_slice(information(verb, arg)),
         }
         Action::Continue
@@ -896,6 +892,13 @@ fn write_outcome(
         }
     }
     Action::Continue
+}
+
+/// QUIT's answer: the session ends.
+fn goodbye(cx: &mut Context, out: &mut Vec<u8>) -> Action {
+    out.extend_from_slice(reply::GOODBYE);
+    cx.observer.ending(Ending::Quit);
+    Action::Close
 }
 
 /// Tells the observer that a message got its final reply, `reply` (empty: none, the

@@ -82,9 +82,7 @@ fn address<'a>(arg: &'a [u8], keyword: &[u8]) -> &'a [u8] {
 /// wait for QUIT and answer anything else with a bad sequence. Rules have no say here.
 pub(super) fn after_refusal(cx: &mut Context, verb: Verb, out: &mut Vec<u8>) -> Action {
     if verb == Verb::Quit {
-        out.extend_from_slice(reply::GOODBYE);
-        cx.observer.ending(Ending::Quit);
-        return Action::Close;
+        return super::goodbye(cx, out);
     }
     out.extend_from_slice(reply::ONLY_QUIT);
     Action::Continue
